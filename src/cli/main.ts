@@ -1,0 +1,56 @@
+#!/usr/bin/env node
+import { Command, CommanderError } from 'commander';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { EXIT_CODES, kindOf, messageOf } from '../errors';
+import { defaultRoot } from '../snapshotter/root';
+import { registerJournalCommands } from './journal-commands';
+import { registerListingCommands } from './listing-commands';
+import { registerSnapshotCommands } from './snapshot-commands';
+
+function version(): string {
+  const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', '..', 'package.json'), 'utf8')) as {
+    version: string;
+  };
+  return pkg.version;
+}
+
+export function buildProgram(): Command {
+  const program = new Command('snapfs')
+    .description('containerd-style snapshotter: copy-on-write snapshots in a SQLite-indexed root')
+    .version(version())
+    .option('--root <dir>', 'snapshotter root directory', defaultRoot())
+    .exitOverride()
+    .configureOutput({ outputError: (text, write) => write(`snapfs: ${text.replace(/^error: /, '')}`) });
+  registerSnapshotCommands(program);
+  registerListingCommands(program);
+  registerJournalCommands(program);
+  for (const cmd of program.commands) cmd.exitOverride();
+  return program;
+}
+
+async function main(argv: readonly string[]): Promise<number> {
+  try {
+    await buildProgram().parseAsync(argv);
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Commander has printed the message already; help and version are not failures.
+      return err.exitCode === 0 ? 0 : EXIT_CODES.InvalidArgument;
+    }
+    const kind = kindOf(err);
+    const text = kind === 'Unknown' && err instanceof Error && err.stack !== undefined ? err.stack : messageOf(err);
+    process.stderr.write(`snapfs: ${kind === 'Unknown' ? text : text.split('\n')[0]}\n`);
+    return EXIT_CODES[kind];
+  }
+}
+
+// stdout may be a pipe closed early (`snapfs ls | head`): that is not an error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
+
+void main(process.argv).then((code) => {
+  process.exitCode = code;
+});

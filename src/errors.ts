@@ -1,0 +1,50 @@
+/**
+ * The error kinds of containerd's errdefs, and what each becomes at the
+ * process boundary. Every error a user can cause is a SnapfsError; anything
+ * else reaching the top is a bug and reported as Unknown.
+ */
+export type ErrorKind =
+  | 'InvalidArgument'
+  | 'NotFound'
+  | 'AlreadyExists'
+  | 'FailedPrecondition'
+  | 'NotImplemented'
+  | 'Unavailable'
+  | 'Unknown';
+
+export class SnapfsError extends Error {
+  constructor(
+    readonly kind: ErrorKind,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'SnapfsError';
+  }
+}
+
+export const invalidArgument = (message: string): SnapfsError => new SnapfsError('InvalidArgument', message);
+export const notFound = (message: string): SnapfsError => new SnapfsError('NotFound', message);
+export const alreadyExists = (message: string): SnapfsError => new SnapfsError('AlreadyExists', message);
+export const failedPrecondition = (message: string): SnapfsError =>
+  new SnapfsError('FailedPrecondition', message);
+export const notImplemented = (message: string): SnapfsError => new SnapfsError('NotImplemented', message);
+export const unavailable = (message: string): SnapfsError => new SnapfsError('Unavailable', message);
+
+/** Exit codes of the CLI; 2 is also what a malformed command line gets. */
+export const EXIT_CODES: Readonly<Record<ErrorKind, number>> = {
+  Unknown: 1,
+  InvalidArgument: 2,
+  NotFound: 3,
+  AlreadyExists: 4,
+  FailedPrecondition: 5,
+  NotImplemented: 6,
+  Unavailable: 7,
+};
+
+export function kindOf(err: unknown): ErrorKind {
+  return err instanceof SnapfsError ? err.kind : 'Unknown';
+}
+
+export function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

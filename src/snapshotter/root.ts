@@ -1,0 +1,60 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { unavailable } from '../errors';
+import type { Layout } from './layout';
+
+/** $SNAPFS_ROOT, else /var/lib/snapfs for root, else the user's XDG data directory. */
+export function defaultRoot(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.SNAPFS_ROOT) return env.SNAPFS_ROOT;
+  if (process.getuid?.() === 0) return '/var/lib/snapfs';
+  const dataHome = env.XDG_DATA_HOME || path.join(env.HOME || os.homedir(), '.local', 'share');
+  return path.join(dataHome, 'snapfs');
+}
+
+export type RootState = 'missing' | 'ready';
+
+/**
+ * Checks that `layout.root` is a snapfs root, or a place one can be made:
+ * missing, an empty directory, or a directory holding metadata.db. Refuses
+ * anything else without touching it.
+ */
+export function inspectRoot(layout: Layout): RootState {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(layout.root);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'missing';
+    throw rootError(layout.root, err);
+  }
+  if (!st.isDirectory()) throw unavailable(`root ${layout.root}: not a directory`);
+  let entries: string[];
+  try {
+    entries = fs.readdirSync(layout.root);
+    fs.accessSync(layout.root, fs.constants.R_OK | fs.constants.W_OK | fs.constants.X_OK);
+  } catch (err) {
+    throw rootError(layout.root, err);
+  }
+  if (entries.length > 0 && !entries.includes('metadata.db')) {
+    throw unavailable(`root ${layout.root}: not a snapfs root (not empty, and no metadata.db)`);
+  }
+  return entries.length === 0 ? 'missing' : 'ready';
+}
+
+/** Creates the directories of a root; private to its owner, as containerd's are. */
+export function createRoot(layout: Layout): void {
+  try {
+    fs.mkdirSync(layout.root, { recursive: true, mode: 0o700 });
+    fs.mkdirSync(layout.snapshots, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    throw rootError(layout.root, err);
+  }
+}
+
+function rootError(root: string, err: unknown): Error {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'EACCES' || code === 'EPERM') return unavailable(`root ${root}: permission denied`);
+  if (code === 'ENOTDIR') return unavailable(`root ${root}: not a directory`);
+  if (code === 'EROFS') return unavailable(`root ${root}: read-only file system`);
+  return err instanceof Error ? err : new Error(String(err));
+}
