@@ -58,10 +58,12 @@ export class Store implements Tx {
     let db: Database.Database | undefined;
     try {
       db = new Database(file, { timeout: BUSY_TIMEOUT_MS });
+      const store = new Store(db);
+      // Refuse a foreign database before changing anything in it.
+      store.schemaVersion(file);
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = NORMAL');
       db.pragma('foreign_keys = ON');
-      const store = new Store(db);
       store.migrate(file);
       return store;
     } catch (err) {

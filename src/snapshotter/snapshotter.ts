@@ -278,9 +278,9 @@ export class Snapshotter {
     if (this.store !== undefined && this.storeIsReal) return this.store;
     this.close();
     if (inspectRoot(this.layout) === 'missing') createRoot(this.layout);
-    else fs.mkdirSync(this.layout.snapshots, { recursive: true, mode: 0o700 });
     this.store = Store.open(this.layout.db);
     this.storeIsReal = true;
+    fs.mkdirSync(this.layout.snapshots, { recursive: true, mode: 0o700 });
     return this.store;
   }
 }

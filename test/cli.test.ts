@@ -1,0 +1,169 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { CLI, ok, rootState, snapfs, tempDir } from './helpers';
+
+const EXIT = { InvalidArgument: 2, NotFound: 3, AlreadyExists: 4, FailedPrecondition: 5, Unavailable: 7 } as const;
+
+describe('snapfs CLI', () => {
+  let root: string;
+  before(async () => {
+    root = path.join(tempDir(), 'root');
+    await ok(root, ['prepare', 'base-a', '--label', 'stage=base']);
+    await ok(root, ['commit', 'base', 'base-a', '--label', 'stage=base']);
+    await ok(root, ['prepare', 'work', 'base', '--label', 'role=rw']);
+    await ok(root, ['view', 'look', 'base']);
+  });
+  after(() => fs.rmSync(path.dirname(root), { recursive: true, force: true }));
+
+  it('prints mounts as a mount command line, or as JSON', async () => {
+    const line = (await ok(root, ['mounts', 'work'])).trim();
+    assert.match(line, /^mount -t fuse\.snapfs snapfs \/mnt -o lowerdir=\S+\/snapshots\/1\/fs,upperdir=\S+\/snapshots\/2\/fs,workdir=\S+\/snapshots\/2\/work$/);
+    assert.match(await ok(root, ['mounts', 'work', '/tmp/x']), / \/tmp\/x -o /);
+    const json = JSON.parse(await ok(root, ['mounts', '--json', 'look'])) as unknown;
+    assert.deepEqual(json, [{ type: 'bind', source: path.join(root, 'snapshots', '1', 'fs'), options: ['ro', 'rbind'] }]);
+    const prepared = await ok(root, ['prepare', 'p2', 'base', '--target', '/srv/rootfs']);
+    assert.match(prepared, /^mount -t fuse\.snapfs snapfs \/srv\/rootfs -o lowerdir=/);
+  });
+
+  it('ls, info, tree, usage: tables by default, JSON with --json', async () => {
+    const ls = await ok(root, ['ls']);
+    assert.deepEqual(
+      ls.trim().split('\n').map((l) => l.split(/\s+/)),
+      [['KEY', 'PARENT', 'KIND'], ['base', 'committed'], ['look', 'base', 'view'], ['p2', 'base', 'active'], ['work', 'base', 'active']],
+    );
+    const filtered = JSON.parse(await ok(root, ['ls', '--json', '--filter', 'kind==view', '--filter', 'labels."role"==rw'])) as {
+      name: string;
+    }[];
+    assert.deepEqual(filtered.map((i) => i.name), ['look', 'work']);
+
+    const info = JSON.parse(await ok(root, ['info', '--json', 'base'])) as Record<string, unknown>;
+    assert.deepEqual(Object.keys(info), ['name', 'parent', 'kind', 'labels', 'created', 'updated']);
+    assert.equal(info.kind, 'committed');
+    assert.deepEqual(info.labels, { stage: 'base' });
+    assert.match(String(info.created), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$/);
+    const table = await ok(root, ['info', 'work']);
+    assert.match(table, /^NAME +work$/m);
+    assert.match(table, /^PARENT +base$/m);
+    assert.match(table, /^LABELS +role=rw$/m);
+
+    assert.equal(await ok(root, ['tree']), 'base\n \\_ look (view)\n \\_ p2 (active)\n \\_ work (active)\n');
+    const tree = JSON.parse(await ok(root, ['tree', '--json'])) as { name: string; children: unknown[] }[];
+    assert.equal(tree[0]!.name, 'base');
+    assert.equal(tree[0]!.children.length, 3);
+
+    fs.writeFileSync(path.join(root, 'snapshots', '2', 'fs', 'f'), Buffer.alloc(10_000));
+    const usage = JSON.parse(await ok(root, ['usage', '--json', 'work'])) as { size: number; inodes: number };
+    assert.equal(usage.inodes, 2);
+    assert.ok(usage.size >= 10_000);
+    assert.match(await ok(root, ['usage']), /^work +\d+\.\d KiB +2$/m);
+  });
+
+  it('label sets and removes labels; events shows the journal', async () => {
+    assert.equal(await ok(root, ['label', 'work', 'a=1', 'b=2']), 'a=1\nb=2\nrole=rw\n');
+    assert.equal(await ok(root, ['label', 'work', 'a=', 'role=']), 'b=2\n');
+    assert.equal(await ok(root, ['label', '--replace', 'work', 'z=9']), 'z=9\n');
+    const lines = (await ok(root, ['events'])).trim().split('\n');
+    assert.match(lines[0]!, /^\S+Z \/snapshot\/prepare \{"key":"base-a","parent":""\}$/);
+    assert.match(lines[1]!, /^\S+Z \/snapshot\/commit \{"key":"base-a","name":"base"\}$/);
+    assert.match(lines.at(-1)!, /\/snapshot\/update \{"key":"work"\}$/);
+    const json = (await ok(root, ['events', '--json', '--since', '3'])).trim().split('\n').map((l) => JSON.parse(l) as { seq: number });
+    assert.equal(json[0]!.seq, 4);
+  });
+
+  it('events --follow prints events as they happen', async () => {
+    const child = spawn(process.execPath, [CLI, '--root', root, 'events', '--follow', '--json'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      let out = '';
+      const seen = new Promise<void>((resolve) => {
+        child.stdout.on('data', (d: Buffer) => {
+          out += d.toString();
+          if (out.includes('"followed"')) resolve();
+        });
+      });
+      await new Promise((r) => setTimeout(r, 300));
+      await ok(root, ['prepare', 'followed']);
+      await seen;
+      assert.match(out, /"topic":"\/snapshot\/prepare","key":"followed"/);
+    } finally {
+      child.kill();
+    }
+  });
+
+  it('refuses bad input with one line, a distinct exit code, and no change on disk', async () => {
+    fs.writeFileSync(path.join(root, 'snapshots', '2', 'fs', 'g'), 'x');
+    const long = 'v'.repeat(4096);
+    const cases: [string[], number, RegExp][] = [
+      [['prepare', ''], EXIT.InvalidArgument, /key must not be empty/],
+      [['prepare', 'a\nb'], EXIT.InvalidArgument, /"a\\nb": key must not contain NUL or newline/],
+      [['prepare', 'x', 'nope'], EXIT.NotFound, /snapshot "x": parent "nope" does not exist/],
+      [['prepare', 'x', 'work'], EXIT.InvalidArgument, /snapshot "x": parent "work" is active, not committed/],
+      [['view', 'x', 'look'], EXIT.InvalidArgument, /parent "look" is view, not committed/],
+      [['prepare', 'work'], EXIT.AlreadyExists, /^snapfs: snapshot "work": already exists\n$/],
+      [['view', 'base'], EXIT.AlreadyExists, /snapshot "base": already exists/],
+      [['commit', 'x', 'look'], EXIT.FailedPrecondition, /snapshot "look": is a view/],
+      [['commit', 'x', 'base'], EXIT.FailedPrecondition, /snapshot "base": is committed/],
+      [['commit', 'base', 'work'], EXIT.AlreadyExists, /snapshot "base": already exists/],
+      [['commit', 'x', 'nope'], EXIT.NotFound, /snapshot "nope": not found/],
+      [['rm', 'base'], EXIT.FailedPrecondition, /snapshot "base": cannot remove snapshot with child/],
+      [['rm', 'nope'], EXIT.NotFound, /snapshot "nope": not found/],
+      [['mounts', 'base'], EXIT.FailedPrecondition, /snapshot "base": is committed/],
+      [['info', 'nope'], EXIT.NotFound, /snapshot "nope": not found/],
+      [['usage', 'nope'], EXIT.NotFound, /snapshot "nope": not found/],
+      [['prepare', 'x', '--label', 'k'], EXIT.InvalidArgument, /label "k": expected KEY=VALUE/],
+      [['prepare', 'x', '--label', '=v'], EXIT.InvalidArgument, /label "=v": key must not be empty/],
+      [['prepare', 'x', '--label', `k=${long}`], EXIT.InvalidArgument, /label "k": key and value are 4097 bytes/],
+      [['label', 'work', `k=${long}`], EXIT.InvalidArgument, /4097 bytes/],
+      [['label', 'work', 'k'], EXIT.InvalidArgument, /label "k": expected KEY=VALUE/],
+      [['label', 'nope', 'k=v'], EXIT.NotFound, /snapshot "nope": not found/],
+      [['commit', 'x', 'work', '--label', 'k'], EXIT.InvalidArgument, /label "k"/],
+      [['ls', '--filter', 'kind=view'], EXIT.InvalidArgument, /filter "kind=view": unsupported operator "="/],
+      [['ls', '--filter', 'labels."x'], EXIT.InvalidArgument, /unterminated/],
+      [['events', '--since', 'x'], EXIT.InvalidArgument, /since/],
+      [['nonsense'], EXIT.InvalidArgument, /unknown command 'nonsense'/],
+      [['prepare'], EXIT.InvalidArgument, /missing required argument 'key'/],
+      [['ls', '--bogus'], EXIT.InvalidArgument, /unknown option '--bogus'/],
+    ];
+    const before = rootState(root);
+    for (const [args, code, message] of cases) {
+      const r = await snapfs(root, args);
+      const what = `snapfs ${args.join(' ').slice(0, 60)}`;
+      assert.equal(r.code, code, `${what}: exit code (stderr: ${r.stderr})`);
+      assert.equal(r.stdout, '', `${what}: stdout`);
+      assert.match(r.stderr, /^snapfs: [^\n]*\n$/, `${what}: one line on stderr`);
+      assert.match(r.stderr, message, what);
+      assert.equal(rootState(root), before, `${what}: root unchanged`);
+    }
+  });
+
+  it('refuses roots it cannot or must not use, changing nothing', async () => {
+    const dir = tempDir();
+    try {
+      const foreign = path.join(dir, 'foreign');
+      fs.mkdirSync(foreign);
+      fs.writeFileSync(path.join(foreign, 'notes.txt'), 'mine');
+      const notDb = path.join(dir, 'notdb');
+      fs.mkdirSync(notDb);
+      fs.writeFileSync(path.join(notDb, 'metadata.db'), 'garbage'.repeat(100));
+      const file = path.join(dir, 'file');
+      fs.writeFileSync(file, '');
+      const before = rootState(dir);
+      for (const [r, why] of [
+        [foreign, 'not a snapfs root'],
+        [notDb, 'not a SQLite database'],
+        [file, 'not a directory'],
+      ] as const) {
+        for (const args of [['prepare', 'k'], ['ls']]) {
+          const res = await snapfs(r, args);
+          assert.equal(res.code, EXIT.Unavailable, `${r} ${args[0]}: ${res.stderr}`);
+          assert.match(res.stderr, new RegExp(`^snapfs: [^\\n]*${why}[^\\n]*\\n$`));
+        }
+      }
+      assert.equal(rootState(dir), before);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
