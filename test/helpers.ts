@@ -82,3 +82,14 @@ export function rootState(root: string): string {
 export function snapshotDirs(root: string): string[] {
   return fs.readdirSync(path.join(root, 'snapshots')).sort();
 }
+
+/** Snapshot ids in the database, and the ids that have a directory. */
+export function idsAndDirs(root: string): { ids: number[]; dirs: string[] } {
+  const db = new Database(path.join(root, 'metadata.db'), { readonly: true });
+  try {
+    const ids = (db.prepare('SELECT id FROM snapshots ORDER BY id').all() as { id: number }[]).map((r) => r.id);
+    return { ids, dirs: snapshotDirs(root) };
+  } finally {
+    db.close();
+  }
+}
