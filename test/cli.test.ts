@@ -167,3 +167,53 @@ describe('snapfs CLI', () => {
     }
   });
 });
+
+describe('snapfs CLI as an unprivileged user', { skip: process.getuid?.() !== 0 && 'needs root to switch to another user' }, () => {
+  const asNobody = (args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> =>
+    new Promise((resolve) => {
+      const child = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'env', '-i', `PATH=${process.env.PATH}`, ...Object.entries(env).map(([k, v]) => `${k}=${v}`), process.execPath, CLI, ...args], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
+    });
+
+  it('defaults to $XDG_DATA_HOME/snapfs, else ~/.local/share/snapfs', async () => {
+    const home = tempDir();
+    try {
+      fs.chmodSync(home, 0o777);
+      assert.equal((await asNobody(['prepare', 'a'], { HOME: home })).code, 0);
+      assert.ok(fs.existsSync(path.join(home, '.local', 'share', 'snapfs', 'metadata.db')));
+      const xdg = path.join(home, 'xdg');
+      fs.mkdirSync(xdg, { mode: 0o777 });
+      fs.chmodSync(xdg, 0o777);
+      assert.equal((await asNobody(['prepare', 'b'], { HOME: home, XDG_DATA_HOME: xdg })).code, 0);
+      assert.ok(fs.existsSync(path.join(xdg, 'snapfs', 'metadata.db')));
+      const ls = await asNobody(['ls', '--json'], { HOME: home, SNAPFS_ROOT: path.join(xdg, 'snapfs') });
+      assert.deepEqual((JSON.parse(ls.stdout) as { name: string }[]).map((i) => i.name), ['b']);
+    } finally {
+      fs.rmSync(home, { recursive: true, force: true });
+    }
+  });
+
+  it('an unreadable root is refused with one line, unchanged', async () => {
+    const dir = tempDir();
+    try {
+      fs.chmodSync(dir, 0o755);
+      const root = path.join(dir, 'root');
+      await ok(root, ['prepare', 'k']);
+      const before = rootState(root);
+      for (const args of [['ls'], ['info', 'k'], ['prepare', 'x'], ['rm', 'k']]) {
+        const r = await asNobody(['--root', root, ...args], { HOME: dir });
+        assert.equal(r.code, EXIT.Unavailable, `${args.join(' ')}: ${r.stderr}`);
+        assert.match(r.stderr, /^snapfs: root \S+: permission denied\n$/);
+      }
+      assert.equal(rootState(root), before);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

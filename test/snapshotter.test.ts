@@ -356,3 +356,22 @@ describe('roots', () => {
     if (process.getuid?.() === 0) assert.equal(defaultRoot({}), '/var/lib/snapfs');
   });
 });
+
+describe('schema', () => {
+  it('a database from a newer snapfs is refused, not downgraded', () => {
+    const root = tempDir();
+    try {
+      const s = new Snapshotter(root);
+      s.prepare('a');
+      s.close();
+      execFileSync('sqlite3', [path.join(root, 'metadata.db'), 'PRAGMA user_version = 99;']);
+      const before = rootState(root);
+      const again = new Snapshotter(root);
+      rejects('Unavailable', () => again.stat('a'), 'schema version 99 is newer');
+      again.close();
+      assert.equal(rootState(root), before);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,107 @@
+/**
+ * Metastore benchmark: 10,000 snapshots in 100 chains of 100.
+ * Prints prepare+commit pairs/s, Stat latency, Walk-with-filter latency, and
+ * the same walk done by reading every row (no index) as a ratio.
+ *
+ *   scripts/bench-metastore [--root DIR] [--chains N] [--depth N]
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { matches } from '../src/filters/match';
+import { parseFilters } from '../src/filters/parse';
+import { Snapshotter, type Info } from '../src/snapshotter/snapshotter';
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
+}
+
+const chains = Number(arg('chains', '100'));
+const depth = Number(arg('depth', '100'));
+const base = arg('root', '');
+const workDir = base === '' ? fs.mkdtempSync(path.join(os.tmpdir(), 'snapfs-bench-')) : base;
+const root = path.join(workDir, 'root');
+
+function millis(fn: () => void): number {
+  const t = process.hrtime.bigint();
+  fn();
+  return Number(process.hrtime.bigint() - t) / 1e6;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+function percentile(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(s.length * p))]!;
+}
+
+const fieldOf = (i: Info, p: readonly string[]): string | undefined =>
+  p[0] === 'name' ? i.name : p[0] === 'kind' ? i.kind : p[0] === 'parent' ? i.parent : p[0] === 'labels' ? i.labels[p.slice(1).join('.')] : undefined;
+
+const s = new Snapshotter(root);
+try {
+  const total = chains * depth;
+  const build = millis(() => {
+    for (let c = 0; c < chains; c++) {
+      let parent = '';
+      for (let d = 0; d < depth; d++) {
+        const name = `sha256:${c.toString(16).padStart(4, '0')}${d.toString(16).padStart(60, '0')}`;
+        const labels: Record<string, string> = {
+          'containerd.io/snapshot.ref': name,
+          chain: String(c),
+          depth: String(d),
+          ...(d === depth - 1 ? { top: 'yes' } : {}),
+        };
+        s.prepare(`extract-${name}`, parent);
+        s.commit(name, `extract-${name}`, labels);
+        parent = name;
+      }
+    }
+  });
+  const pairsPerSecond = (total / build) * 1000;
+
+  const keys = s.walk(['kind==committed']).map((i) => i.name);
+  const statTimes: number[] = [];
+  for (let i = 0; i < 2000; i++) {
+    const key = keys[(i * 7919) % keys.length]!;
+    statTimes.push(millis(() => s.stat(key)));
+  }
+
+  const filters: [string, string[]][] = [
+    ['labels."top"==yes', ['labels."top"==yes']],
+    ['labels.chain==7,kind==committed', ['labels.chain==7,kind==committed']],
+    ['name==<one key>', [`name==${keys[1234 % keys.length]}`]],
+  ];
+  const rows: string[][] = [];
+  let worstWalk = 0;
+  for (const [label, f] of filters) {
+    const filter = parseFilters(f);
+    const indexed: number[] = [];
+    const scanned: number[] = [];
+    let a: string[] = [];
+    let b: string[] = [];
+    for (let r = 0; r < 15; r++) {
+      indexed.push(millis(() => (a = s.walk(f).map((i) => i.name))));
+      scanned.push(millis(() => (b = s.walk().filter((i) => matches(filter, (p) => fieldOf(i, p))).map((i) => i.name))));
+    }
+    if (a.join() !== b.join()) throw new Error(`walk ${label}: indexed and full scan differ`);
+    worstWalk = Math.max(worstWalk, median(indexed));
+    rows.push([label, String(a.length), median(indexed).toFixed(2), median(scanned).toFixed(2), `${(median(scanned) / median(indexed)).toFixed(1)}×`]);
+  }
+
+  const pad = (r: string[]): string => r.map((c, i) => (i === 0 ? c.padEnd(34) : c.padStart(14))).join('');
+  const verdict = (okay: boolean): string => (okay ? 'meets target' : 'MISSES target');
+  console.log(`snapfs metastore benchmark: ${total} snapshots in ${chains} chains of ${depth} (root ${root})\n`);
+  console.log(`prepare+commit   ${pairsPerSecond.toFixed(0).padStart(8)} pairs/s        target ≥ 1000   ${verdict(pairsPerSecond >= 1000)}`);
+  console.log(`stat             ${median(statTimes).toFixed(3).padStart(8)} ms median   p99 ${percentile(statTimes, 0.99).toFixed(3)} ms   target < 1 ms   ${verdict(median(statTimes) < 1)}`);
+  console.log(`walk (filtered)  ${worstWalk.toFixed(2).padStart(8)} ms worst median            target < 50 ms  ${verdict(worstWalk < 50)}\n`);
+  console.log(pad(['walk filter', 'matches', 'indexed ms', 'full scan ms', 'scan/index']));
+  for (const r of rows) console.log(pad(r));
+} finally {
+  s.close();
+  if (base === '') fs.rmSync(workDir, { recursive: true, force: true });
+}
