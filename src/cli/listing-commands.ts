@@ -1,8 +1,9 @@
 import type { Command } from 'commander';
-import type { Info, Snapshotter, Usage } from '../snapshotter/snapshotter';
+import type { Info, Snapshotter, Usage, UsageProgress } from '../snapshotter/snapshotter';
 import { collect } from './args';
 import { wantsJson, withSnapshotter } from './context';
 import { humanBytes, infoJson, printJson, printLines, table } from './output';
+import { usageProgress } from './progress';
 
 /** ls, tree, usage: many snapshots at a time. */
 export function registerListingCommands(program: Command): void {
@@ -39,7 +40,13 @@ export function registerListingCommands(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (key: string | undefined, _opts: unknown, cmd: Command) => {
       await withSnapshotter(cmd, (s) => {
-        const rows = usageRows(s, key);
+        const progress = usageProgress('measuring');
+        let rows: [string, Usage][];
+        try {
+          rows = usageRows(s, key, progress.update);
+        } finally {
+          progress.done();
+        }
         if (wantsJson(cmd)) {
           const out = rows.map(([name, u]) => ({ name, size: u.size, inodes: u.inodes }));
           return printJson(key === undefined ? out : out[0]);
@@ -49,12 +56,12 @@ export function registerListingCommands(program: Command): void {
     });
 }
 
-function usageRows(s: Snapshotter, key: string | undefined): [string, Usage][] {
-  if (key !== undefined) return [[key, s.usage(key)]];
+function usageRows(s: Snapshotter, key: string | undefined, onProgress: UsageProgress): [string, Usage][] {
+  if (key !== undefined) return [[key, s.usage(key, onProgress)]];
   const rows: [string, Usage][] = [];
   for (const info of s.walk()) {
     try {
-      rows.push([info.name, s.usage(info.name)]);
+      rows.push([info.name, s.usage(info.name, onProgress)]);
     } catch (err) {
       // Removed by another process since the walk: not an error of this listing.
       if ((err as { kind?: string }).kind !== 'NotFound') throw err;

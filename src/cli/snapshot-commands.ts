@@ -4,6 +4,7 @@ import type { Mount } from '../snapshotter/snapshotter';
 import { collect, parseLabels } from './args';
 import { wantsJson, withSnapshotter } from './context';
 import { formatLabels, infoJson, mountCommand, printJson, printLines, table } from './output';
+import { usageProgress } from './progress';
 
 const DEFAULT_TARGET = '/mnt';
 
@@ -39,7 +40,12 @@ export function registerSnapshotCommands(program: Command): void {
     .option('--label <k=v>', 'set a label on the committed snapshot (repeatable)', collect, [])
     .action(async (name: string, key: string, opts: { label: string[] }, cmd: Command) => {
       const labels = parseLabels(opts.label, false);
-      await withSnapshotter(cmd, (s) => s.commit(name, key, labels));
+      const progress = usageProgress(`measuring ${key}`);
+      try {
+        await withSnapshotter(cmd, (s) => s.commit(name, key, labels, progress.update));
+      } finally {
+        progress.done();
+      }
     });
 
   program

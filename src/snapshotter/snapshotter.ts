@@ -24,10 +24,10 @@ import { removeTree, renameIfPresent } from './dirs';
 import { classifyEntry, Layout } from './layout';
 import { mountsOf, type Mount } from './mounts';
 import { createRoot, inspectRoot } from './root';
-import { diskUsage } from './usage';
+import { diskUsage, type UsageProgress } from './usage';
 import { validateKey, validateLabels } from './validate';
 
-export type { Kind, Labels, Usage, Mount, SnapshotEvent };
+export type { Kind, Labels, Usage, UsageProgress, Mount, SnapshotEvent };
 
 /** What Stat and Walk return, as containerd's snapshots.Info. */
 export interface Info {
@@ -73,7 +73,7 @@ export class Snapshotter {
     });
   }
 
-  commit(name: string, key: string, labels: Labels = {}): void {
+  commit(name: string, key: string, labels: Labels = {}, onProgress?: UsageProgress): void {
     validateKey(name);
     validateKey(key);
     validateLabels(labels);
@@ -81,7 +81,7 @@ export class Snapshotter {
     // The tree walk happens before taking the write lock; the transaction
     // re-checks that the snapshot is still the one measured.
     const measured = store.read((tx) => checkCommittable(tx, name, key));
-    const usage = diskUsage(this.layout.fs(measured.id));
+    const usage = diskUsage(this.layout.fs(measured.id), onProgress);
     faultPoint('commit:measured');
     store.write((tx) => {
       const s = checkCommittable(tx, name, key);
@@ -155,12 +155,12 @@ export class Snapshotter {
   }
 
   /** Fixed at commit for committed snapshots; measured now for the others. */
-  usage(key: string): Usage {
+  usage(key: string, onProgress?: UsageProgress): Usage {
     validateKey(key);
     const s = this.reader().read((tx) => mustGet(tx, key));
     if (s.usage !== undefined) return s.usage;
     try {
-      return diskUsage(this.layout.fs(s.id));
+      return diskUsage(this.layout.fs(s.id), onProgress);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw notFound(`snapshot ${JSON.stringify(key)}: removed meanwhile`);
       throw err;

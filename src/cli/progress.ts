@@ -1,0 +1,30 @@
+import { SingleBar } from 'cli-progress';
+import type { UsageProgress } from '../snapshotter/usage';
+import { humanBytes } from './output';
+
+/**
+ * A status line on stderr while a tree is measured, shown only on a
+ * terminal and only once the walk turns out to be long; erased at the end.
+ */
+export function usageProgress(what: string): { update: UsageProgress; done(): void } {
+  if (process.stderr.isTTY !== true) return { update: () => undefined, done: () => undefined };
+  const bar = new SingleBar({
+    format: `${what}: {inodes} inodes, {size}`,
+    stream: process.stderr,
+    clearOnComplete: true,
+    hideCursor: true,
+    fps: 10,
+  });
+  let started = false;
+  return {
+    update: ({ size, inodes }) => {
+      const payload = { inodes, size: humanBytes(size) };
+      if (!started) bar.start(0, 0, payload);
+      else bar.update(0, payload);
+      started = true;
+    },
+    done: () => {
+      if (started) bar.stop();
+    },
+  };
+}
