@@ -27,7 +27,6 @@ export const notFound = (message: string): SnapfsError => new SnapfsError('NotFo
 export const alreadyExists = (message: string): SnapfsError => new SnapfsError('AlreadyExists', message);
 export const failedPrecondition = (message: string): SnapfsError =>
   new SnapfsError('FailedPrecondition', message);
-export const notImplemented = (message: string): SnapfsError => new SnapfsError('NotImplemented', message);
 export const unavailable = (message: string): SnapfsError => new SnapfsError('Unavailable', message);
 
 /** Exit codes of the CLI; 2 is also what a malformed command line gets. */
@@ -43,6 +42,20 @@ export const EXIT_CODES: Readonly<Record<ErrorKind, number>> = {
 
 export function kindOf(err: unknown): ErrorKind {
   return err instanceof SnapfsError ? err.kind : 'Unknown';
+}
+
+/**
+ * Failures of the system rather than of snapfs (disk full, permission
+ * denied, a database held busy past the timeout) as Unavailable errors with
+ * the system's one-line message; undefined for anything else.
+ */
+export function systemFailure(err: unknown): SnapfsError | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string' || !(err instanceof Error)) return undefined;
+  if (code === 'SQLITE_BUSY') return unavailable(`metadata.db: still locked by another process after waiting (${err.message})`);
+  if (code.startsWith('SQLITE_')) return unavailable(`metadata.db: ${err.message} (${code})`);
+  if (/^E[A-Z]+$/.test(code) && 'syscall' in err) return unavailable(err.message);
+  return undefined;
 }
 
 export function messageOf(err: unknown): string {

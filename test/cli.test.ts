@@ -61,6 +61,44 @@ describe('snapfs CLI', () => {
     assert.match(await ok(root, ['usage']), /^work +\d+\.\d KiB +2$/m);
   });
 
+  it('rm removes several snapshots at once, children first', async () => {
+    await ok(root, ['prepare', 'tmp-a']);
+    await ok(root, ['commit', 'tmp', 'tmp-a']);
+    await ok(root, ['view', 'tmp-v', 'tmp']);
+    assert.equal(await ok(root, ['rm', 'tmp-v', 'tmp']), '');
+    assert.equal((await snapfs(root, ['info', 'tmp'])).code, EXIT.NotFound);
+  });
+
+  it('labels may have any name, __proto__ included; --replace alone drops them all', async () => {
+    await ok(root, ['prepare', 'odd', '--label', '__proto__=x', '--label', 'constructor=y']);
+    const info = JSON.parse(await ok(root, ['info', '--json', 'odd'])) as { labels: Record<string, string> };
+    assert.equal(JSON.stringify(info.labels), '{"__proto__":"x","constructor":"y"}');
+    assert.equal(await ok(root, ['label', '--replace', 'odd']), '');
+    assert.equal(JSON.stringify((JSON.parse(await ok(root, ['info', '--json', 'odd'])) as { labels: unknown }).labels), '{}');
+    await ok(root, ['rm', 'odd']);
+  });
+
+  it('shows progress on a terminal while measuring a large tree', async () => {
+    await ok(root, ['prepare', 'big']);
+    const upper = path.join(root, 'snapshots', JSON.parse(await ok(root, ['mounts', '--json', 'big']))[0].source.split('/').at(-2), 'fs');
+    for (let d = 0; d < 10; d++) {
+      fs.mkdirSync(path.join(upper, String(d)));
+      for (let f = 0; f < 1000; f++) fs.writeFileSync(path.join(upper, String(d), String(f)), '');
+    }
+    // script(1) gives the command a terminal; plain pipes must stay free of it.
+    const tty = await new Promise<string>((resolve) => {
+      const child = spawn('script', ['-qec', `${process.execPath} ${CLI} --root ${root} usage big`, '/dev/null'], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.on('close', () => resolve(out));
+    });
+    assert.match(tty, /measuring: \d+ inodes, [\d.]+ KiB/);
+    assert.match(tty, /big +[\d.]+ KiB +10011/);
+    const piped = await snapfs(root, ['usage', 'big']);
+    assert.doesNotMatch(piped.stdout + piped.stderr, /measuring/);
+    await ok(root, ['rm', 'big']);
+  });
+
   it('label sets and removes labels; events shows the journal', async () => {
     assert.equal(await ok(root, ['label', 'work', 'a=1', 'b=2']), 'a=1\nb=2\nrole=rw\n');
     assert.equal(await ok(root, ['label', 'work', 'a=', 'role=']), 'b=2\n');
@@ -73,7 +111,7 @@ describe('snapfs CLI', () => {
     assert.equal(json[0]!.seq, 4);
   });
 
-  it('events --follow prints events as they happen', async () => {
+  it('events --follow prints events as they happen', { timeout: 20_000 }, async () => {
     const child = spawn(process.execPath, [CLI, '--root', root, 'events', '--follow', '--json'], { stdio: ['ignore', 'pipe', 'inherit'] });
     try {
       let out = '';
@@ -109,6 +147,9 @@ describe('snapfs CLI', () => {
       [['commit', 'x', 'nope'], EXIT.NotFound, /snapshot "nope": not found/],
       [['rm', 'base'], EXIT.FailedPrecondition, /snapshot "base": cannot remove snapshot with child/],
       [['rm', 'nope'], EXIT.NotFound, /snapshot "nope": not found/],
+      [['rm', 'look', 'nope'], EXIT.NotFound, /snapshot "nope": not found/],
+      [['rm', 'look', 'base'], EXIT.FailedPrecondition, /snapshot "base": cannot remove snapshot with child/],
+      [['label', 'work'], EXIT.InvalidArgument, /--replace/],
       [['mounts', 'base'], EXIT.FailedPrecondition, /snapshot "base": is committed/],
       [['info', 'nope'], EXIT.NotFound, /snapshot "nope": not found/],
       [['usage', 'nope'], EXIT.NotFound, /snapshot "nope": not found/],
@@ -135,6 +176,23 @@ describe('snapfs CLI', () => {
       assert.match(r.stderr, /^snapfs: [^\n]*\n$/, `${what}: one line on stderr`);
       assert.match(r.stderr, message, what);
       assert.equal(rootState(root), before, `${what}: root unchanged`);
+    }
+  });
+
+  it('makes a root only for an operation that succeeds; many processes may make it at once', async () => {
+    const dir = tempDir();
+    try {
+      const root = path.join(dir, 'new');
+      for (const args of [['rm', 'x'], ['commit', 'a', 'b'], ['label', 'x', 'k=v'], ['prepare', 'x', 'nope'], ['view', 'x', 'nope'], ['info', 'x'], ['ls'], ['cleanup'], ['usage'], ['events']]) {
+        const r = await snapfs(root, args);
+        assert.ok(r.code === 0 || r.code === EXIT.NotFound, `${args.join(' ')}: ${r.stderr}`);
+        assert.equal(fs.existsSync(root), false, `${args.join(' ')} created the root`);
+      }
+      const results = await Promise.all([1, 2, 3, 4, 5, 6].map((i) => snapfs(root, ['prepare', `k${i}`])));
+      assert.deepEqual(results.map((r) => r.stderr), ['', '', '', '', '', '']);
+      assert.equal(JSON.parse(await ok(root, ['ls', '--json'])).length, 6);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 

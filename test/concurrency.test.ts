@@ -51,13 +51,19 @@ describe('several processes on one root', () => {
     try {
       const actual = Object.fromEntries(s.walk().map((i) => [i.name, i.kind]));
       assert.deepEqual(actual, expected);
+      // Every layer a worker wrote to still holds the marker it wrote.
       for (const [key, kind] of Object.entries(expected)) {
-        if (kind === 'committed' || !key.startsWith('w')) continue;
+        if (kind !== 'active' || !key.startsWith('w')) continue;
         const m = s.mounts(key)[0]!;
-        if (kind === 'active') {
-          const upper = m.options.find((o) => o.startsWith('upperdir='))?.slice(9) ?? m.source;
-          assert.equal(fs.readFileSync(path.join(upper, 'marker'), 'utf8'), key);
-        }
+        const upper = m.options.find((o) => o.startsWith('upperdir='))?.slice(9) ?? m.source;
+        assert.equal(fs.readFileSync(path.join(upper, 'marker'), 'utf8'), key);
+      }
+      for (const info of s.walk(['kind==committed,name~=^w'])) {
+        s.view('probe', info.name);
+        const m = s.mounts('probe')[0]!;
+        const layer = m.type === 'bind' ? m.source : m.options[0]!.slice('lowerdir='.length).split(':')[0]!;
+        assert.match(fs.readFileSync(path.join(layer, 'marker'), 'utf8'), new RegExp(`^${info.name.split('-')[0]}-a`));
+        s.remove('probe');
       }
       assert.deepEqual(s.cleanup(), [], 'no leftovers without a crash');
     } finally {
@@ -65,5 +71,9 @@ describe('several processes on one root', () => {
     }
     const { ids, dirs } = idsAndDirs(root);
     assert.deepEqual(dirs, ids.map(String).sort(), 'one directory per snapshot');
+    for (const id of ids) {
+      assert.ok(fs.statSync(path.join(root, 'snapshots', String(id), 'fs')).isDirectory());
+      assert.ok(fs.statSync(path.join(root, 'snapshots', String(id), 'work')).isDirectory());
+    }
   });
 });

@@ -7,7 +7,7 @@ import { parseFilters } from '../src/filters/parse';
 const object: Record<string, string> = { name: 'a.b', kind: 'committed', parent: '', 'labels.x': 'y', 'labels.a.b': 'c' };
 const lookup = (path: readonly string[]): string | undefined =>
   path[0] === 'labels' ? object[`labels.${path.slice(1).join('.')}`] : object[path[0]!];
-const test = (...filters: string[]): boolean => matches(parseFilters(filters), lookup);
+const matchesAny = (...filters: string[]): boolean => matches(parseFilters(filters), lookup);
 
 describe('filter syntax (containerd)', () => {
   it('parses fieldpaths, operators and quoted parts', () => {
@@ -25,23 +25,26 @@ describe('filter syntax (containerd)', () => {
   });
 
   it('matches: == != ~= presence, "," is and, several filters are or', () => {
-    assert.equal(test('name==a.b'), true);
-    assert.equal(test('name==a'), false);
-    assert.equal(test('kind!=view'), true);
-    assert.equal(test('kind!=committed'), false);
-    assert.equal(test('labels.x'), true);
-    assert.equal(test('labels.z'), false);
-    assert.equal(test('labels.z!=q'), true, 'absent is not equal to anything but ""');
-    assert.equal(test('labels."a.b"==c'), true);
-    assert.equal(test('labels.a.b==c'), true, 'dotted label path joins like containerd');
-    assert.equal(test('name~=^a'), true);
-    assert.equal(test('name~=^b'), false);
-    assert.equal(test('kind==committed,labels.x==y'), true);
-    assert.equal(test('kind==committed,labels.x==n'), false);
-    assert.equal(test('kind==view', 'labels.x==y'), true);
-    assert.equal(test('kind==view', 'labels.x==n'), false);
-    assert.equal(test('parent'), true, 'parent is always present, empty for none');
-    assert.equal(test(), true);
+    assert.equal(matchesAny('name==a.b'), true);
+    assert.equal(matchesAny('name==a'), false);
+    assert.equal(matchesAny('kind!=view'), true);
+    assert.equal(matchesAny('kind!=committed'), false);
+    assert.equal(matchesAny('labels.x'), true);
+    assert.equal(matchesAny('labels.z'), false);
+    assert.equal(matchesAny('labels.z!=q'), true, 'absent is not equal to anything but ""');
+    assert.equal(matchesAny('labels."a.b"==c'), true);
+    assert.equal(matchesAny('labels.a.b==c'), true, 'dotted label path joins like containerd');
+    assert.equal(matchesAny('name~=^a'), true);
+    assert.equal(matchesAny('name~=^b'), false);
+    assert.equal(matchesAny('kind==committed,labels.x==y'), true);
+    assert.equal(matchesAny('kind==committed,labels.x==n'), false);
+    assert.equal(matchesAny('kind==view', 'labels.x==y'), true);
+    assert.equal(matchesAny('kind==view', 'labels.x==n'), false);
+    assert.equal(matchesAny('parent'), true, 'parent is always present, empty for none');
+    assert.equal(matchesAny(), true);
+    assert.equal(matchesAny('', 'kind==view'), true, 'an empty filter matches everything, as in containerd');
+    assert.equal(matchesAny('name~=(?i)^A\\.B$'), true, 'Go flag groups');
+    assert.equal(matchesAny('name~=^A'), false);
   });
 
   it('rejects malformed filters as InvalidArgument', () => {

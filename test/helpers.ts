@@ -20,10 +20,10 @@ export interface CliResult {
 export function snapfs(
   root: string,
   args: readonly string[],
-  opts: { env?: NodeJS.ProcessEnv; input?: string } = {},
+  opts: { env?: NodeJS.ProcessEnv } = {},
 ): Promise<CliResult> {
   return new Promise((resolve) => {
-    const child = execFile(
+    execFile(
       process.execPath,
       [CLI, '--root', root, ...args],
       { env: { ...process.env, ...opts.env }, maxBuffer: 64 << 20 },
@@ -32,7 +32,6 @@ export function snapfs(
         resolve({ code, stdout, stderr });
       },
     );
-    child.stdin?.end(opts.input ?? '');
   });
 }
 
@@ -79,7 +78,7 @@ export function rootState(root: string): string {
 }
 
 /** Directory names under ROOT/snapshots. */
-export function snapshotDirs(root: string): string[] {
+function snapshotDirs(root: string): string[] {
   return fs.readdirSync(path.join(root, 'snapshots')).sort();
 }
 

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { kindOf } from '../errors';
 import type { Info, Snapshotter, Usage, UsageProgress } from '../snapshotter/snapshotter';
 import { collect } from './args';
 import { wantsJson, withSnapshotter } from './context';
@@ -64,7 +65,7 @@ function usageRows(s: Snapshotter, key: string | undefined, onProgress: UsagePro
       rows.push([info.name, s.usage(info.name, onProgress)]);
     } catch (err) {
       // Removed by another process since the walk: not an error of this listing.
-      if ((err as { kind?: string }).kind !== 'NotFound') throw err;
+      if (kindOf(err) !== 'NotFound') throw err;
     }
   }
   return rows;

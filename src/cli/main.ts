@@ -2,9 +2,9 @@
 import { Command, CommanderError } from 'commander';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { EXIT_CODES, kindOf, messageOf } from '../errors';
+import { EXIT_CODES, kindOf, messageOf, systemFailure } from '../errors';
 import { defaultRoot } from '../snapshotter/root';
-import { registerJournalCommands } from './journal-commands';
+import { registerRootCommands } from './root-commands';
 import { registerListingCommands } from './listing-commands';
 import { registerSnapshotCommands } from './snapshot-commands';
 
@@ -24,7 +24,7 @@ export function buildProgram(): Command {
     .configureOutput({ outputError: (text, write) => write(`snapfs: ${text.replace(/^error: /, '')}`) });
   registerSnapshotCommands(program);
   registerListingCommands(program);
-  registerJournalCommands(program);
+  registerRootCommands(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }
@@ -38,9 +38,11 @@ async function main(argv: readonly string[]): Promise<number> {
       // Commander has printed the message already; help and version are not failures.
       return err.exitCode === 0 ? 0 : EXIT_CODES.InvalidArgument;
     }
-    const kind = kindOf(err);
-    const text = kind === 'Unknown' && err instanceof Error && err.stack !== undefined ? err.stack : messageOf(err);
-    process.stderr.write(`snapfs: ${kind === 'Unknown' ? text : text.split('\n')[0]}\n`);
+    const known = systemFailure(err) ?? err;
+    const kind = kindOf(known);
+    // A bug gets its stack trace; everything else one line.
+    const text = kind === 'Unknown' && known instanceof Error && known.stack !== undefined ? known.stack : messageOf(known).split('\n')[0];
+    process.stderr.write(`snapfs: ${text}\n`);
     return EXIT_CODES[kind];
   }
 }

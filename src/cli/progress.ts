@@ -9,16 +9,17 @@ import { humanBytes } from './output';
 export function usageProgress(what: string): { update: UsageProgress; done(): void } {
   if (process.stderr.isTTY !== true) return { update: () => undefined, done: () => undefined };
   const bar = new SingleBar({
-    format: `${what}: {inodes} inodes, {size}`,
+    format: '{what}: {inodes} inodes, {size}',
     stream: process.stderr,
     clearOnComplete: true,
-    hideCursor: true,
+    linewrap: true,
+    gracefulExit: true,
     fps: 10,
   });
   let started = false;
   return {
     update: ({ size, inodes }) => {
-      const payload = { inodes, size: humanBytes(size) };
+      const payload = { what, inodes, size: humanBytes(size) };
       if (!started) bar.start(0, 0, payload);
       else bar.update(0, payload);
       started = true;

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { formatNs } from '../clock';
+import { invalidArgument } from '../errors';
 import type { Mount } from '../snapshotter/snapshotter';
 import { collect, parseLabels } from './args';
 import { wantsJson, withSnapshotter } from './context';
@@ -51,11 +52,9 @@ export function registerSnapshotCommands(program: Command): void {
   program
     .command('rm <key...>')
     .alias('remove')
-    .description('remove snapshots, in the order given (refused while one has children)')
+    .description('remove snapshots in the order given, all or none (refused while one has children)')
     .action(async (keys: string[], _opts: unknown, cmd: Command) => {
-      await withSnapshotter(cmd, (s) => {
-        for (const key of keys) s.remove(key);
-      });
+      await withSnapshotter(cmd, (s) => s.remove(...keys));
     });
 
   program
@@ -84,11 +83,12 @@ export function registerSnapshotCommands(program: Command): void {
     });
 
   program
-    .command('label <key> <k=v...>')
+    .command('label <key> [k=v...]')
     .description('set labels (k=v) or remove them (k=); --replace drops all others')
     .option('--replace', 'replace all labels with the ones given')
     .option('--json', 'print JSON')
     .action(async (key: string, pairs: string[], opts: { replace?: boolean }, cmd: Command) => {
+      if (pairs.length === 0 && opts.replace !== true) throw invalidArgument('label: give k=v or k= pairs, or --replace to drop all labels');
       const labels = parseLabels(pairs, true);
       const paths = opts.replace === true ? [] : Object.keys(labels).map((k) => `labels.${k}`);
       await withSnapshotter(cmd, (s) => {

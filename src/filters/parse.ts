@@ -27,7 +27,9 @@ export interface Selector {
 export type Filter = readonly (readonly Selector[])[];
 
 export function parseFilters(inputs: readonly string[]): Filter {
-  return inputs.filter((s) => s !== '').map(parseConjunction);
+  // As in containerd, an empty filter string matches everything, whatever the others say.
+  if (inputs.includes('')) return [];
+  return inputs.map(parseConjunction);
 }
 
 class Scanner {
@@ -54,7 +56,7 @@ class Scanner {
     }
     return false;
   }
-  run(re: RegExp): string {
+  takeWhile(re: RegExp): string {
     const start = this.pos;
     while (this.pos < this.input.length && re.test(this.input[this.pos]!)) this.pos++;
     return this.input.slice(start, this.pos);
@@ -80,23 +82,29 @@ function parseSelector(s: Scanner): Selector {
   }
   const next = s.peek();
   if (next === undefined || next === ',') return { fieldpath, operator: 'present', value: '' };
-  const op = s.run(/[=!~]/);
+  const op = s.takeWhile(/[=!~]/);
   if (op !== '==' && op !== '!=' && op !== '~=') {
     s.fail(op === '' ? 'expected an operator ("==", "!=" or "~=")' : `unsupported operator ${JSON.stringify(op)}`);
   }
   const value = parseValue(s);
   if (op !== '~=') return { fieldpath, operator: op, value };
   try {
-    return { fieldpath, operator: op, value, regexp: new RegExp(value) };
-  } catch (err) {
+    return { fieldpath, operator: op, value, regexp: goRegExp(value) };
+  } catch {
     return s.fail(`invalid regular expression ${JSON.stringify(value)}`);
   }
+}
+
+/** Go's RE2 syntax is JavaScript's for what filters use, but for leading flag groups such as `(?i)`. */
+function goRegExp(source: string): RegExp {
+  const m = /^\(\?([ims]+)\)/.exec(source);
+  return m === null ? new RegExp(source) : new RegExp(source.slice(m[0].length), m[1]);
 }
 
 function parseField(s: Scanner): string {
   const c = s.peek();
   if (c !== undefined && isQuote(c)) return parseQuoted(s);
-  const field = s.run(/[A-Za-z0-9_-]/);
+  const field = s.takeWhile(/[A-Za-z0-9_-]/);
   if (field === '') s.fail('expected a field name or a quoted string');
   return field;
 }
@@ -106,7 +114,7 @@ function parseValue(s: Scanner): string {
   if (c === undefined) return s.fail('expected a value');
   if (isQuote(c)) return parseQuoted(s);
   if (c === '.') s.fail('expected a value');
-  const value = s.run(/[^\s,]/);
+  const value = s.takeWhile(/[^\s,]/);
   if (value === '') s.fail('expected a value');
   return value;
 }

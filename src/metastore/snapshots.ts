@@ -56,13 +56,10 @@ export function getSnapshot(tx: Tx, key: string): SnapshotRecord | undefined {
   return row === undefined ? undefined : toRecord(row, getLabels(tx, Number((row as Row).id)));
 }
 
-export function getLabels(tx: Tx, id: number): Labels {
-  const labels: Record<string, string> = {};
-  for (const l of tx.stmt('SELECT name, value FROM labels WHERE snapshot_id = ?').all(id)) {
-    const { name, value } = l as { name: string; value: string };
-    labels[name] = value;
-  }
-  return labels;
+function getLabels(tx: Tx, id: number): Labels {
+  const rows = tx.stmt('SELECT name, value FROM labels WHERE snapshot_id = ?').all(id) as { name: string; value: string }[];
+  // fromEntries, not assignment: a label may be called __proto__.
+  return Object.fromEntries(rows.map((r) => [r.name, r.value]));
 }
 
 export interface NewSnapshot {

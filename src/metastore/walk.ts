@@ -17,17 +17,17 @@ export function walkSnapshots(tx: Tx, filter: Filter): SnapshotRecord[] {
   const params = candidates?.params ?? [];
   const rows = tx.stmt(`${SELECT_SNAPSHOT}${where} ORDER BY s.key`).all(...params);
   const labelWhere = candidates === undefined ? '' : ` WHERE snapshot_id IN (${candidates.sql})`;
-  const labels = new Map<number, Record<string, string>>();
+  const labels = new Map<number, [string, string][]>();
   for (const l of tx.stmt(`SELECT snapshot_id, name, value FROM labels${labelWhere}`).all(...params)) {
     const { snapshot_id, name, value } = l as { snapshot_id: bigint; name: string; value: string };
     const id = Number(snapshot_id);
     let m = labels.get(id);
-    if (m === undefined) labels.set(id, (m = {}));
-    m[name] = value;
+    if (m === undefined) labels.set(id, (m = []));
+    m.push([name, value]);
   }
   const out: SnapshotRecord[] = [];
   for (const row of rows) {
-    const record = toRecord(row, labels.get(Number((row as { id: bigint }).id)) ?? {});
+    const record = toRecord(row, Object.fromEntries(labels.get(Number((row as { id: bigint }).id)) ?? []));
     if (matches(filter, (path) => fieldOf(record, path))) out.push(record);
   }
   return out;
@@ -50,7 +50,7 @@ export function fieldOf(s: SnapshotRecord, fieldpath: readonly string[]): string
 }
 
 function labelOf(labels: Labels, name: string): string | undefined {
-  return Object.prototype.hasOwnProperty.call(labels, name) ? labels[name] : undefined;
+  return Object.hasOwn(labels, name) ? labels[name] : undefined;
 }
 
 interface Query {

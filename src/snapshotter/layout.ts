@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 
 /**
@@ -7,7 +8,7 @@ import * as path from 'node:path';
  *   ROOT/snapshots/<id>/fs        the snapshot's own layer (upper directory)
  *   ROOT/snapshots/<id>/work      scratch space of the file system serving it
  *   ROOT/snapshots/.new-<id>-<pid>  being created, inside the write transaction
- *   ROOT/snapshots/.rm-<id>-<pid>   being deleted, after the metadata is gone
+ *   ROOT/snapshots/.rm-<random>     being deleted, after the metadata is gone
  */
 export class Layout {
   readonly root: string;
@@ -32,14 +33,13 @@ export class Layout {
   creating(id: number): string {
     return path.join(this.snapshots, `.new-${id}-${process.pid}`);
   }
-  removing(name: string): string {
-    return path.join(this.snapshots, `.rm-${name}-${process.pid}`);
+  /** A fresh name to move a doomed directory to before deleting it. */
+  removing(): string {
+    return path.join(this.snapshots, `.rm-${randomBytes(6).toString('hex')}`);
   }
 }
 
-/** What a name in ROOT/snapshots is: a snapshot's directory, or a transient one with its owner's pid. */
-export function classifyEntry(name: string): { id: number } | { ownerPid: number } | undefined {
-  if (/^[1-9][0-9]*$/.test(name)) return { id: Number(name) };
-  const m = /^\.(?:new|rm)-.*-([0-9]+)$/.exec(name);
-  return m === null ? undefined : { ownerPid: Number(m[1]) };
+/** The snapshot id a name in ROOT/snapshots stands for, if it is a snapshot's directory. */
+export function snapshotIdOf(name: string): number | undefined {
+  return /^[1-9][0-9]*$/.test(name) ? Number(name) : undefined;
 }

@@ -8,7 +8,7 @@ export interface Mount {
   readonly options: readonly string[];
 }
 
-export const FUSE_TYPE = 'fuse.snapfs';
+const FUSE_TYPE = 'fuse.snapfs';
 
 /**
  * The mounts of a snapshot, shaped as containerd's fuse-overlayfs

@@ -35,17 +35,19 @@ export function inspectRoot(layout: Layout): RootState {
   } catch (err) {
     throw rootError(layout.root, err);
   }
-  if (entries.length > 0 && !entries.includes('metadata.db')) {
+  // Another process may be creating this root right now (metadata.db comes
+  // first, snapshots/ after): anything of those names is ours.
+  const ours = entries.every((name) => name === 'snapshots' || name.startsWith('metadata.db'));
+  if (!ours && !entries.includes('metadata.db')) {
     throw unavailable(`root ${layout.root}: not a snapfs root (not empty, and no metadata.db)`);
   }
-  return entries.length === 0 ? 'missing' : 'ready';
+  return entries.includes('metadata.db') ? 'ready' : 'missing';
 }
 
-/** Creates the directories of a root; private to its owner, as containerd's are. */
+/** Creates the root directory itself, private to its owner as containerd's is. */
 export function createRoot(layout: Layout): void {
   try {
     fs.mkdirSync(layout.root, { recursive: true, mode: 0o700 });
-    fs.mkdirSync(layout.snapshots, { recursive: true, mode: 0o700 });
   } catch (err) {
     throw rootError(layout.root, err);
   }

@@ -1,4 +1,5 @@
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { nowNs } from '../clock';
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from '../errors';
 import { faultPoint } from '../faults';
@@ -21,13 +22,15 @@ import {
 import { Store, type Tx } from '../metastore/store';
 import { walkSnapshots } from '../metastore/walk';
 import { removeTree, renameIfPresent } from './dirs';
-import { classifyEntry, Layout } from './layout';
+import { Layout, snapshotIdOf } from './layout';
 import { mountsOf, type Mount } from './mounts';
 import { createRoot, inspectRoot } from './root';
 import { diskUsage, type UsageProgress } from './usage';
 import { validateKey, validateLabels } from './validate';
 
 export type { Kind, Labels, Usage, UsageProgress, Mount, SnapshotEvent };
+
+const EVENTS_PER_READ = 1000;
 
 /** What Stat and Walk return, as containerd's snapshots.Info. */
 export interface Info {
@@ -46,9 +49,9 @@ export interface Info {
  * (so a crash never leaves metadata pointing at a missing directory).
  */
 export class Snapshotter {
-  readonly layout: Layout;
+  private readonly layout: Layout;
   private store: Store | undefined;
-  private storeIsReal = false;
+  private storeOnDisk = false;
 
   constructor(root: string) {
     this.layout = new Layout(root);
@@ -77,34 +80,40 @@ export class Snapshotter {
     validateKey(name);
     validateKey(key);
     validateLabels(labels);
-    const store = this.writer();
+    const store = this.writer(false);
     // The tree walk happens before taking the write lock; the transaction
     // re-checks that the snapshot is still the one measured.
     const measured = store.read((tx) => checkCommittable(tx, name, key));
-    const usage = diskUsage(this.layout.fs(measured.id), onProgress);
+    const usage = this.measure(key, measured.id, onProgress);
     faultPoint('commit:measured');
     store.write((tx) => {
       const s = checkCommittable(tx, name, key);
       const time = nowNs();
-      commitSnapshot(tx, s.id, name, labels, s.id === measured.id ? usage : diskUsage(this.layout.fs(s.id)), time);
+      commitSnapshot(tx, s.id, name, labels, s.id === measured.id ? usage : this.measure(key, s.id), time);
       appendEvent(tx, { topic: '/snapshot/commit', key, name, time });
       faultPoint('commit:updated');
     });
     faultPoint('commit:done');
   }
 
-  remove(key: string): void {
-    validateKey(key);
-    const id = this.writer().write((tx) => {
-      const s = mustGet(tx, key);
-      if (hasChildren(tx, s.id)) throw failedPrecondition(`snapshot ${JSON.stringify(key)}: cannot remove snapshot with child`);
-      deleteSnapshot(tx, s.id);
-      appendEvent(tx, { topic: '/snapshot/remove', key, time: nowNs() });
-      faultPoint('remove:deleted');
-      return s.id;
-    });
+  /**
+   * Removes snapshots in the order given, all in one transaction: either all
+   * go or none does (a later key may be the parent of an earlier one).
+   */
+  remove(...keys: string[]): void {
+    keys.forEach((k) => validateKey(k));
+    const ids = this.writer(false).write((tx) =>
+      keys.map((key) => {
+        const s = mustGet(tx, key);
+        if (hasChildren(tx, s.id)) throw failedPrecondition(`snapshot ${JSON.stringify(key)}: cannot remove snapshot with child`);
+        deleteSnapshot(tx, s.id);
+        appendEvent(tx, { topic: '/snapshot/remove', key, time: nowNs() });
+        faultPoint('remove:deleted');
+        return s.id;
+      }),
+    );
     faultPoint('remove:committed');
-    this.discard(String(id));
+    for (const id of ids) this.discardDir(String(id));
   }
 
   stat(key: string): Info {
@@ -119,29 +128,30 @@ export class Snapshotter {
    */
   update(key: string, labels: Labels, fieldpaths: readonly string[] = []): Info {
     validateKey(key);
-    validateLabels(labels);
     for (const p of fieldpaths) {
       if (p !== 'labels' && !(p.startsWith('labels.') && p.length > 'labels.'.length)) {
         throw invalidArgument(`snapshot ${JSON.stringify(key)}: cannot update field ${JSON.stringify(p)}; only labels can change`);
       }
     }
+    const applied = fieldpaths.length === 0 || fieldpaths.includes('labels') ? labels : pick(labels, fieldpaths);
+    validateLabels(applied);
     return toInfo(
-      this.writer().write((tx) => {
+      this.writer(false).write((tx) => {
         const s = mustGet(tx, key);
-        const next: Record<string, string> = fieldpaths.length === 0 ? { ...labels } : { ...s.labels };
+        const next = new Map(Object.entries(fieldpaths.length === 0 ? labels : s.labels));
         for (const p of fieldpaths) {
           if (p === 'labels') {
-            for (const name of Object.keys(next)) delete next[name];
-            Object.assign(next, labels);
+            next.clear();
+            for (const [name, value] of Object.entries(labels)) next.set(name, value);
             continue;
           }
           const name = p.slice('labels.'.length);
-          const value = Object.prototype.hasOwnProperty.call(labels, name) ? labels[name]! : '';
-          if (value === '') delete next[name];
-          else next[name] = value;
+          const value = Object.hasOwn(labels, name) ? labels[name]! : '';
+          if (value === '') next.delete(name);
+          else next.set(name, value);
         }
         const time = nowNs();
-        replaceLabels(tx, s.id, next, time);
+        replaceLabels(tx, s.id, Object.fromEntries(next), time);
         appendEvent(tx, { topic: '/snapshot/update', key, time });
         return mustGet(tx, key);
       }),
@@ -158,39 +168,36 @@ export class Snapshotter {
   usage(key: string, onProgress?: UsageProgress): Usage {
     validateKey(key);
     const s = this.reader().read((tx) => mustGet(tx, key));
-    if (s.usage !== undefined) return s.usage;
-    try {
-      return diskUsage(this.layout.fs(s.id), onProgress);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw notFound(`snapshot ${JSON.stringify(key)}: removed meanwhile`);
-      throw err;
-    }
+    return s.usage ?? this.measure(key, s.id, onProgress);
   }
 
   /**
    * Removes every directory under ROOT/snapshots that no snapshot owns:
    * leftovers of processes killed mid-operation. Returns their names.
+   * They are moved aside under the write lock, so that an id handed out
+   * again right after cannot lose its new directory, and deleted after.
    */
   cleanup(): string[] {
-    const store = this.writer();
+    const store = this.writer(false);
+    if (!this.storeOnDisk) return [];
     const doomed = store.write((tx) => {
       const ids = allIds(tx);
-      const names: string[] = [];
+      const moved: { name: string; to: string }[] = [];
       for (const name of fs.readdirSync(this.layout.snapshots)) {
-        const entry = classifyEntry(name);
-        if (entry !== undefined && 'id' in entry && ids.has(entry.id)) continue;
-        if (entry !== undefined && 'ownerPid' in entry && processIsAlive(entry.ownerPid)) continue;
-        names.push(name);
+        const id = snapshotIdOf(name);
+        if (id !== undefined && ids.has(id)) continue;
+        const to = this.layout.removing();
+        if (renameIfPresent(path.join(this.layout.snapshots, name), to)) moved.push({ name, to });
       }
-      return names;
+      return moved;
     });
-    for (const name of doomed) this.discard(name);
-    return doomed;
+    for (const { to } of doomed) removeTree(to);
+    return doomed.map((d) => d.name);
   }
 
   /** The event journal after sequence number `after`. */
-  events(after = 0, limit = 1000): SnapshotEvent[] {
-    return this.reader().read((tx) => eventsAfter(tx, after, limit));
+  events(after = 0): SnapshotEvent[] {
+    return this.reader().read((tx) => eventsAfter(tx, after, EVENTS_PER_READ));
   }
 
   close(): void {
@@ -202,35 +209,34 @@ export class Snapshotter {
     validateKey(key);
     if (parent !== '') validateKey(parent, 'parent');
     validateLabels(labels);
-    let made: string | undefined;
-    try {
-      return this.writer().write((tx) => {
-        if (getSnapshot(tx, key) !== undefined) throw alreadyExists(`snapshot ${JSON.stringify(key)}: already exists`);
-        let parentId: number | undefined;
-        if (parent !== '') {
-          const p = getSnapshot(tx, parent);
-          if (p === undefined) throw notFound(`snapshot ${JSON.stringify(key)}: parent ${JSON.stringify(parent)} does not exist`);
-          if (p.kind !== 'committed') {
-            throw invalidArgument(`snapshot ${JSON.stringify(key)}: parent ${JSON.stringify(parent)} is ${p.kind}, not committed`);
-          }
-          parentId = p.id;
+    const op = kind === 'active' ? 'prepare' : 'view';
+    return this.writer(parent === '').write((tx) => {
+      if (getSnapshot(tx, key) !== undefined) throw alreadyExists(`snapshot ${JSON.stringify(key)}: already exists`);
+      let parentId: number | undefined;
+      if (parent !== '') {
+        const p = getSnapshot(tx, parent);
+        if (p === undefined) throw notFound(`snapshot ${JSON.stringify(key)}: parent ${JSON.stringify(parent)} does not exist`);
+        if (p.kind !== 'committed') {
+          throw invalidArgument(`snapshot ${JSON.stringify(key)}: parent ${JSON.stringify(parent)} is ${p.kind}, not committed`);
         }
-        const time = nowNs();
-        const id = insertSnapshot(tx, { key, kind, parentId, labels, time });
-        appendEvent(tx, { topic: kind === 'active' ? '/snapshot/prepare' : '/snapshot/view', key, parent, time });
-        faultPoint(`${kind === 'active' ? 'prepare' : 'view'}:inserted`);
-        made = this.makeDirectories(id, parentId);
-        faultPoint(`${kind === 'active' ? 'prepare' : 'view'}:dirs`);
-        return mountsOf(this.layout, kind, id, parentId === undefined ? [] : parentChain(tx, id));
-      });
-    } catch (err) {
-      if (made !== undefined) removeTree(made);
-      throw err;
-    }
+        parentId = p.id;
+      }
+      const time = nowNs();
+      const id = insertSnapshot(tx, { key, kind, parentId, labels, time });
+      appendEvent(tx, { topic: kind === 'active' ? '/snapshot/prepare' : '/snapshot/view', key, parent, time });
+      const mounts = mountsOf(this.layout, kind, id, parentId === undefined ? [] : parentChain(tx, id));
+      faultPoint(`${op}:inserted`);
+      // Last, so that nothing but COMMIT can fail after it. Should COMMIT
+      // fail, the directory is an orphan of an id that will be handed out
+      // again; whoever gets it moves the orphan aside first.
+      this.makeDirectories(id, parentId);
+      faultPoint(`${op}:dirs`);
+      return mounts;
+    });
   }
 
   /** Called inside the write transaction that allocated `id`. */
-  private makeDirectories(id: number, parentId: number | undefined): string {
+  private makeDirectories(id: number, parentId: number | undefined): void {
     const tmp = this.layout.creating(id);
     try {
       fs.mkdirSync(tmp, { mode: 0o700 });
@@ -245,9 +251,8 @@ export class Snapshotter {
       }
       // An id from a transaction that was killed before committing is handed
       // out again; its directory, if the killed process got that far, is an orphan.
-      this.discard(String(id));
+      this.discardDir(String(id));
       fs.renameSync(tmp, this.layout.dir(id));
-      return this.layout.dir(id);
     } catch (err) {
       removeTree(tmp);
       throw err;
@@ -255,31 +260,50 @@ export class Snapshotter {
   }
 
   /** Moves ROOT/snapshots/NAME out of the way atomically, then deletes it. */
-  private discard(name: string): void {
-    const doomed = this.layout.removing(name.replace(/^\.(?:new|rm)-/, ''));
-    if (renameIfPresent(`${this.layout.snapshots}/${name}`, doomed)) removeTree(doomed);
+  private discardDir(name: string): void {
+    const doomed = this.layout.removing();
+    if (renameIfPresent(path.join(this.layout.snapshots, name), doomed)) removeTree(doomed);
   }
 
-  /** For reads: a root that does not exist yet reads as empty and is not created. */
-  private reader(): Store {
-    if (this.store === undefined) {
-      if (inspectRoot(this.layout) === 'missing') {
-        this.store = Store.empty();
-        this.storeIsReal = false;
-      } else {
-        this.store = Store.open(this.layout.db);
-        this.storeIsReal = true;
-      }
+  /** Usage of snapshot `id`'s layer; NotFound if it vanished meanwhile. */
+  private measure(key: string, id: number, onProgress?: UsageProgress): Usage {
+    try {
+      return diskUsage(this.layout.fs(id), onProgress);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw notFound(`snapshot ${JSON.stringify(key)}: removed meanwhile`);
+      throw err;
     }
+  }
+
+  /**
+   * For reads. A root that does not exist yet reads as empty and is not
+   * created; it is looked for again on every read, so that a reader started
+   * first (events --follow) sees it once it is made.
+   */
+  private reader(): Store {
+    if (this.store !== undefined && this.storeOnDisk) return this.store;
+    if (inspectRoot(this.layout) === 'missing') {
+      this.store ??= Store.empty();
+      return this.store;
+    }
+    this.close();
+    this.store = Store.open(this.layout.db);
+    this.storeOnDisk = true;
     return this.store;
   }
 
-  private writer(): Store {
-    if (this.store !== undefined && this.storeIsReal) return this.store;
-    this.close();
+  /**
+   * For writes. Only an operation that can succeed on an empty root
+   * (`create`) makes a missing one; the others run against an empty store
+   * and fail as they would on an empty root, leaving the disk untouched.
+   */
+  private writer(create: boolean): Store {
+    if (this.store !== undefined && this.storeOnDisk) return this.store;
+    if (!create) return this.reader();
     if (inspectRoot(this.layout) === 'missing') createRoot(this.layout);
+    this.close();
     this.store = Store.open(this.layout.db);
-    this.storeIsReal = true;
+    this.storeOnDisk = true;
     fs.mkdirSync(this.layout.snapshots, { recursive: true, mode: 0o700 });
     return this.store;
   }
@@ -300,15 +324,11 @@ function checkCommittable(tx: Tx, name: string, key: string): SnapshotRecord {
   return s;
 }
 
-function toInfo(s: SnapshotRecord): Info {
-  return { name: s.key, parent: s.parent, kind: s.kind, labels: s.labels, created: s.created, updated: s.updated };
+function pick(labels: Labels, fieldpaths: readonly string[]): Labels {
+  const names = new Set(fieldpaths.map((p) => p.slice('labels.'.length)));
+  return Object.fromEntries(Object.entries(labels).filter(([name]) => names.has(name)));
 }
 
-function processIsAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
+function toInfo(s: SnapshotRecord): Info {
+  return { name: s.key, parent: s.parent, kind: s.kind, labels: s.labels, created: s.created, updated: s.updated };
 }

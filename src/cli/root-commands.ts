@@ -7,7 +7,7 @@ import { printJson, printLines } from './output';
 const FOLLOW_POLL_MS = 100;
 
 /** events and cleanup: the root's history and its housekeeping. */
-export function registerJournalCommands(program: Command): void {
+export function registerRootCommands(program: Command): void {
   program
     .command('events')
     .description('print the event journal; --follow waits for new events')
