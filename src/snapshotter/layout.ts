@@ -7,8 +7,7 @@ import * as path from 'node:path';
  *   ROOT/metadata.db              SQLite metastore
  *   ROOT/snapshots/<id>/fs        the snapshot's own layer (upper directory)
  *   ROOT/snapshots/<id>/work      scratch space of the file system serving it
- *   ROOT/snapshots/.new-<id>-<pid>  being created, inside the write transaction
- *   ROOT/snapshots/.rm-<random>     being deleted, after the metadata is gone
+ *   ROOT/snapshots/.rm-<random>   being deleted, after the metadata is gone
  */
 export class Layout {
   readonly root: string;
@@ -29,9 +28,6 @@ export class Layout {
   }
   work(id: number): string {
     return path.join(this.dir(id), 'work');
-  }
-  creating(id: number): string {
-    return path.join(this.snapshots, `.new-${id}-${process.pid}`);
   }
   /** A fresh name to move a doomed directory to before deleting it. */
   removing(): string {

@@ -235,26 +235,29 @@ export class Snapshotter {
     });
   }
 
-  /** Called inside the write transaction that allocated `id`. */
+  /**
+   * Called inside the write transaction that allocated `id`: until it
+   * commits, the directory is an orphan that cleanup (which needs the same
+   * lock) cannot see half-made.
+   */
   private makeDirectories(id: number, parentId: number | undefined): void {
-    const tmp = this.layout.creating(id);
+    const dir = this.layout.dir(id);
+    // An id from a transaction that was killed before committing is handed
+    // out again; its directory, if the killed process got that far, is an orphan.
+    this.discardDir(String(id));
     try {
-      fs.mkdirSync(tmp, { mode: 0o700 });
-      fs.mkdirSync(`${tmp}/fs`, { mode: 0o755 });
-      fs.mkdirSync(`${tmp}/work`, { mode: 0o700 });
+      fs.mkdirSync(dir, { mode: 0o700 });
+      fs.mkdirSync(this.layout.fs(id), { mode: 0o755 });
+      fs.mkdirSync(this.layout.work(id), { mode: 0o700 });
       // The upper directory is the merged root: give it the parent's owner
       // and mode, or a chown'd base image root would turn root-owned again.
       if (parentId !== undefined) {
         const st = fs.statSync(this.layout.fs(parentId));
-        if (st.uid !== process.getuid?.() || st.gid !== process.getgid?.()) fs.chownSync(`${tmp}/fs`, st.uid, st.gid);
-        fs.chmodSync(`${tmp}/fs`, st.mode & 0o7777);
+        if (st.uid !== process.getuid?.() || st.gid !== process.getgid?.()) fs.chownSync(this.layout.fs(id), st.uid, st.gid);
+        fs.chmodSync(this.layout.fs(id), st.mode & 0o7777);
       }
-      // An id from a transaction that was killed before committing is handed
-      // out again; its directory, if the killed process got that far, is an orphan.
-      this.discardDir(String(id));
-      fs.renameSync(tmp, this.layout.dir(id));
     } catch (err) {
-      removeTree(tmp);
+      removeTree(dir);
       throw err;
     }
   }
