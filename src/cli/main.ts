@@ -6,6 +6,7 @@ import { EXIT_CODES, kindOf, messageOf, systemFailure } from '../errors';
 import { defaultRoot } from '../snapshotter/root';
 import { registerRootCommands } from './root-commands';
 import { registerListingCommands } from './listing-commands';
+import { registerMountCommands } from './mount-commands';
 import { registerSnapshotCommands } from './snapshot-commands';
 
 function version(): string {
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   registerSnapshotCommands(program);
   registerListingCommands(program);
   registerRootCommands(program);
+  registerMountCommands(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }

@@ -32,6 +32,16 @@ export type { Kind, Labels, Usage, UsageProgress, Mount, SnapshotEvent };
 
 const EVENTS_PER_READ = 1000;
 
+export interface LayerStack {
+  readonly kind: Kind;
+  /** Read-only layers, topmost first. */
+  readonly lowers: readonly string[];
+  /** Active snapshots only: where writes go. */
+  readonly upper?: string;
+  /** Scratch space of whatever serves the mount. */
+  readonly work: string;
+}
+
 /** What Stat and Walk return, as containerd's snapshots.Info. */
 export interface Info {
   readonly name: string;
@@ -73,6 +83,27 @@ export class Snapshotter {
         throw failedPrecondition(`snapshot ${JSON.stringify(key)}: is committed; only active snapshots and views have mounts`);
       }
       return mountsOf(this.layout, s.kind, s.id, parentChain(tx, s.id));
+    });
+  }
+
+  /**
+   * The directories a mount of `key` stacks, topmost first: a committed
+   * snapshot's own layer over its parents; a view's parents; an active
+   * snapshot's parents, under its upper and work directories.
+   */
+  layers(key: string): LayerStack {
+    validateKey(key);
+    return this.reader().read((tx) => {
+      const s = mustGet(tx, key);
+      const parents = parentChain(tx, s.id).map((id) => this.layout.fs(id));
+      switch (s.kind) {
+        case 'committed':
+          return { kind: s.kind, lowers: [this.layout.fs(s.id), ...parents], work: this.layout.work(s.id) };
+        case 'view':
+          return { kind: s.kind, lowers: parents.length > 0 ? parents : [this.layout.fs(s.id)], work: this.layout.work(s.id) };
+        case 'active':
+          return { kind: s.kind, lowers: parents, upper: this.layout.fs(s.id), work: this.layout.work(s.id) };
+      }
     });
   }
 

@@ -1,0 +1,117 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { isOpaqueDir, isWhiteoutStat, OPAQUE_MARKER, WHITEOUT_PREFIX } from './format';
+
+/** An entry of the merged tree: where it lives, and for a directory, which layers it merges. */
+export interface Node {
+  /** Index into the layer list (0 = topmost). */
+  readonly layer: number;
+  /** Its path in that layer. */
+  readonly real: string;
+  readonly stat: fs.BigIntStats;
+  /** Directories only: the layers whose copies of it are merged, top first. */
+  readonly dirLayers: readonly number[];
+}
+
+/**
+ * Resolves paths of the merged tree through a stack of layer directories
+ * (topmost first), as overlayfs does: the first layer holding a name wins;
+ * a whiteout hides the name in the layers below; directories merge down to
+ * the first opaque one or the first non-directory.
+ *
+ * Resolutions are cached per path: the layers below the top never change
+ * while mounted, so a lookup costs one map probe however deep the chain,
+ * not one stat per layer.
+ */
+export class Resolver {
+  private readonly cache = new Map<string, Node | null>();
+
+  constructor(readonly layers: readonly string[]) {
+    if (layers.length === 0) throw new Error('a layer stack needs at least one layer');
+  }
+
+  lookup(p: string): Node | undefined {
+    const hit = this.cache.get(p);
+    if (hit !== undefined) return hit ?? undefined;
+    const node = p === '/' ? this.root() : this.lookupChild(path.posix.dirname(p), path.posix.basename(p));
+    this.cache.set(p, node ?? null);
+    return node;
+  }
+
+  /** The names in a merged directory, each once, whiteouts and markers hidden. */
+  readdir(dir: Node, p: string): string[] {
+    const names: string[] = [];
+    const taken = new Set<string>();
+    for (const layer of dir.dirLayers) {
+      const real = this.realPath(layer, p);
+      let entries: fs.Dirent[];
+      try {
+        entries = fs.readdirSync(real, { withFileTypes: true });
+      } catch {
+        continue;
+      }
+      const hidden: string[] = [];
+      for (const e of entries) {
+        if (e.name.startsWith(WHITEOUT_PREFIX)) {
+          if (e.name !== OPAQUE_MARKER) hidden.push(e.name.slice(WHITEOUT_PREFIX.length));
+          continue;
+        }
+        if (e.isCharacterDevice() && isWhiteoutStat(fs.lstatSync(path.join(real, e.name), { bigint: true }))) {
+          hidden.push(e.name);
+          continue;
+        }
+        if (!taken.has(e.name)) {
+          taken.add(e.name);
+          names.push(e.name);
+        }
+      }
+      // A layer's whiteouts hide the layers below it, not itself.
+      for (const name of hidden) taken.add(name);
+    }
+    return names;
+  }
+
+  realPath(layer: number, p: string): string {
+    return p === '/' ? this.layers[layer]! : path.join(this.layers[layer]!, p);
+  }
+
+  private root(): Node {
+    const dirLayers: number[] = [];
+    for (let i = 0; i < this.layers.length; i++) {
+      dirLayers.push(i);
+      if (i > 0 && isOpaqueDir(this.layers[i]!)) break;
+    }
+    return { layer: 0, real: this.layers[0]!, stat: fs.lstatSync(this.layers[0]!, { bigint: true }), dirLayers };
+  }
+
+  private lookupChild(parentPath: string, name: string): Node | undefined {
+    const parent = this.lookup(parentPath);
+    if (parent === undefined || !parent.stat.isDirectory()) return undefined;
+    const p = parentPath === '/' ? `/${name}` : `${parentPath}/${name}`;
+    let found: Node | undefined;
+    const dirLayers: number[] = [];
+    for (const layer of parent.dirLayers) {
+      const real = this.realPath(layer, p);
+      const st = lstatOrUndefined(real);
+      if (st === undefined) {
+        if (lstatOrUndefined(path.join(path.dirname(real), WHITEOUT_PREFIX + name)) !== undefined) break;
+        continue;
+      }
+      if (isWhiteoutStat(st)) break;
+      if (found === undefined) {
+        found = { layer, real, stat: st, dirLayers };
+        if (!st.isDirectory()) return found;
+        dirLayers.push(layer);
+      } else {
+        if (!st.isDirectory()) break;
+        dirLayers.push(layer);
+      }
+      if (isOpaqueDir(real)) break;
+    }
+    return found;
+  }
+}
+
+function lstatOrUndefined(p: string): fs.BigIntStats | undefined {
+  return fs.lstatSync(p, { bigint: true, throwIfNoEntry: false });
+}

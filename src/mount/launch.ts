@@ -1,0 +1,69 @@
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { unavailable, invalidArgument } from '../errors';
+import { isMounted, serve, type MountRequest } from './serve';
+
+/**
+ * Checks what can be checked before mounting, so that a failure is one clear
+ * line rather than libfuse's; then mounts, in this process (`foreground`) or
+ * in a detached daemon that outlives it. The daemon's output goes to
+ * `logFile`: whoever started us (mount(8), containerd) may wait for our
+ * output pipes to close, so the daemon must not hold them.
+ */
+export async function launch(req: MountRequest, opts: { foreground: boolean; logFile: string }): Promise<void> {
+  check(req);
+  if (opts.foreground) return serve(req, () => undefined);
+  fs.mkdirSync(path.dirname(opts.logFile), { recursive: true });
+  const log = fs.openSync(opts.logFile, 'a');
+  const child = spawn(process.execPath, [process.argv[1]!, '__serve', JSON.stringify(req)], {
+    detached: true,
+    stdio: ['ignore', log, log, 'ipc'],
+  });
+  fs.closeSync(log);
+  await new Promise<void>((resolve, reject) => {
+    child.once('message', (msg: { mounted?: true; error?: string }) => {
+      if (msg.mounted === true) resolve();
+      else reject(unavailable(`mount ${req.mountpoint}: ${msg.error ?? 'failed'} (see ${opts.logFile})`));
+    });
+    child.once('exit', (code) => reject(unavailable(`mount ${req.mountpoint}: daemon exited with ${code} (see ${opts.logFile})`)));
+  });
+  child.disconnect();
+  child.unref();
+}
+
+/** The daemon's side of launch(): serve, report the outcome once, then run until unmounted. */
+export async function runDaemon(requestJson: string): Promise<void> {
+  const req = JSON.parse(requestJson) as MountRequest;
+  const report = (msg: { mounted?: true; error?: string }): void => {
+    if (process.connected) {
+      process.send?.(msg);
+      process.disconnect();
+    }
+  };
+  try {
+    await serve(req, () => report({ mounted: true }));
+  } catch (err) {
+    report({ error: err instanceof Error ? err.message : String(err) });
+    throw err;
+  }
+}
+
+function check(req: MountRequest): void {
+  for (const dir of [...req.layers, req.mountpoint]) {
+    const st = fs.statSync(dir, { throwIfNoEntry: false });
+    if (st === undefined) throw invalidArgument(`${dir}: no such directory`);
+    if (!st.isDirectory()) throw invalidArgument(`${dir}: not a directory`);
+  }
+  if (isMounted(path.resolve(req.mountpoint))) throw unavailable(`${req.mountpoint}: mountpoint busy (already a mount point)`);
+  try {
+    fs.accessSync('/dev/fuse', fs.constants.R_OK | fs.constants.W_OK);
+  } catch {
+    throw unavailable('/dev/fuse: missing or not accessible (is the fuse module loaded?)');
+  }
+  if (process.getuid?.() !== 0 && !onPath('fusermount')) throw unavailable('fusermount: not found on PATH (install fuse3)');
+}
+
+function onPath(command: string): boolean {
+  return (process.env.PATH ?? '').split(':').some((dir) => dir !== '' && fs.existsSync(path.join(dir, command)));
+}

@@ -1,0 +1,7 @@
+{
+  "targets": [{
+    "target_name": "snapfs_sys",
+    "sources": ["sys.c"],
+    "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+  }]
+}

@@ -1,0 +1,203 @@
+/*
+ * The system calls Node.js does not offer and a copy-on-write file system
+ * needs: mknod (overlayfs whiteouts are character devices 0/0), utimensat
+ * with nanoseconds (fs.utimes takes doubles), and extended attributes
+ * (opaque directories, and copy-up that keeps every attribute). All act on
+ * the path itself, never following a final symlink, and are synchronous:
+ * they are only ever called on layer directories, never on a mount served
+ * by the calling process.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <node_api.h>
+
+#define PATH_BYTES 4096
+#define NAME_BYTES 256
+
+static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *path) {
+  char code[32];
+  const char *name = NULL;
+  switch (err) {
+#define E(x) case x: name = #x; break;
+    E(EPERM) E(ENOENT) E(EIO) E(EBADF) E(EACCES) E(EEXIST) E(EXDEV) E(ENOTDIR) E(EISDIR) E(EINVAL)
+    E(ENOSPC) E(EROFS) E(EMLINK) E(ERANGE) E(ENAMETOOLONG) E(ENOTEMPTY) E(ELOOP) E(ENODATA) E(ENOTSUP)
+    E(E2BIG) E(EDQUOT)
+#undef E
+  }
+  if (name == NULL) {
+    snprintf(code, sizeof code, "E%d", err);
+    name = code;
+  }
+  char message[PATH_BYTES + 128];
+  snprintf(message, sizeof message, "%s: %s, %s '%s'", name, strerror(err), syscall, path);
+  napi_value error, code_value, errno_value, syscall_value, path_value, message_value;
+  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &message_value);
+  napi_create_error(env, NULL, message_value, &error);
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code_value);
+  napi_create_int32(env, -err, &errno_value);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &syscall_value);
+  napi_create_string_utf8(env, path, NAPI_AUTO_LENGTH, &path_value);
+  napi_set_named_property(env, error, "code", code_value);
+  napi_set_named_property(env, error, "errno", errno_value);
+  napi_set_named_property(env, error, "syscall", syscall_value);
+  napi_set_named_property(env, error, "path", path_value);
+  napi_throw(env, error);
+  return NULL;
+}
+
+static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < want) {
+    napi_throw_type_error(env, NULL, "too few arguments");
+    return 0;
+  }
+  return 1;
+}
+
+static int get_string(napi_env env, napi_value v, char *buf, size_t size) {
+  size_t len;
+  if (napi_get_value_string_utf8(env, v, buf, size, &len) != napi_ok || len >= size - 1) {
+    napi_throw_type_error(env, NULL, "expected a string of reasonable length");
+    return 0;
+  }
+  return 1;
+}
+
+static int64_t get_int64(napi_env env, napi_value v) {
+  int64_t n = 0;
+  napi_get_value_int64(env, v, &n);
+  return n;
+}
+
+/* mknod(path, mode, major, minor) */
+static napi_value js_mknod(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  char path[PATH_BYTES];
+  if (!get_args(env, info, 4, argv) || !get_string(env, argv[0], path, sizeof path)) return NULL;
+  dev_t dev = makedev((unsigned) get_int64(env, argv[2]), (unsigned) get_int64(env, argv[3]));
+  if (mknod(path, (mode_t) get_int64(env, argv[1]), dev) != 0) return throw_errno(env, errno, "mknod", path);
+  return NULL;
+}
+
+/* utimens(path, atimeSec, atimeNsec, mtimeSec, mtimeNsec): nsec may be UTIME_NOW or UTIME_OMIT. */
+static napi_value js_utimens(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  char path[PATH_BYTES];
+  if (!get_args(env, info, 5, argv) || !get_string(env, argv[0], path, sizeof path)) return NULL;
+  struct timespec ts[2] = {
+    { .tv_sec = (time_t) get_int64(env, argv[1]), .tv_nsec = (long) get_int64(env, argv[2]) },
+    { .tv_sec = (time_t) get_int64(env, argv[3]), .tv_nsec = (long) get_int64(env, argv[4]) },
+  };
+  if (utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW) != 0) return throw_errno(env, errno, "utimensat", path);
+  return NULL;
+}
+
+/* getxattr(path, name) -> Buffer; throws ENODATA when absent. */
+static napi_value js_getxattr(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  char path[PATH_BYTES], name[NAME_BYTES];
+  if (!get_args(env, info, 2, argv) || !get_string(env, argv[0], path, sizeof path) ||
+      !get_string(env, argv[1], name, sizeof name)) return NULL;
+  for (;;) {
+    ssize_t size = lgetxattr(path, name, NULL, 0);
+    if (size < 0) return throw_errno(env, errno, "lgetxattr", path);
+    void *data;
+    napi_value buffer;
+    napi_create_buffer(env, (size_t) size, &data, &buffer);
+    ssize_t got = lgetxattr(path, name, data, (size_t) size);
+    if (got >= 0) {
+      napi_value slice = buffer;
+      if (got < size) {
+        napi_value copy;
+        void *copy_data;
+        napi_create_buffer_copy(env, (size_t) got, data, &copy_data, &copy);
+        slice = copy;
+      }
+      return slice;
+    }
+    if (errno != ERANGE) return throw_errno(env, errno, "lgetxattr", path);
+  }
+}
+
+/* setxattr(path, name, value: Buffer, flags) */
+static napi_value js_setxattr(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  char path[PATH_BYTES], name[NAME_BYTES];
+  if (!get_args(env, info, 4, argv) || !get_string(env, argv[0], path, sizeof path) ||
+      !get_string(env, argv[1], name, sizeof name)) return NULL;
+  void *data;
+  size_t len;
+  if (napi_get_buffer_info(env, argv[2], &data, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "value must be a Buffer");
+    return NULL;
+  }
+  if (lsetxattr(path, name, data, len, (int) get_int64(env, argv[3])) != 0) return throw_errno(env, errno, "lsetxattr", path);
+  return NULL;
+}
+
+/* listxattr(path) -> string[] */
+static napi_value js_listxattr(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  char path[PATH_BYTES];
+  if (!get_args(env, info, 1, argv) || !get_string(env, argv[0], path, sizeof path)) return NULL;
+  for (;;) {
+    ssize_t size = llistxattr(path, NULL, 0);
+    if (size < 0) return throw_errno(env, errno, "llistxattr", path);
+    char *names = malloc((size_t) size + 1);
+    ssize_t got = llistxattr(path, names, (size_t) size);
+    if (got < 0) {
+      int err = errno;
+      free(names);
+      if (err == ERANGE) continue;
+      return throw_errno(env, err, "llistxattr", path);
+    }
+    napi_value list;
+    napi_create_array(env, &list);
+    uint32_t i = 0;
+    for (ssize_t at = 0; at < got; at += (ssize_t) strlen(names + at) + 1) {
+      napi_value name;
+      napi_create_string_utf8(env, names + at, NAPI_AUTO_LENGTH, &name);
+      napi_set_element(env, list, i++, name);
+    }
+    free(names);
+    return list;
+  }
+}
+
+/* removexattr(path, name) */
+static napi_value js_removexattr(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  char path[PATH_BYTES], name[NAME_BYTES];
+  if (!get_args(env, info, 2, argv) || !get_string(env, argv[0], path, sizeof path) ||
+      !get_string(env, argv[1], name, sizeof name)) return NULL;
+  if (lremovexattr(path, name) != 0) return throw_errno(env, errno, "lremovexattr", path);
+  return NULL;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    { "mknod", NULL, js_mknod, NULL, NULL, NULL, napi_default, NULL },
+    { "utimens", NULL, js_utimens, NULL, NULL, NULL, napi_default, NULL },
+    { "getxattr", NULL, js_getxattr, NULL, NULL, NULL, napi_default, NULL },
+    { "setxattr", NULL, js_setxattr, NULL, NULL, NULL, napi_default, NULL },
+    { "listxattr", NULL, js_listxattr, NULL, NULL, NULL, napi_default, NULL },
+    { "removexattr", NULL, js_removexattr, NULL, NULL, NULL, napi_default, NULL },
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  napi_value now, omit;
+  napi_create_int64(env, UTIME_NOW, &now);
+  napi_create_int64(env, UTIME_OMIT, &omit);
+  napi_set_named_property(env, exports, "UTIME_NOW", now);
+  napi_set_named_property(env, exports, "UTIME_OMIT", omit);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,23 @@
+import * as path from 'node:path';
+
+/**
+ * System calls Node.js lacks, from src/native/sys.c (built at install by
+ * scripts/build-native). Each acts on the path itself, never following a
+ * final symlink, and throws Node-style errors (code, errno, syscall, path).
+ * Synchronous: use them on layer directories only, never on a mount that
+ * this process serves.
+ */
+export interface Sys {
+  mknod(file: string, mode: number, major: number, minor: number): void;
+  /** Seconds and nanoseconds; a nanosecond value of UTIME_NOW or UTIME_OMIT means now or unchanged. */
+  utimens(file: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
+  getxattr(file: string, name: string): Buffer;
+  setxattr(file: string, name: string, value: Buffer, flags: number): void;
+  listxattr(file: string): string[];
+  removexattr(file: string, name: string): void;
+  readonly UTIME_NOW: number;
+  readonly UTIME_OMIT: number;
+}
+
+// dist/src/native → the package root, where the build lives.
+export const sys = require(path.join(__dirname, '..', '..', '..', 'src', 'native', 'build', 'Release', 'snapfs_sys.node')) as Sys;

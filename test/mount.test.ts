@@ -1,0 +1,199 @@
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import { after, before, describe, it } from 'node:test';
+import { sys } from '../src/native/sys';
+import { CLI, ok, snapfs, tempDir } from './helpers';
+
+const run = promisify(execFile);
+const isRoot = process.getuid?.() === 0;
+
+/** Unmounts whatever is still mounted under `dir` (tests never leave mounts behind). */
+async function unmountAll(dir: string): Promise<void> {
+  const mounts = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4] ?? '').filter((m) => m.startsWith(dir));
+  for (const m of mounts.reverse()) await run('umount', ['-l', m]).catch(() => run('fusermount', ['-uz', m]).catch(() => undefined));
+}
+
+/**
+ * Everything `find` and `sha256sum` see of a tree, from a child process:
+ * names, types, modes, owners, sizes, file link counts, nanosecond mtimes,
+ * symlink targets, contents, and which names share an inode.
+ */
+async function describeTree(root: string): Promise<string> {
+  const { stdout } = await run('find', ['.', '-printf', '%p %y %m %U %G %s %T@ %l|%n|%i\n'], { cwd: root, maxBuffer: 64 << 20 });
+  const byInode = new Map<string, string[]>();
+  const lines = stdout.trim().split('\n').map((line) => {
+    const [head, nlink, ino] = line.split('|') as [string, string, string];
+    const isDir = head.split(' ')[1] === 'd';
+    if (!isDir) byInode.set(ino, [...(byInode.get(ino) ?? []), head.split(' ')[0]!]);
+    // Directory link counts and sizes differ between file systems by design.
+    return isDir ? head.split(' ').filter((_, i) => i !== 5).join(' ') : `${head} n=${nlink}`;
+  });
+  const { stdout: sums } = await run('sh', ['-c', 'find . -type f -print0 | sort -z | xargs -0 -r sha256sum'], { cwd: root, maxBuffer: 64 << 20 });
+  const links = [...byInode.values()].filter((names) => names.length > 1).map((names) => names.sort().join(' = '));
+  return [...lines.sort(), ...sums.trim().split('\n'), ...links.sort()].join('\n');
+}
+
+/** Layers in the kernel's overlayfs format: whiteouts as 0/0 devices, opaque dirs by xattr. */
+function writeKernelFormatLayers(layers: string[]): void {
+  const [top, mid, bottom] = layers as [string, string, string];
+  const file = (p: string, content: string, mode = 0o644): void => {
+    fs.mkdirSync(path.dirname(p), { recursive: true });
+    fs.writeFileSync(p, content, { mode });
+    fs.chmodSync(p, mode);
+  };
+  file(`${bottom}/etc/os-release`, 'bottom\n');
+  file(`${bottom}/etc/passwd`, 'root:x:0:0\n');
+  file(`${bottom}/bin/tool`, '#!/bin/sh\necho bottom\n', 0o755);
+  file(`${bottom}/deleted/file`, 'gone');
+  file(`${bottom}/opaque/hidden`, 'hidden below an opaque dir');
+  file(`${bottom}/replaced-by-dir`, 'a file below');
+  fs.mkdirSync(`${bottom}/replaced-by-file`);
+  file(`${bottom}/replaced-by-file/inner`, 'x');
+  file(`${bottom}/links/a`, 'linked');
+  fs.linkSync(`${bottom}/links/a`, `${bottom}/links/b`);
+  fs.symlinkSync('../etc/os-release', `${bottom}/links/sym`);
+  file(`${bottom}/times`, 'ns');
+  sys.utimens(`${bottom}/times`, 1_600_000_000, 123_456_789, 1_600_000_000, 987_654_321);
+  file(`${bottom}/sparse`, '');
+  fs.truncateSync(`${bottom}/sparse`, 10 << 20);
+  file(`${bottom}/xattr`, 'attrs');
+  sys.setxattr(`${bottom}/xattr`, 'user.color', Buffer.from('blue'), 0);
+  fs.chownSync(`${bottom}/etc/passwd`, 1234, 5678);
+
+  file(`${mid}/etc/os-release`, 'mid\n');
+  file(`${mid}/etc/mid-only`, 'mid');
+  sys.mknod(`${mid}/deleted`, fs.constants.S_IFCHR, 0, 0);
+  fs.mkdirSync(`${mid}/opaque`, { recursive: true });
+  sys.setxattr(`${mid}/opaque`, 'trusted.overlay.opaque', Buffer.from('y'), 0);
+  file(`${mid}/opaque/visible`, 'in the opaque dir');
+  fs.mkdirSync(`${mid}/replaced-by-dir`);
+  file(`${mid}/replaced-by-dir/inner`, 'a dir above');
+  file(`${mid}/replaced-by-file`, 'a file above');
+  sys.mknod(`${mid}/fifo`, fs.constants.S_IFIFO | 0o640, 0, 0);
+
+  file(`${top}/etc/os-release`, 'top\n');
+  fs.mkdirSync(`${top}/bin`, { recursive: true });
+  sys.mknod(`${top}/bin/tool`, fs.constants.S_IFCHR, 0, 0);
+  file(`${top}/new/deep/file`, 'top only', 0o600);
+  fs.chmodSync(`${top}/new`, 0o750);
+}
+
+describe('read-only mounts of snapshots', { skip: !isRoot && 'compares with the kernel overlay, which needs root' }, () => {
+  let dir: string;
+  let root: string;
+  let layers: string[];
+  before(async () => {
+    dir = tempDir('snapfs-mount-');
+    root = path.join(dir, 'root');
+    // A committed chain of three layers, written straight into the layer directories.
+    let parent = '';
+    layers = [];
+    for (const name of ['bottom', 'mid', 'top']) {
+      await ok(root, ['prepare', `${name}-a`, ...(parent === '' ? [] : [parent])]);
+      const mounts = JSON.parse(await ok(root, ['mounts', '--json', `${name}-a`])) as { type: string; source: string; options: string[] }[];
+      const upper = mounts[0]!.type === 'bind' ? mounts[0]!.source : mounts[0]!.options.find((o) => o.startsWith('upperdir='))!.slice(9);
+      layers.unshift(upper);
+      if (name === 'top') writeKernelFormatLayers(layers);
+      await ok(root, ['commit', name, `${name}-a`]);
+      parent = name;
+    }
+  });
+  after(async () => {
+    await unmountAll(dir);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('shows the same tree as the kernel overlay of the same layers', async () => {
+    const mine = path.join(dir, 'snapfs');
+    const kernel = path.join(dir, 'kernel');
+    fs.mkdirSync(mine);
+    fs.mkdirSync(kernel);
+    try {
+      await ok(root, ['mount', 'top', mine]);
+      await run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${layers.join(':')}`, kernel]);
+      const expected = await describeTree(kernel);
+      assert.match(expected, /\.\/times f 644 0 0 2 1600000000\.9876543210 /, 'the reference shows nanosecond times');
+      assert.equal(await describeTree(mine), expected);
+      assert.deepEqual(sys.getxattr(path.join(mine, 'xattr'), 'user.color'), Buffer.from('blue'));
+      assert.deepEqual(sys.listxattr(path.join(mine, 'opaque')).filter((n) => n.includes('overlay')), [], 'overlay attributes stay private');
+      await assert.rejects(run('touch', [path.join(mine, 'new-file')]), /Read-only file system/);
+      await assert.rejects(run('rm', [path.join(mine, 'etc', 'passwd')]), /Read-only file system/);
+    } finally {
+      await unmountAll(mine);
+      await unmountAll(kernel);
+    }
+  });
+
+  it('reads the rootless forms (.wh. files, .wh..wh..opq) as fuse-overlayfs does', async () => {
+    const lower = path.join(dir, 'rootless-lower');
+    const upper = path.join(dir, 'rootless-upper');
+    fs.mkdirSync(path.join(lower, 'd'), { recursive: true });
+    fs.writeFileSync(path.join(lower, 'd', 'gone'), 'x');
+    fs.writeFileSync(path.join(lower, 'd', 'kept'), 'x');
+    fs.mkdirSync(path.join(lower, 'o'));
+    fs.writeFileSync(path.join(lower, 'o', 'hidden'), 'x');
+    fs.mkdirSync(path.join(upper, 'd'), { recursive: true });
+    fs.writeFileSync(path.join(upper, 'd', '.wh.gone'), '');
+    fs.mkdirSync(path.join(upper, 'o'));
+    fs.writeFileSync(path.join(upper, 'o', '.wh..wh..opq'), '');
+    fs.writeFileSync(path.join(upper, 'o', 'new'), 'y');
+    const mine = path.join(dir, 'rootless-snapfs');
+    const theirs = path.join(dir, 'rootless-fuse-overlayfs');
+    fs.mkdirSync(mine);
+    fs.mkdirSync(theirs);
+    const child = spawn(process.execPath, [CLI, '__serve', JSON.stringify({ layers: [upper, lower], mountpoint: mine, allowOther: false })], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+    try {
+      await new Promise((resolve) => child.once('message', resolve));
+      await run('fuse-overlayfs', ['-o', `lowerdir=${upper}:${lower}`, theirs]);
+      const listing = async (m: string): Promise<string> => (await run('find', ['.'], { cwd: m })).stdout.split('\n').sort().join('\n');
+      assert.equal(await listing(mine), await listing(theirs));
+      assert.deepEqual(fs.readdirSync(path.join(mine, 'd')), ['kept']);
+      assert.deepEqual(fs.readdirSync(path.join(mine, 'o')), ['new']);
+    } finally {
+      await unmountAll(mine);
+      await unmountAll(theirs);
+      child.kill();
+    }
+  });
+
+  it('ends with umount, fusermount -u or SIGTERM, and refuses bad mount points in one line', async () => {
+    const mnt = path.join(dir, 'lifecycle');
+    fs.mkdirSync(mnt);
+    const daemons = async (): Promise<number> => (await run('pgrep', ['-f', `__serve.*${mnt}`]).catch(() => ({ stdout: '' }))).stdout.trim().split('\n').filter(Boolean).length;
+    const gone = async (): Promise<void> => {
+      for (let i = 0; i < 50 && (await daemons()) > 0; i++) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(await daemons(), 0, 'the daemon exited');
+    };
+    try {
+      for (const stop of [['umount', mnt], ['fusermount', '-u', mnt]]) {
+        await ok(root, ['mount', 'mid', mnt]);
+        assert.equal(fs.readFileSync(path.join(mnt, 'etc', 'os-release'), 'utf8'), 'mid\n');
+        const busy = await snapfs(root, ['mount', 'mid', mnt]);
+        assert.equal(busy.code, 7);
+        assert.match(busy.stderr, /^snapfs: \S+: mountpoint busy/);
+        await run(stop[0]!, stop.slice(1));
+        await gone();
+      }
+      const fg = spawn(process.execPath, [CLI, '--root', root, 'mount', '-f', 'bottom', mnt], { stdio: 'ignore' });
+      for (let i = 0; i < 50 && !fs.existsSync(path.join(mnt, 'etc')); i++) await new Promise((r) => setTimeout(r, 100));
+      assert.ok(fs.existsSync(path.join(mnt, 'deleted', 'file')));
+      fg.kill('SIGTERM');
+      const code = await new Promise((r) => fg.once('exit', r));
+      assert.equal(code, 0);
+      assert.equal(fs.existsSync(path.join(mnt, 'etc')), false, 'unmounted on SIGTERM');
+
+      const missing = await snapfs(root, ['mount', 'top', path.join(dir, 'nope')]);
+      assert.equal(missing.code, 2);
+      assert.match(missing.stderr, /^snapfs: \S+\/nope: no such directory\n$/);
+      const notDir = await snapfs(root, ['mount', 'top', path.join(layers[0]!, 'etc', 'os-release')]);
+      assert.match(notDir.stderr, /not a directory\n$/);
+      const active = await snapfs(root, ['prepare', 'rw', 'top']).then(() => snapfs(root, ['mount', 'rw', mnt]));
+      assert.equal(active.code, 6);
+    } finally {
+      await unmountAll(mnt);
+    }
+  });
+});
