@@ -1,40 +1,13 @@
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { sys } from '../src/native/sys';
 import { CLI, ok, snapfs, tempDir } from './helpers';
+import { describeTree, run, serveStack, unmountAll } from './mount-helpers';
 
-const run = promisify(execFile);
 const isRoot = process.getuid?.() === 0;
-
-/** Unmounts whatever is still mounted under `dir` (tests never leave mounts behind). */
-async function unmountAll(dir: string): Promise<void> {
-  const mounts = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4] ?? '').filter((m) => m.startsWith(dir));
-  for (const m of mounts.reverse()) await run('umount', ['-l', m]).catch(() => run('fusermount', ['-uz', m]).catch(() => undefined));
-}
-
-/**
- * Everything `find` and `sha256sum` see of a tree, from a child process:
- * names, types, modes, owners, sizes, file link counts, nanosecond mtimes,
- * symlink targets, contents, and which names share an inode.
- */
-async function describeTree(root: string): Promise<string> {
-  const { stdout } = await run('find', ['.', '-printf', '%p %y %m %U %G %s %T@ %l|%n|%i\n'], { cwd: root, maxBuffer: 64 << 20 });
-  const byInode = new Map<string, string[]>();
-  const lines = stdout.trim().split('\n').map((line) => {
-    const [head, nlink, ino] = line.split('|') as [string, string, string];
-    const isDir = head.split(' ')[1] === 'd';
-    if (!isDir) byInode.set(ino, [...(byInode.get(ino) ?? []), head.split(' ')[0]!]);
-    // Directory link counts and sizes differ between file systems by design.
-    return isDir ? head.split(' ').filter((_, i) => i !== 5).join(' ') : `${head} n=${nlink}`;
-  });
-  const { stdout: sums } = await run('sh', ['-c', 'find . -type f -print0 | sort -z | xargs -0 -r sha256sum'], { cwd: root, maxBuffer: 64 << 20 });
-  const links = [...byInode.values()].filter((names) => names.length > 1).map((names) => names.sort().join(' = '));
-  return [...lines.sort(), ...sums.trim().split('\n'), ...links.sort()].join('\n');
-}
 
 /** Layers in the kernel's overlayfs format: whiteouts as 0/0 devices, opaque dirs by xattr. */
 function writeKernelFormatLayers(layers: string[]): void {
@@ -81,7 +54,7 @@ function writeKernelFormatLayers(layers: string[]): void {
   fs.chmodSync(`${top}/new`, 0o750);
 }
 
-describe('read-only mounts of snapshots', { skip: !isRoot && 'compares with the kernel overlay, which needs root' }, () => {
+describe('mounts of snapshots', { skip: !isRoot && 'compares with the kernel overlay, which needs root' }, () => {
   let dir: string;
   let root: string;
   let layers: string[];
@@ -144,9 +117,8 @@ describe('read-only mounts of snapshots', { skip: !isRoot && 'compares with the 
     const theirs = path.join(dir, 'rootless-fuse-overlayfs');
     fs.mkdirSync(mine);
     fs.mkdirSync(theirs);
-    const child = spawn(process.execPath, [CLI, '__serve', JSON.stringify({ layers: [upper, lower], mountpoint: mine, allowOther: false })], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+    const child = await serveStack({ lowers: [upper, lower] }, mine);
     try {
-      await new Promise((resolve) => child.once('message', resolve));
       await run('fuse-overlayfs', ['-o', `lowerdir=${upper}:${lower}`, theirs]);
       const listing = async (m: string): Promise<string> => (await run('find', ['.'], { cwd: m })).stdout.split('\n').sort().join('\n');
       assert.equal(await listing(mine), await listing(theirs));
@@ -190,8 +162,15 @@ describe('read-only mounts of snapshots', { skip: !isRoot && 'compares with the 
       assert.match(missing.stderr, /^snapfs: \S+\/nope: no such directory\n$/);
       const notDir = await snapfs(root, ['mount', 'top', path.join(layers[0]!, 'etc', 'os-release')]);
       assert.match(notDir.stderr, /not a directory\n$/);
-      const active = await snapfs(root, ['prepare', 'rw', 'top']).then(() => snapfs(root, ['mount', 'rw', mnt]));
-      assert.equal(active.code, 6);
+      // An active snapshot mounts read-write; what is written lands in its upper layer.
+      const mounts = JSON.parse(await ok(root, ['prepare', '--json', 'rw', 'top'])) as { options: string[] }[];
+      const upper = mounts[0]!.options.find((o) => o.startsWith('upperdir='))!.slice('upperdir='.length);
+      await ok(root, ['mount', 'rw', mnt]);
+      await run('sh', ['-c', 'echo written > written.txt && rm etc/passwd'], { cwd: mnt });
+      await run('umount', [mnt]);
+      await gone();
+      assert.equal(fs.readFileSync(path.join(upper, 'written.txt'), 'utf8'), 'written\n');
+      assert.ok(fs.lstatSync(path.join(upper, 'etc', 'passwd')).isCharacterDevice(), 'a whiteout hides the lower file');
     } finally {
       await unmountAll(mnt);
     }

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { notImplemented } from '../errors';
 import { launch, runDaemon } from '../mount/launch';
 import { withSnapshotter } from './context';
 
@@ -8,15 +8,18 @@ import { withSnapshotter } from './context';
 export function registerMountCommands(program: Command): void {
   program
     .command('mount <key> <mountpoint>')
-    .description('mount a snapshot (views and committed snapshots: read-only); returns once the mount is live')
+    .description('mount a snapshot: active ones read-write, views and committed ones read-only; returns once the mount is live')
     .option('-f, --foreground', 'stay in the foreground until unmounted')
     .action(async (key: string, mountpoint: string, opts: { foreground?: boolean }, cmd: Command) => {
       // The database is closed before mounting: a daemon never holds it.
       const stack = await withSnapshotter(cmd, (s) => s.layers(key));
-      if (stack.kind === 'active') {
-        throw notImplemented(`snapshot ${JSON.stringify(key)}: read-write mounts of active snapshots are not available yet; mount a view of its parent`);
-      }
-      const request = { layers: stack.lowers, mountpoint: path.resolve(mountpoint), allowOther: process.getuid?.() === 0 };
+      // An active snapshot without parents has only its upper layer: an empty lower stands in.
+      const lowers = stack.lowers.length > 0 || stack.upper === undefined ? stack.lowers : [emptyDir(stack.work)];
+      const request = {
+        stack: { lowers, upper: stack.upper, work: stack.upper === undefined ? undefined : stack.work },
+        mountpoint: path.resolve(mountpoint),
+        allowOther: process.getuid?.() === 0,
+      };
       await launch(request, { foreground: opts.foreground === true, logFile: path.join(stack.work, 'snapfs.log') });
       // libfuse's handles keep the event loop alive after the unmount.
       if (opts.foreground === true) process.exit(0);
@@ -26,4 +29,10 @@ export function registerMountCommands(program: Command): void {
     await runDaemon(request);
     process.exit(0);
   });
+}
+
+function emptyDir(work: string): string {
+  const dir = path.join(work, 'empty');
+  fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+  return dir;
 }

@@ -8,6 +8,9 @@ import { sys } from '../native/sys';
  * - whiteout: character device 0/0, or an empty file `.wh.NAME` beside it;
  * - opaque directory: xattr trusted.overlay.opaque=y (or the user.* forms),
  *   or a file `.wh..wh..opq` inside it.
+ * Every form is read; the upper layer is written in the kernel's form when
+ * the process may make device nodes and trusted.* attributes, else in the
+ * fallback form.
  */
 export const WHITEOUT_PREFIX = '.wh.';
 export const OPAQUE_MARKER = '.wh..wh..opq';
@@ -33,4 +36,55 @@ export function isOpaqueDir(dir: string): boolean {
     }
   }
   return fs.existsSync(path.join(dir, OPAQUE_MARKER));
+}
+
+/** How whiteouts and opaque markers are written into an upper layer. */
+export interface UpperFormat {
+  readonly rootless: boolean;
+  /** Hides `name` of the layers below, in upper directory `dir`. */
+  whiteout(dir: string, name: string): void;
+  /** Removes a whiteout of `name` in `dir`, if there is one; says whether there was. */
+  removeWhiteout(dir: string, name: string): boolean;
+  markOpaque(dir: string): void;
+}
+
+/** The kernel's form if this process can make it in `work`, else the rootless one. */
+export function upperFormat(work: string): UpperFormat {
+  const probe = path.join(work, `.probe-${process.pid}`);
+  let rootless = false;
+  try {
+    sys.mknod(probe, fs.constants.S_IFCHR, 0, 0);
+    sys.setxattr(probe, 'trusted.overlay.probe', Buffer.from('y'), 0);
+  } catch {
+    rootless = true;
+  } finally {
+    fs.rmSync(probe, { force: true });
+  }
+  return {
+    rootless,
+    whiteout(dir, name) {
+      if (rootless) fs.writeFileSync(path.join(dir, WHITEOUT_PREFIX + name), '', { mode: 0o600 });
+      else sys.mknod(path.join(dir, name), fs.constants.S_IFCHR, 0, 0);
+    },
+    removeWhiteout(dir, name) {
+      let removed = false;
+      const own = path.join(dir, name);
+      const st = fs.lstatSync(own, { bigint: true, throwIfNoEntry: false });
+      if (st !== undefined && isWhiteoutStat(st)) {
+        fs.unlinkSync(own);
+        removed = true;
+      }
+      try {
+        fs.unlinkSync(path.join(dir, WHITEOUT_PREFIX + name));
+        removed = true;
+      } catch {
+        // none of that form
+      }
+      return removed;
+    },
+    markOpaque(dir) {
+      if (rootless) fs.writeFileSync(path.join(dir, OPAQUE_MARKER), '', { mode: 0o600 });
+      else sys.setxattr(dir, 'trusted.overlay.opaque', Buffer.from('y'), 0);
+    },
+  };
 }

@@ -14,6 +14,11 @@ export class InodeTable {
     this.numbers.set(key(root), 1);
   }
 
+  /** `copy` (a copy-up of `original`) keeps the original's number. */
+  alias(copy: fs.BigIntStats, original: fs.BigIntStats): void {
+    this.numbers.set(key(copy), this.of(original));
+  }
+
   of(st: fs.BigIntStats): number {
     const k = key(st);
     let n = this.numbers.get(k);

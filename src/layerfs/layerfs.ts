@@ -1,107 +1,410 @@
-import type { FuseOperations, FuseStat } from 'fuse-native';
+import type { FuseOperations, FuseStat, FuseTime } from 'fuse-native';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
+import * as path from 'node:path';
 import { sys } from '../native/sys';
-import { isPrivateXattr } from './format';
+import { copyEntry } from './copyup';
+import { isPrivateXattr, isWhiteoutStat, upperFormat, WHITEOUT_PREFIX, type UpperFormat } from './format';
 import { InodeTable } from './inodes';
-import { Resolver } from './resolver';
+import { childPath, parentOf, Resolver, type Node } from './resolver';
 
 const E = os.constants.errno;
+const WRITE_FLAGS = fs.constants.O_WRONLY | fs.constants.O_RDWR | fs.constants.O_TRUNC | fs.constants.O_APPEND;
+const NO_CHANGE = 0xffffffff; // chown's "leave as is" (-1 as an unsigned 32-bit number)
+
+/** What fuse-overlayfs takes: read-only layers (topmost first), and where writes go. */
+export interface LayerStack {
+  readonly lowers: readonly string[];
+  readonly upper?: string;
+  readonly work?: string;
+}
+
+class FsError extends Error {
+  constructor(readonly errno: number) {
+    super(`errno ${errno}`);
+  }
+}
+const fail = (errno: number): never => {
+  throw new FsError(-errno);
+};
 
 /** A FUSE callback's error: the negative errno. */
-function errno(err: unknown): number {
-  const n = (err as { errno?: unknown }).errno;
-  if (typeof n === 'number') return n < 0 ? n : -n;
+function errnoOf(err: unknown): number {
+  if (err instanceof FsError) return err.errno;
   const code = (err as { code?: unknown }).code;
   const known = typeof code === 'string' ? (E as Record<string, number>)[code] : undefined;
   return known === undefined ? -E.EIO : -known;
 }
 
 /**
- * The FUSE operations of a read-only merged view of `layers` (topmost
- * first). Writes never reach it: the mount is made read-only, so the kernel
- * answers them with EROFS.
+ * The merged file system of a layer stack, as overlayfs presents it: reads
+ * resolve through the layers; every change lands in the upper layer, after
+ * copying the entry (and its parent directories) up from below; deletions
+ * of what the layers below hold leave whiteouts. Without an upper layer,
+ * or once frozen, every change is EROFS.
+ *
+ * Every method is synchronous on layer directories, never on the mount.
  */
-export function readOnlyOperations(layers: readonly string[]): FuseOperations {
-  const resolver = new Resolver(layers);
-  const inodes = new InodeTable(fs.lstatSync(layers[0]!, { bigint: true }));
-  const files = new Map<number, number>(); // handle → file descriptor in a layer
-  let nextHandle = 1;
+export class LayerFS {
+  private readonly merged: Resolver;
+  private readonly upper: string | undefined;
+  private readonly work: string | undefined;
+  private readonly format: UpperFormat | undefined;
+  private readonly inodes: InodeTable;
+  private readonly files = new Map<number, number>(); // handle → descriptor
+  /** Lower inodes with several names → the upper file that replaced them. */
+  private readonly copiedLinks = new Map<string, string>();
+  private nextHandle = 1;
+  private frozen = false;
 
-  const attr = (st: fs.BigIntStats): FuseStat => ({
-    mode: st.mode,
-    uid: st.uid,
-    gid: st.gid,
-    size: st.size,
-    nlink: st.nlink,
-    ino: inodes.of(st),
-    rdev: st.rdev,
-    blksize: st.blksize,
-    blocks: st.blocks,
-    atimeNs: st.atimeNs,
-    mtimeNs: st.mtimeNs,
-    ctimeNs: st.ctimeNs,
-  });
+  constructor(stack: LayerStack) {
+    if (stack.upper !== undefined && stack.work === undefined) throw new Error('an upper layer needs a work directory');
+    this.upper = stack.upper;
+    this.work = stack.work;
+    this.merged = new Resolver(stack.upper === undefined ? stack.lowers : [stack.upper, ...stack.lowers]);
+    this.format = this.work === undefined ? undefined : upperFormat(this.work);
+    this.inodes = new InodeTable(fs.lstatSync(this.merged.layers[0]!, { bigint: true }));
+  }
 
-  // Each operation is a small synchronous function on the layers; `run`
-  // turns its result or exception into the FUSE callback.
-  const run = <T>(cb: (err: number, value?: T) => void, fn: () => T): void => {
-    let value: T;
-    try {
-      value = fn();
-    } catch (err) {
-      return cb(errno(err));
+  get readOnly(): boolean {
+    return this.upper === undefined;
+  }
+
+  /** From now on every change is EROFS; changes in flight have completed (calls are synchronous). */
+  freeze(): void {
+    this.frozen = true;
+  }
+
+  operations(): FuseOperations {
+    const run =
+      <A extends unknown[], T>(fn: (...args: A) => T) =>
+      (...args: [...A, (err: number, value?: T) => void]): void => {
+        const cb = args.pop() as (err: number, value?: T) => void;
+        let value: T;
+        try {
+          value = fn(...(args as unknown as A));
+        } catch (err) {
+          return cb(errnoOf(err));
+        }
+        cb(0, value);
+      };
+    const io =
+      (fn: (fd: number, buf: Buffer, len: number, pos: number) => number) =>
+      (_p: string, handle: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void): void => {
+        const fd = this.files.get(handle);
+        if (fd === undefined) return cb(-E.EBADF);
+        try {
+          cb(fn(fd, buf, len, pos));
+        } catch (err) {
+          cb(errnoOf(err));
+        }
+      };
+    const ops: FuseOperations = {
+      getattr: run((p: string) => this.getattr(p)),
+      fgetattr: run((p: string, handle: number) => this.fgetattr(p, handle)),
+      readdir: run((p: string) => this.readdir(p)),
+      readlink: run((p: string) => fs.readlinkSync(this.node(p).real)),
+      open: run((p: string, flags: number) => this.open(p, flags)),
+      read: io((fd, buf, len, pos) => fs.readSync(fd, buf, 0, len, pos)),
+      release: run((_p: string, handle: number) => this.release(handle)),
+      statfs: run((_p: string) => this.statfs()),
+      getxattr: run((p: string, name: string, _position: number) => this.getxattr(p, name)),
+      listxattr: run((p: string) => sys.listxattr(this.node(p).real).filter((n) => !isPrivateXattr(n))),
+    };
+    if (this.readOnly) return ops;
+    return {
+      ...ops,
+      create: run((p: string, mode: number) => this.create(p, mode)),
+      write: io((fd, buf, len, pos) => {
+        if (this.frozen) fail(E.EROFS);
+        return fs.writeSync(fd, buf, 0, len, pos);
+      }),
+      flush: run((_p: string, _handle: number) => undefined),
+      fsync: run((_p: string, _datasync: boolean, handle: number) => this.fsync(handle)),
+      truncate: run((p: string, size: number) => fs.truncateSync(this.copyUp(p).real, size)),
+      ftruncate: run((_p: string, handle: number, size: number) => this.ftruncate(handle, size)),
+      chmod: run((p: string, mode: number) => fs.chmodSync(this.copyUp(p).real, mode)),
+      chown: run((p: string, uid: number, gid: number) => this.chown(p, uid, gid)),
+      utimens: run((p: string, atime: FuseTime, mtime: FuseTime) => this.utimens(p, atime, mtime)),
+      mkdir: run((p: string, mode: number) => this.mkdir(p, mode)),
+      mknod: run((p: string, mode: number, dev: number) => this.mknod(p, mode, dev)),
+      symlink: run((target: string, p: string) => this.symlink(target, p)),
+      link: run((src: string, dst: string) => this.link(src, dst)),
+      unlink: run((p: string) => this.remove(p, false)),
+      rmdir: run((p: string) => this.remove(p, true)),
+      rename: run((src: string, dst: string) => this.rename(src, dst)),
+      setxattr: run((p: string, name: string, value: Buffer, _pos: number, flags: number) => this.setxattr(p, name, value, flags)),
+      removexattr: run((p: string, name: string) => this.removexattr(p, name)),
+    };
+  }
+
+  // Reading
+
+  private getattr(p: string): FuseStat {
+    return this.attr(this.lstat(this.node(p)));
+  }
+
+  private fgetattr(p: string, handle: number): FuseStat {
+    const fd = this.files.get(handle);
+    return fd === undefined ? this.getattr(p) : this.attr(fs.fstatSync(fd, { bigint: true }));
+  }
+
+  private readdir(p: string): string[] {
+    const dir = this.node(p);
+    if (!dir.isDir) fail(E.ENOTDIR);
+    return ['.', '..', ...this.merged.readdir(dir, p)];
+  }
+
+  private open(p: string, flags: number): number {
+    const writing = (flags & WRITE_FLAGS) !== 0;
+    if (writing) this.writable();
+    const node = writing ? this.copyUp(p) : this.node(p);
+    return this.remember(fs.openSync(node.real, flags & ~(fs.constants.O_CREAT | fs.constants.O_EXCL)));
+  }
+
+  private release(handle: number): void {
+    const fd = this.files.get(handle);
+    this.files.delete(handle);
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+
+  private statfs(): { bsize: number; frsize: number; blocks: number; bfree: number; bavail: number; files: number; ffree: number; favail: number; fsid: number; flag: number; namemax: number } {
+    const s = fs.statfsSync(this.merged.layers[0]!);
+    return { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: 255 };
+  }
+
+  private getxattr(p: string, name: string): Buffer {
+    if (isPrivateXattr(name)) fail(E.ENODATA);
+    return sys.getxattr(this.node(p).real, name);
+  }
+
+  // Changing
+
+  private create(p: string, mode: number): number {
+    const real = this.makeRoom(p);
+    const fd = fs.openSync(real, fs.constants.O_CREAT | fs.constants.O_RDWR, mode);
+    this.merged.set(p, { layer: 0, real, isDir: false, dirLayers: [] });
+    return this.remember(fd);
+  }
+
+  private fsync(handle: number): void {
+    const fd = this.files.get(handle);
+    if (fd === undefined) fail(E.EBADF);
+    fs.fsyncSync(fd!);
+  }
+
+  private ftruncate(handle: number, size: number): void {
+    this.writable();
+    const fd = this.files.get(handle);
+    if (fd === undefined) fail(E.EBADF);
+    fs.ftruncateSync(fd!, size);
+  }
+
+  private chown(p: string, uid: number, gid: number): void {
+    const node = this.copyUp(p);
+    const st = this.lstat(node);
+    fs.lchownSync(node.real, uid === NO_CHANGE ? Number(st.uid) : uid, gid === NO_CHANGE ? Number(st.gid) : gid);
+  }
+
+  private utimens(p: string, atime: FuseTime, mtime: FuseTime): void {
+    sys.utimens(this.copyUp(p).real, atime.sec, atime.nsec, mtime.sec, mtime.nsec);
+  }
+
+  private mkdir(p: string, mode: number): void {
+    const real = this.upperPathOf(p);
+    this.copyUp(parentOf(p));
+    const overWhiteout = this.format!.removeWhiteout(path.dirname(real), path.basename(real));
+    fs.mkdirSync(real, { mode });
+    // A directory made where the layers below had something must not show it.
+    if (overWhiteout) this.format!.markOpaque(real);
+    this.merged.set(p, { layer: 0, real, isDir: true, dirLayers: [0] });
+  }
+
+  private mknod(p: string, mode: number, dev: number): void {
+    const real = this.makeRoom(p);
+    sys.mknod(real, mode, (dev >>> 8) & 0xfff, (dev & 0xff) | ((dev >>> 12) & 0xfff00));
+    this.merged.set(p, { layer: 0, real, isDir: false, dirLayers: [] });
+  }
+
+  private symlink(target: string, p: string): void {
+    const real = this.makeRoom(p);
+    fs.symlinkSync(target, real);
+    this.merged.set(p, { layer: 0, real, isDir: false, dirLayers: [] });
+  }
+
+  private link(src: string, dst: string): void {
+    const from = this.copyUp(src);
+    const real = this.makeRoom(dst);
+    fs.linkSync(from.real, real);
+    this.merged.set(dst, { layer: 0, real, isDir: false, dirLayers: [] });
+  }
+
+  /** unlink and rmdir: drop the upper copy, and hide what the layers below hold. */
+  private remove(p: string, dir: boolean): void {
+    this.writable();
+    const node = this.node(p);
+    if (dir && !node.isDir) fail(E.ENOTDIR);
+    if (!dir && node.isDir) fail(E.EISDIR);
+    if (dir && this.merged.readdir(node, p).length > 0) fail(E.ENOTEMPTY);
+    const hideBelow = this.visibleBelow(p);
+    if (node.layer === 0) {
+      // An upper directory that looks empty may still hold whiteouts.
+      if (dir) fs.rmSync(node.real, { recursive: true });
+      else fs.unlinkSync(node.real);
     }
-    cb(0, value);
-  };
-  const mustLookup = (p: string) => {
-    const node = resolver.lookup(p);
-    if (node === undefined) throw Object.assign(new Error('ENOENT'), { errno: -E.ENOENT });
-    return node;
-  };
+    if (hideBelow) {
+      const parent = this.copyUp(parentOf(p));
+      this.format!.whiteout(parent.real, path.posix.basename(p));
+    }
+    this.merged.forget(p, dir);
+    this.merged.set(p, undefined);
+  }
 
-  return {
-    getattr: (p, cb) => run(cb, () => attr(mustLookup(p).stat)),
-    fgetattr: (p, fd, cb) => run(cb, () => (files.has(fd) ? attr(fs.fstatSync(files.get(fd)!, { bigint: true })) : attr(mustLookup(p).stat))),
-    readdir: (p, cb) =>
-      run(cb, () => {
-        const dir = mustLookup(p);
-        if (!dir.stat.isDirectory()) throw Object.assign(new Error('ENOTDIR'), { errno: -E.ENOTDIR });
-        return ['.', '..', ...resolver.readdir(dir, p)];
-      }),
-    readlink: (p, cb) => run(cb, () => fs.readlinkSync(mustLookup(p).real)),
-    open: (p, flags, cb) =>
-      run(cb, () => {
-        const fd = fs.openSync(mustLookup(p).real, flags & ~(fs.constants.O_CREAT | fs.constants.O_TRUNC));
-        const handle = nextHandle++;
-        files.set(handle, fd);
-        return handle;
-      }),
-    read: (_p, handle, buf, len, pos, cb) => {
-      const fd = files.get(handle);
-      if (fd === undefined) return cb(-E.EBADF);
-      try {
-        cb(fs.readSync(fd, buf, 0, len, pos));
-      } catch (err) {
-        cb(errno(err));
-      }
-    },
-    release: (_p, handle, cb) =>
-      run(cb, () => {
-        const fd = files.get(handle);
-        files.delete(handle);
-        if (fd !== undefined) fs.closeSync(fd);
-      }),
-    statfs: (_p, cb) =>
-      run(cb, () => {
-        const s = fs.statfsSync(layers[0]!);
-        return { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: 255 };
-      }),
-    getxattr: (p, name, _position, cb) =>
-      run(cb, () => {
-        if (isPrivateXattr(name)) throw Object.assign(new Error('ENODATA'), { errno: -E.ENODATA });
-        return sys.getxattr(mustLookup(p).real, name);
-      }),
-    listxattr: (p, cb) => run(cb, () => sys.listxattr(mustLookup(p).real).filter((n) => !isPrivateXattr(n))),
-  };
+  private rename(src: string, dst: string): void {
+    this.writable();
+    if (src === dst) return;
+    const from = this.node(src);
+    const to = this.merged.lookup(dst);
+    if (to !== undefined) {
+      if (from.isDir && !to.isDir) fail(E.ENOTDIR);
+      if (!from.isDir && to.isDir) fail(E.EISDIR);
+      if (to.isDir && this.merged.readdir(to, dst).length > 0) fail(E.ENOTEMPTY);
+    }
+    const hideSrc = this.visibleBelow(src);
+    const dstHadBelow = this.visibleBelow(dst);
+    // The upper copy must hold the whole merged content before it moves.
+    const moving = from.isDir ? this.copyUpTree(src) : this.copyUp(src);
+    const real = this.makeRoom(dst);
+    if (to?.isDir === true && to.layer === 0) fs.rmSync(to.real, { recursive: true });
+    fs.renameSync(moving.real, real);
+    // What the layers below hold at the destination must not show through.
+    if (from.isDir && dstHadBelow) this.format!.markOpaque(real);
+    if (hideSrc) this.format!.whiteout(path.dirname(moving.real), path.posix.basename(src));
+    this.merged.forget(src, true);
+    this.merged.forget(dst, true);
+    this.merged.set(src, undefined);
+  }
+
+  private setxattr(p: string, name: string, value: Buffer, flags: number): void {
+    if (isPrivateXattr(name)) fail(E.EOPNOTSUPP);
+    sys.setxattr(this.copyUp(p).real, name, value, flags);
+  }
+
+  private removexattr(p: string, name: string): void {
+    if (isPrivateXattr(name)) fail(E.EOPNOTSUPP);
+    sys.removexattr(this.copyUp(p).real, name);
+  }
+
+  // Copy-up and the upper layer
+
+  /** Ensures `p` is in the upper layer (parents first) and returns it there. */
+  private copyUp(p: string): Node {
+    this.writable();
+    const node = this.node(p);
+    if (node.layer === 0) return node;
+    this.copyUp(parentOf(p));
+    const st = this.lstat(node);
+    const real = this.upperPathOf(p);
+    const linkKey = !node.isDir && st.nlink > 1n ? `${st.dev}:${st.ino}` : undefined;
+    const sibling = linkKey === undefined ? undefined : this.copiedLinks.get(linkKey);
+    if (sibling !== undefined && fs.existsSync(sibling)) {
+      // Another name of this inode was copied up already: stay one file.
+      fs.linkSync(sibling, real);
+    } else {
+      copyEntry(node.real, st, real, this.work!);
+      if (linkKey !== undefined) this.copiedLinks.set(linkKey, real);
+    }
+    this.inodes.alias(fs.lstatSync(real, { bigint: true }), st);
+    const up: Node = { layer: 0, real, isDir: node.isDir, dirLayers: node.isDir ? [0, ...node.dirLayers] : [] };
+    this.merged.set(p, up);
+    return up;
+  }
+
+  /** Copies up a directory and everything visible below it. */
+  private copyUpTree(p: string): Node {
+    const node = this.copyUp(p);
+    for (const name of this.merged.readdir(node, p)) {
+      const child = childPath(p, name);
+      if (this.node(child).isDir) this.copyUpTree(child);
+      else this.copyUp(child);
+    }
+    return this.node(p);
+  }
+
+  /** Readies the upper path of a new entry `p`: parents copied up, any whiteout removed. */
+  private makeRoom(p: string): string {
+    this.writable();
+    const real = this.upperPathOf(p);
+    this.copyUp(parentOf(p));
+    this.format!.removeWhiteout(path.dirname(real), path.basename(real));
+    return real;
+  }
+
+  /** Whether the layers below the upper one show something at `p`. */
+  private visibleBelow(p: string): boolean {
+    const parent = this.merged.lookup(parentOf(p));
+    if (parent === undefined) return false;
+    const name = path.posix.basename(p);
+    for (const layer of parent.dirLayers) {
+      if (layer === 0) continue;
+      const real = this.merged.realPath(layer, p);
+      const st = fs.lstatSync(real, { bigint: true, throwIfNoEntry: false });
+      if (st !== undefined) return !isWhiteoutStat(st);
+      if (fs.existsSync(path.join(path.dirname(real), WHITEOUT_PREFIX + name))) return false;
+    }
+    return false;
+  }
+
+  private upperPathOf(p: string): string {
+    return p === '/' ? this.upper! : path.join(this.upper!, p);
+  }
+
+  private writable(): void {
+    if (this.upper === undefined || this.frozen) fail(E.EROFS);
+  }
+
+  // Plumbing
+
+  private node(p: string): Node {
+    const node = this.merged.lookup(p) ?? fail(E.ENOENT);
+    return this.materializeLink(p, node);
+  }
+
+  /**
+   * A name of a lower inode whose other name was copied up must show the
+   * copy: it is linked into the upper layer on first sight.
+   */
+  private materializeLink(p: string, node: Node): Node {
+    if (node.layer === 0 || node.isDir || this.copiedLinks.size === 0 || this.frozen) return node;
+    const st = this.lstat(node);
+    if (st.nlink > 1n && this.copiedLinks.has(`${st.dev}:${st.ino}`)) return this.copyUp(p);
+    return node;
+  }
+
+  private lstat(node: Node): fs.BigIntStats {
+    return fs.lstatSync(node.real, { bigint: true, throwIfNoEntry: false }) ?? fail(E.ENOENT);
+  }
+
+  private attr(st: fs.BigIntStats): FuseStat {
+    return {
+      mode: st.mode,
+      uid: st.uid,
+      gid: st.gid,
+      size: st.size,
+      nlink: st.nlink,
+      ino: this.inodes.of(st),
+      rdev: st.rdev,
+      blksize: st.blksize,
+      blocks: st.blocks,
+      atimeNs: st.atimeNs,
+      mtimeNs: st.mtimeNs,
+      ctimeNs: st.ctimeNs,
+    };
+  }
+
+  private remember(fd: number): number {
+    const handle = this.nextHandle++;
+    this.files.set(handle, fd);
+    return handle;
+  }
 }

@@ -2,13 +2,13 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { isOpaqueDir, isWhiteoutStat, OPAQUE_MARKER, WHITEOUT_PREFIX } from './format';
 
-/** An entry of the merged tree: where it lives, and for a directory, which layers it merges. */
+/** Where an entry of the merged tree lives. */
 export interface Node {
   /** Index into the layer list (0 = topmost). */
   readonly layer: number;
   /** Its path in that layer. */
   readonly real: string;
-  readonly stat: fs.BigIntStats;
+  readonly isDir: boolean;
   /** Directories only: the layers whose copies of it are merged, top first. */
   readonly dirLayers: readonly number[];
 }
@@ -19,9 +19,10 @@ export interface Node {
  * a whiteout hides the name in the layers below; directories merge down to
  * the first opaque one or the first non-directory.
  *
- * Resolutions are cached per path: the layers below the top never change
- * while mounted, so a lookup costs one map probe however deep the chain,
- * not one stat per layer.
+ * Where an entry lives is cached per path, so that a lookup costs one map
+ * probe however deep the chain. Only layer 0 can change while mounted, and
+ * only through the file system that owns this resolver, which updates the
+ * cache (`set`, `forget`) as it changes layer 0.
  */
 export class Resolver {
   private readonly cache = new Map<string, Node | null>();
@@ -33,9 +34,22 @@ export class Resolver {
   lookup(p: string): Node | undefined {
     const hit = this.cache.get(p);
     if (hit !== undefined) return hit ?? undefined;
-    const node = p === '/' ? this.root() : this.lookupChild(path.posix.dirname(p), path.posix.basename(p));
+    const node = p === '/' ? this.root() : this.lookupChild(parentOf(p), path.posix.basename(p));
     this.cache.set(p, node ?? null);
     return node;
+  }
+
+  /** Records what `p` now is (undefined: nothing). */
+  set(p: string, node: Node | undefined): void {
+    this.cache.set(p, node ?? null);
+  }
+
+  /** Forgets `p` and, with `subtree`, everything below it. */
+  forget(p: string, subtree = false): void {
+    this.cache.delete(p);
+    if (!subtree) return;
+    const prefix = p === '/' ? '/' : `${p}/`;
+    for (const key of this.cache.keys()) if (key.startsWith(prefix)) this.cache.delete(key);
   }
 
   /** The names in a merged directory, each once, whiteouts and markers hidden. */
@@ -79,39 +93,42 @@ export class Resolver {
     const dirLayers: number[] = [];
     for (let i = 0; i < this.layers.length; i++) {
       dirLayers.push(i);
-      if (i > 0 && isOpaqueDir(this.layers[i]!)) break;
+      if (isOpaqueDir(this.layers[i]!)) break;
     }
-    return { layer: 0, real: this.layers[0]!, stat: fs.lstatSync(this.layers[0]!, { bigint: true }), dirLayers };
+    return { layer: 0, real: this.layers[0]!, isDir: true, dirLayers };
   }
 
   private lookupChild(parentPath: string, name: string): Node | undefined {
     const parent = this.lookup(parentPath);
-    if (parent === undefined || !parent.stat.isDirectory()) return undefined;
+    if (parent === undefined || !parent.isDir) return undefined;
     const p = parentPath === '/' ? `/${name}` : `${parentPath}/${name}`;
     let found: Node | undefined;
     const dirLayers: number[] = [];
     for (const layer of parent.dirLayers) {
       const real = this.realPath(layer, p);
-      const st = lstatOrUndefined(real);
+      const st = fs.lstatSync(real, { bigint: true, throwIfNoEntry: false });
       if (st === undefined) {
-        if (lstatOrUndefined(path.join(path.dirname(real), WHITEOUT_PREFIX + name)) !== undefined) break;
+        if (fs.existsSync(path.join(path.dirname(real), WHITEOUT_PREFIX + name))) break;
         continue;
       }
       if (isWhiteoutStat(st)) break;
       if (found === undefined) {
-        found = { layer, real, stat: st, dirLayers };
-        if (!st.isDirectory()) return found;
-        dirLayers.push(layer);
-      } else {
-        if (!st.isDirectory()) break;
-        dirLayers.push(layer);
+        if (!st.isDirectory()) return { layer, real, isDir: false, dirLayers };
+        found = { layer, real, isDir: true, dirLayers };
+      } else if (!st.isDirectory()) {
+        break;
       }
+      dirLayers.push(layer);
       if (isOpaqueDir(real)) break;
     }
     return found;
   }
 }
 
-function lstatOrUndefined(p: string): fs.BigIntStats | undefined {
-  return fs.lstatSync(p, { bigint: true, throwIfNoEntry: false });
+export function parentOf(p: string): string {
+  return path.posix.dirname(p);
+}
+
+export function childPath(parent: string, name: string): string {
+  return parent === '/' ? `/${name}` : `${parent}/${name}`;
 }

@@ -50,7 +50,8 @@ export async function runDaemon(requestJson: string): Promise<void> {
 }
 
 function check(req: MountRequest): void {
-  for (const dir of [...req.layers, req.mountpoint]) {
+  const { lowers, upper, work } = req.stack;
+  for (const dir of [...lowers, ...(upper === undefined ? [] : [upper]), ...(work === undefined ? [] : [work]), req.mountpoint]) {
     const st = fs.statSync(dir, { throwIfNoEntry: false });
     if (st === undefined) throw invalidArgument(`${dir}: no such directory`);
     if (!st.isDirectory()) throw invalidArgument(`${dir}: not a directory`);

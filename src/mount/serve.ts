@@ -1,26 +1,30 @@
 import Fuse from 'fuse-native';
 import * as fs from 'node:fs';
-import { readOnlyOperations } from '../layerfs/layerfs';
+import { LayerFS, type LayerStack } from '../layerfs/layerfs';
 
 export interface MountRequest {
-  /** Layer directories, topmost first. */
-  readonly layers: readonly string[];
+  readonly stack: LayerStack;
   readonly mountpoint: string;
   readonly allowOther: boolean;
 }
 
 const UNMOUNT_POLL_MS = 500;
-// The layers of a read-only view never change while it is mounted: let the
-// kernel keep attributes, names and pages for as long as it likes.
+// Layers below the upper one never change while mounted, and every change
+// to the upper one passes through this mount: the kernel may keep names,
+// attributes and pages as long as it likes.
 const CACHE_SECONDS = 86_400;
+const MAX_WRITE = 128 * 1024;
 
 /**
  * Serves `req` until it is unmounted: by SIGTERM/SIGINT (we unmount), or by
  * `umount`/`fusermount -u` from outside (noticed in /proc/self/mountinfo).
  * `onMounted` runs once the mount is live.
  */
-export function serve(req: MountRequest, onMounted: () => void): Promise<void> {
-  const fuse = new Fuse(req.mountpoint, readOnlyOperations(req.layers), {
+export function serve(req: MountRequest, onMounted: (fs: LayerFS) => void): Promise<void> {
+  // Modes arrive with the caller's umask applied already.
+  process.umask(0);
+  const layerfs = new LayerFS(req.stack);
+  const fuse = new Fuse(req.mountpoint, layerfs.operations(), {
     useIno: true,
     fsname: 'snapfs',
     subtype: 'snapfs',
@@ -30,12 +34,17 @@ export function serve(req: MountRequest, onMounted: () => void): Promise<void> {
     attrTimeout: CACHE_SECONDS,
     entryTimeout: CACHE_SECONDS,
     negativeTimeout: CACHE_SECONDS,
-    extraOptions: ['ro'],
+    bigWrites: true,
+    maxWrite: MAX_WRITE,
+    maxRead: MAX_WRITE,
+    hardRemove: true,
+    atomicOTrunc: true,
+    extraOptions: layerfs.readOnly ? ['ro'] : [],
   });
   return new Promise((resolve, reject) => {
     fuse.mount((err) => {
       if (err !== null) return reject(err);
-      onMounted();
+      onMounted(layerfs);
       let done = false;
       const finish = (): void => {
         if (done) return;

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
+#include <unistd.h>
 #include <node_api.h>
 
 #define PATH_BYTES 4096
@@ -28,7 +29,7 @@ static napi_value throw_errno(napi_env env, int err, const char *syscall, const 
 #define E(x) case x: name = #x; break;
     E(EPERM) E(ENOENT) E(EIO) E(EBADF) E(EACCES) E(EEXIST) E(EXDEV) E(ENOTDIR) E(EISDIR) E(EINVAL)
     E(ENOSPC) E(EROFS) E(EMLINK) E(ERANGE) E(ENAMETOOLONG) E(ENOTEMPTY) E(ELOOP) E(ENODATA) E(ENOTSUP)
-    E(E2BIG) E(EDQUOT)
+    E(E2BIG) E(EDQUOT) E(ENXIO)
 #undef E
   }
   if (name == NULL) {
@@ -182,6 +183,37 @@ static napi_value js_removexattr(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * copyData(srcFd, dstFd, size): copies the data of a file, keeping its holes:
+ * only the extents SEEK_DATA finds are copied (copy_file_range, in the
+ * kernel), and the destination is sized with ftruncate.
+ */
+static napi_value js_copy_data(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return NULL;
+  int src = (int) get_int64(env, argv[0]), dst = (int) get_int64(env, argv[1]);
+  off_t size = (off_t) get_int64(env, argv[2]);
+  off_t data = 0;
+  while (data < size) {
+    data = lseek(src, data, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;
+      return throw_errno(env, errno, "lseek", "(copy source)");
+    }
+    off_t hole = lseek(src, data, SEEK_HOLE);
+    if (hole < 0) return throw_errno(env, errno, "lseek", "(copy source)");
+    off_t in = data, out = data;
+    while (in < hole) {
+      ssize_t n = copy_file_range(src, &in, dst, &out, (size_t) (hole - in), 0);
+      if (n < 0) return throw_errno(env, errno, "copy_file_range", "(copy)");
+      if (n == 0) break;
+    }
+    data = hole;
+  }
+  if (ftruncate(dst, size) != 0) return throw_errno(env, errno, "ftruncate", "(copy destination)");
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "mknod", NULL, js_mknod, NULL, NULL, NULL, napi_default, NULL },
@@ -190,6 +222,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "setxattr", NULL, js_setxattr, NULL, NULL, NULL, napi_default, NULL },
     { "listxattr", NULL, js_listxattr, NULL, NULL, NULL, napi_default, NULL },
     { "removexattr", NULL, js_removexattr, NULL, NULL, NULL, napi_default, NULL },
+    { "copyData", NULL, js_copy_data, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   napi_value now, omit;

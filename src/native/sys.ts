@@ -15,6 +15,8 @@ export interface Sys {
   setxattr(file: string, name: string, value: Buffer, flags: number): void;
   listxattr(file: string): string[];
   removexattr(file: string, name: string): void;
+  /** Copies `size` bytes of data between file descriptors, keeping holes. */
+  copyData(srcFd: number, dstFd: number, size: number): void;
   readonly UTIME_NOW: number;
   readonly UTIME_OMIT: number;
 }

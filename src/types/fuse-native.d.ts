@@ -61,8 +61,8 @@ declare module 'fuse-native' {
     read?(path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (bytesOrErr: number) => void): void;
     write?(path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (bytesOrErr: number) => void): void;
     flush?(path: string, fd: number, cb: Cb): void;
-    fsync?(path: string, fd: number, datasync: boolean, cb: Cb): void;
-    fsyncdir?(path: string, fd: number, datasync: boolean, cb: Cb): void;
+    fsync?(path: string, datasync: boolean, fd: number, cb: Cb): void;
+    fsyncdir?(path: string, datasync: boolean, fd: number, cb: Cb): void;
     truncate?(path: string, size: number, cb: Cb): void;
     ftruncate?(path: string, fd: number, size: number, cb: Cb): void;
     utimens?(path: string, atime: FuseTime, mtime: FuseTime, cb: Cb): void;
