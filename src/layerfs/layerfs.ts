@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { sys } from '../native/sys';
-import { copyEntry } from './copyup';
+import { copyEntry, setTimes } from './copyup';
 import { isPrivateXattr, isWhiteoutStat, upperFormat, WHITEOUT_PREFIX, type UpperFormat } from './format';
 import { InodeTable } from './inodes';
 import { childPath, parentOf, Resolver, type Node } from './resolver';
@@ -52,6 +52,12 @@ export class LayerFS {
   private readonly format: UpperFormat | undefined;
   private readonly inodes: InodeTable;
   private readonly files = new Map<number, number>(); // handle → descriptor
+  /**
+   * Files unlinked while open. libfuse keeps them reachable under a
+   * `.fuse_hiddenNNN` name it renames them to; they are kept in the work
+   * directory instead, so that the upper layer never holds them.
+   */
+  private readonly hidden = new Map<string, string>();
   /** Lower inodes with several names → the upper file that replaced them. */
   private readonly copiedLinks = new Map<string, string>();
   private nextHandle = 1;
@@ -141,12 +147,15 @@ export class LayerFS {
   // Reading
 
   private getattr(p: string): FuseStat {
-    return this.attr(this.lstat(this.node(p)));
+    const attr = this.attr(this.lstat(this.node(p)));
+    // A hidden file's only names are gone; the one in the work directory does not count.
+    return this.hidden.has(p) ? { ...attr, nlink: BigInt(attr.nlink ?? 1) - 1n } : attr;
   }
 
   private fgetattr(p: string, handle: number): FuseStat {
     const fd = this.files.get(handle);
-    return fd === undefined ? this.getattr(p) : this.attr(fs.fstatSync(fd, { bigint: true }));
+    if (fd === undefined || this.hidden.has(p)) return this.getattr(p);
+    return this.attr(fs.fstatSync(fd, { bigint: true }));
   }
 
   private readdir(p: string): string[] {
@@ -242,6 +251,12 @@ export class LayerFS {
   /** unlink and rmdir: drop the upper copy, and hide what the layers below hold. */
   private remove(p: string, dir: boolean): void {
     this.writable();
+    const hiddenAt = this.hidden.get(p);
+    if (hiddenAt !== undefined) {
+      this.hidden.delete(p);
+      if (hiddenAt.startsWith(this.work! + path.sep)) fs.rmSync(hiddenAt, { force: true });
+      return;
+    }
     const node = this.node(p);
     if (dir && !node.isDir) fail(E.ENOTDIR);
     if (!dir && node.isDir) fail(E.EISDIR);
@@ -263,6 +278,7 @@ export class LayerFS {
   private rename(src: string, dst: string): void {
     this.writable();
     if (src === dst) return;
+    if (path.posix.basename(dst).startsWith('.fuse_hidden')) return this.hide(src, dst);
     const from = this.node(src);
     const to = this.merged.lookup(dst);
     if (to !== undefined) {
@@ -285,6 +301,21 @@ export class LayerFS {
     this.merged.set(src, undefined);
   }
 
+  /** Unlink of an open file: it leaves the merged tree but stays reachable as `as`. */
+  private hide(p: string, as: string): void {
+    const node = this.node(p);
+    if (node.isDir) fail(E.EISDIR);
+    const hideBelow = this.visibleBelow(p);
+    let real = node.real;
+    if (node.layer === 0) {
+      real = path.join(this.work!, `.unlinked-${path.posix.basename(as)}`);
+      fs.renameSync(node.real, real);
+    }
+    if (hideBelow) this.format!.whiteout(this.copyUp(parentOf(p)).real, path.posix.basename(p));
+    this.hidden.set(as, real);
+    this.merged.set(p, undefined);
+  }
+
   private setxattr(p: string, name: string, value: Buffer, flags: number): void {
     if (isPrivateXattr(name)) fail(E.EOPNOTSUPP);
     sys.setxattr(this.copyUp(p).real, name, value, flags);
@@ -302,7 +333,8 @@ export class LayerFS {
     this.writable();
     const node = this.node(p);
     if (node.layer === 0) return node;
-    this.copyUp(parentOf(p));
+    const parent = this.copyUp(parentOf(p));
+    const parentSt = this.lstat(parent);
     const st = this.lstat(node);
     const real = this.upperPathOf(p);
     const linkKey = !node.isDir && st.nlink > 1n ? `${st.dev}:${st.ino}` : undefined;
@@ -314,6 +346,8 @@ export class LayerFS {
       copyEntry(node.real, st, real, this.work!);
       if (linkKey !== undefined) this.copiedLinks.set(linkKey, real);
     }
+    // Copying up is not a change of the parent: keep its times, as overlayfs does.
+    setTimes(parent.real, parentSt);
     this.inodes.alias(fs.lstatSync(real, { bigint: true }), st);
     const up: Node = { layer: 0, real, isDir: node.isDir, dirLayers: node.isDir ? [0, ...node.dirLayers] : [] };
     this.merged.set(p, up);
@@ -366,6 +400,8 @@ export class LayerFS {
   // Plumbing
 
   private node(p: string): Node {
+    const hiddenAt = this.hidden.get(p);
+    if (hiddenAt !== undefined) return { layer: hiddenAt.startsWith(this.work! + path.sep) ? 0 : 1, real: hiddenAt, isDir: false, dirLayers: [] };
     const node = this.merged.lookup(p) ?? fail(E.ENOENT);
     return this.materializeLink(p, node);
   }

@@ -9,9 +9,12 @@ export interface MountRequest {
 }
 
 const UNMOUNT_POLL_MS = 500;
-// Layers below the upper one never change while mounted, and every change
-// to the upper one passes through this mount: the kernel may keep names,
-// attributes and pages as long as it likes.
+// Names only ever change through this mount, so the kernel may keep them.
+// Attributes and pages of a read-only view never change either. On a
+// writable mount, though, libfuse's high-level API gives each name of a
+// hard-linked file its own kernel inode: a write through one name would
+// leave the other's cached attributes and pages stale. So there attributes
+// are asked for every time, and pages are dropped when they have changed.
 const CACHE_SECONDS = 86_400;
 const MAX_WRITE = 128 * 1024;
 
@@ -30,14 +33,14 @@ export function serve(req: MountRequest, onMounted: (fs: LayerFS) => void): Prom
     subtype: 'snapfs',
     allowOther: req.allowOther,
     defaultPermissions: true,
-    kernelCache: true,
-    attrTimeout: CACHE_SECONDS,
+    kernelCache: layerfs.readOnly,
+    autoCache: !layerfs.readOnly,
+    attrTimeout: layerfs.readOnly ? CACHE_SECONDS : 0,
     entryTimeout: CACHE_SECONDS,
     negativeTimeout: CACHE_SECONDS,
     bigWrites: true,
     maxWrite: MAX_WRITE,
     maxRead: MAX_WRITE,
-    hardRemove: true,
     atomicOTrunc: true,
     extraOptions: layerfs.readOnly ? ['ro'] : [],
   });

@@ -1,0 +1,156 @@
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { sys } from '../src/native/sys';
+import { tempDir } from './helpers';
+import { describeTree, run, serveStack, unmountAll } from './mount-helpers';
+
+const isRoot = process.getuid?.() === 0;
+
+function file(p: string, content: string, mode = 0o644): void {
+  fs.mkdirSync(path.dirname(p), { recursive: true });
+  fs.writeFileSync(p, content);
+  fs.chmodSync(p, mode);
+}
+
+/** Two lower layers and a starting upper layer covering every place an entry can live. */
+function buildLayers(base: string): { lowers: string[]; upper: string } {
+  const [top, bottom, upper] = ['lower1', 'lower2', 'upper'].map((n) => path.join(base, n)) as [string, string, string];
+  for (const d of [top, bottom, upper]) fs.mkdirSync(d, { recursive: true });
+  for (const name of ['lower-only', 'lower-mv', 'lower-rm', 'lower-link-src', 'lower-times', 'lower-xattr', 'lower-owned']) file(`${bottom}/${name}`, `${name}\n`);
+  file(`${bottom}/lower-exec`, '#!/bin/sh\n', 0o755);
+  file(`${bottom}/lower-both`, 'bottom\n');
+  file(`${top}/lower-both`, 'top\n');
+  file(`${bottom}/shadowed`, 'lower\n');
+  file(`${bottom}/dir/lower-file`, 'in dir\n');
+  file(`${top}/dir/top-file`, 'in dir, top\n');
+  fs.mkdirSync(`${bottom}/lower-empty-dir`);
+  file(`${bottom}/merged-dir/a`, 'a');
+  file(`${top}/merged-dir/b`, 'b');
+  for (let i = 0; i < 200; i++) file(`${bottom}/big-dir/sub${i % 5}/f${i}`, `file ${i}\n`);
+  file(`${bottom}/small-dir/x`, 'x');
+  fs.mkdirSync(`${top}/empty-target`);
+  file(`${bottom}/a/b/c/existing`, 'deep');
+  fs.chmodSync(`${bottom}/a`, 0o750);
+  fs.chownSync(`${bottom}/a/b`, 42, 43);
+  file(`${bottom}/whited`, 'hidden by the upper layer');
+  file(`${bottom}/opaque/hidden`, 'hidden');
+  file(`${bottom}/sparse`, '');
+  fs.truncateSync(`${bottom}/sparse`, 64 << 20);
+  sys.setxattr(`${bottom}/lower-xattr`, 'user.color', Buffer.from('red'), 0);
+  sys.utimens(`${bottom}/lower-times`, 1_500_000_000, 111_111_111, 1_500_000_000, 222_222_222);
+  file(`${bottom}/linked-a`, 'one inode, two names\n');
+  fs.linkSync(`${bottom}/linked-a`, `${bottom}/linked-b`);
+
+  file(`${upper}/upper-only`, 'upper\n');
+  file(`${upper}/upper-only2`, 'upper 2\n');
+  file(`${upper}/shadowed`, 'upper\n');
+  sys.mknod(`${upper}/whited`, fs.constants.S_IFCHR, 0, 0);
+  fs.mkdirSync(`${upper}/opaque`);
+  sys.setxattr(`${upper}/opaque`, 'trusted.overlay.opaque', Buffer.from('y'), 0);
+  file(`${upper}/opaque/shown`, 'shown');
+  return { lowers: [top, bottom], upper };
+}
+
+/** Steps run as a user would, with a shell in the mount; each compared with the kernel's overlay. */
+const STEPS: [string, string][] = [
+  ['write-open copies up', 'echo appended >> lower-only && cat lower-only'],
+  ['O_TRUNC copies up and truncates', 'echo new > lower-both && cat lower-both'],
+  ['truncate', 'truncate -s 3 dir/lower-file && cat dir/lower-file'],
+  ['chmod', 'chmod 600 lower-exec'],
+  ['chown', 'chown 123:456 lower-owned'],
+  ['utimens with nanoseconds', 'touch -d "2020-01-02 03:04:05.123456789" lower-times && stat -c %y lower-times'],
+  ['setxattr', 'python3 -c "import os; os.setxattr(\'lower-xattr\', \'user.k\', b\'v\'); print(sorted(os.listxattr(\'lower-xattr\')))"'],
+  ['removexattr', 'python3 -c "import os; os.removexattr(\'lower-xattr\', \'user.color\'); print(os.listxattr(\'lower-xattr\'))"'],
+  ['link of a lower file', 'ln lower-link-src hl && echo more >> hl && cat lower-link-src'],
+  ['unlink lower', 'rm lower-rm && ! ls lower-rm'],
+  ['unlink upper only', 'rm upper-only'],
+  ['unlink upper over lower', 'rm shadowed && ! cat shadowed'],
+  ['rmdir of a lower dir', 'rmdir lower-empty-dir'],
+  ['rmdir of a non-empty merged dir fails', 'rmdir merged-dir'],
+  ['rm -r of a merged dir', 'rm -r merged-dir'],
+  ['mkdir over a whiteout is opaque', 'mkdir merged-dir && ls -A merged-dir'],
+  ['rename a lower file', 'mv lower-mv moved && cat moved'],
+  ['rename over an existing file', 'mv upper-only2 lower-both && cat lower-both'],
+  ['rename a lower dir of many files', 'mv big-dir big-moved && ls big-moved/sub3 | wc -l'],
+  ['rename a dir onto an empty dir', 'mv -T small-dir empty-target && ls empty-target'],
+  ['symlink', 'ln -s lower-only sym && cat sym'],
+  ['fifo and device', 'mkfifo fifo && mknod chr c 1 3'],
+  ['O_EXCL', 'set -C; echo a > excl-new && ! (echo b > lower-only) 2>/dev/null'],
+  ['O_APPEND', 'python3 -c "import os; fd = os.open(\'lower-both\', os.O_WRONLY | os.O_APPEND); os.write(fd, b\'tail\\n\'); os.close(fd)" && cat lower-both'],
+  ['a whiteout in the upper layer hides the lower file', '! ls whited 2>/dev/null && echo back > whited && cat whited'],
+  ['an opaque upper dir hides the lower one', 'ls -A opaque'],
+  ['parents are copied up with their metadata', 'echo x > a/b/c/deep && stat -c "%a %u %g" a a/b'],
+  ['names of 255 bytes, ENAMETOOLONG beyond', 'touch "$(head -c 255 /dev/zero | tr "\\0" x)" && ! touch "$(head -c 256 /dev/zero | tr "\\0" y)"'],
+  ['an unlinked open file keeps working', 'python3 -c "import os; fd = os.open(\'lower-only\', os.O_RDWR); os.unlink(\'lower-only\'); os.write(fd, b\'still\'); print(os.fstat(fd).st_nlink); os.lseek(fd, 0, 0); print(os.read(fd, 100))"'],
+  ['writing into a sparse lower file keeps its holes', 'printf x | dd of=sparse bs=1 seek=1000 conv=notrunc 2>/dev/null && stat -c "%s %b" sparse'],
+  ['hard links of a lower file', 'cat linked-b && ls -i linked-a linked-b | awk "{print \\$1}" | uniq | wc -l'],
+];
+
+describe('the copy-on-write view, step by step against the kernel overlay', { skip: !isRoot && 'the kernel overlay needs root' }, () => {
+  let dir: string;
+  let mine: string;
+  let kernel: string;
+  let server: ChildProcess | undefined;
+  const stacks: Record<'mine' | 'kernel', { lowers: string[]; upper: string; work: string }> = {} as never;
+  before(async () => {
+    dir = tempDir('snapfs-layerfs-');
+    for (const side of ['mine', 'kernel'] as const) {
+      const layers = buildLayers(path.join(dir, `${side}-layers`));
+      const work = path.join(dir, `${side}-layers`, 'work');
+      fs.mkdirSync(work);
+      stacks[side] = { ...layers, work };
+    }
+    mine = path.join(dir, 'mine');
+    kernel = path.join(dir, 'kernel');
+    fs.mkdirSync(mine);
+    fs.mkdirSync(kernel);
+    server = await serveStack(stacks.mine, mine);
+    const k = stacks.kernel;
+    await run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${k.lowers.join(':')},upperdir=${k.upper},workdir=${k.work}`, kernel]);
+  });
+  after(async () => {
+    await unmountAll(mine);
+    await unmountAll(kernel);
+    server?.kill();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('starts from the same merged tree', async () => {
+    assert.equal(await describeTree(mine, { times: false }), await describeTree(kernel, { times: false }));
+  });
+
+  for (const [label, script] of STEPS) {
+    it(label, async () => {
+      const outcome = async (cwd: string): Promise<string> => {
+        const r = await run('sh', ['-c', script], { cwd }).then(
+          (ok) => `ok\n${ok.stdout}`,
+          (err: { code: number; stdout: string; stderr: string }) => `exit ${err.code}\n${err.stdout}${err.stderr}`,
+        );
+        return r.replaceAll(cwd, 'MNT');
+      };
+      const expected = await outcome(kernel);
+      assert.equal(await outcome(mine), expected, 'same output and status');
+      assert.equal(await describeTree(mine, { times: false }), await describeTree(kernel, { times: false }), 'same merged tree');
+    });
+  }
+
+  it('leaves the same entries in the upper layer', async () => {
+    const list = async (d: string): Promise<string> => (await run('find', ['.', '-printf', '%p %y %m %U %G\n'], { cwd: d })).stdout.split('\n').sort().join('\n');
+    assert.equal(await list(stacks.mine.upper), await list(stacks.kernel.upper));
+  });
+
+  it('copy-up keeps nanosecond times, modes, owners and attributes of what it copies', () => {
+    const st = fs.lstatSync(path.join(stacks.mine.upper, 'lower-owned'), { bigint: true });
+    const lower = fs.lstatSync(path.join(stacks.mine.lowers[1]!, 'lower-owned'), { bigint: true });
+    assert.equal(st.mtimeNs, lower.mtimeNs);
+    assert.equal(st.uid, 123n);
+    const dirTimes = (d: string): bigint => fs.lstatSync(d, { bigint: true }).mtimeNs;
+    assert.equal(dirTimes(path.join(stacks.mine.upper, 'a')), dirTimes(path.join(stacks.mine.lowers[1]!, 'a')), 'copying up a child does not touch its parent');
+    assert.equal(dirTimes(path.join(stacks.mine.upper, 'a')), dirTimes(path.join(stacks.kernel.upper, 'a')) - dirTimes(path.join(stacks.kernel.lowers[1]!, 'a')) + dirTimes(path.join(stacks.mine.lowers[1]!, 'a')), 'as with the kernel overlay');
+    assert.deepEqual(sys.getxattr(path.join(stacks.mine.upper, 'lower-xattr'), 'user.k'), Buffer.from('v'));
+    assert.ok(Number(fs.statSync(path.join(stacks.mine.upper, 'sparse')).blocks) < 64, 'the holes stayed holes');
+  });
+});
