@@ -16,7 +16,7 @@ function file(p: string, content: string, mode = 0o644): void {
 }
 
 /** Two lower layers and a starting upper layer covering every place an entry can live. */
-function buildLayers(base: string): { lowers: string[]; upper: string } {
+function buildLayers(base: string, manyFiles = true): { lowers: string[]; upper: string } {
   const [top, bottom, upper] = ['lower1', 'lower2', 'upper'].map((n) => path.join(base, n)) as [string, string, string];
   for (const d of [top, bottom, upper]) fs.mkdirSync(d, { recursive: true });
   for (const name of ['lower-only', 'lower-mv', 'lower-rm', 'lower-link-src', 'lower-times', 'lower-xattr', 'lower-owned']) file(`${bottom}/${name}`, `${name}\n`);
@@ -29,7 +29,7 @@ function buildLayers(base: string): { lowers: string[]; upper: string } {
   fs.mkdirSync(`${bottom}/lower-empty-dir`);
   file(`${bottom}/merged-dir/a`, 'a');
   file(`${top}/merged-dir/b`, 'b');
-  for (let i = 0; i < 200; i++) file(`${bottom}/big-dir/sub${i % 5}/f${i}`, `file ${i}\n`);
+  for (let i = 0; i < (manyFiles ? 100 : 10); i++) file(`${bottom}/big-dir/sub${i % 5}/f${i}`, `file ${i}\n`);
   file(`${bottom}/small-dir/x`, 'x');
   fs.mkdirSync(`${top}/empty-target`);
   file(`${bottom}/a/b/c/existing`, 'deep');
@@ -109,7 +109,7 @@ describe('the copy-on-write view, step by step against the kernel overlay', { sk
     fs.mkdirSync(kernel);
     server = await serveStack(stacks.mine, mine);
     const k = stacks.kernel;
-    await run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${k.lowers.join(':')},upperdir=${k.upper},workdir=${k.work}`, kernel]);
+    await run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${k.lowers.join(':')},upperdir=${k.upper},workdir=${k.work},index=on`, kernel]);
   });
   after(async () => {
     await unmountAll(mine);
@@ -153,4 +153,73 @@ describe('the copy-on-write view, step by step against the kernel overlay', { sk
     assert.deepEqual(sys.getxattr(path.join(stacks.mine.upper, 'lower-xattr'), 'user.k'), Buffer.from('v'));
     assert.ok(Number(fs.statSync(path.join(stacks.mine.upper, 'sparse')).blocks) < 64, 'the holes stayed holes');
   });
+});
+
+const NAMES = ['lower-only', 'lower-both', 'shadowed', 'dir', 'dir/lower-file', 'dir/top-file', 'merged-dir', 'merged-dir/a', 'merged-dir/b', 'a/b', 'a/b/c', 'opaque', 'opaque/shown', 'whited', 'new1', 'dir/new2', 'newdir', 'newdir/x', 'linked-a', 'linked-b'];
+
+/** A seeded sequence of shell steps over NAMES: reproducible from its seed. */
+function randomSteps(seed: number, count: number): string[] {
+  let s = seed >>> 0;
+  const random = (n: number): number => {
+    s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0;
+    return s % n;
+  };
+  const name = (): string => NAMES[random(NAMES.length)]!;
+  const makers: (() => string)[] = [
+    () => `echo ${random(1000)} >> ${name()}`,
+    () => `echo ${random(1000)} > ${name()}`,
+    () => `truncate -s ${random(10)} ${name()}`,
+    () => `mkdir -p ${name()}`,
+    () => `rm -f ${name()}`,
+    () => `rm -rf ${name()}`,
+    () => `rmdir ${name()}`,
+    () => `mv -T ${name()} ${name()}`,
+    () => `ln ${name()} ${name()}`,
+    () => `ln -s ${name()} ${name()}`,
+    () => `chmod ${['600', '755', '640', '700'][random(4)]} ${name()}`,
+    () => `cat ${name()}`,
+    () => `ls -A ${name()}`,
+  ];
+  return Array.from({ length: count }, () => makers[random(makers.length)]!());
+}
+
+describe('random sequences of changes, against the kernel overlay', { skip: !isRoot && 'the kernel overlay needs root' }, () => {
+  const seeds = process.env.SNAPFS_SEED !== undefined ? [Number(process.env.SNAPFS_SEED)] : [1, 2, 3];
+  for (const seed of seeds) {
+    it(`seed ${seed} (rerun one with SNAPFS_SEED=${seed})`, async () => {
+      const dir = tempDir('snapfs-random-');
+      const mounts: string[] = [];
+      let server: ChildProcess | undefined;
+      try {
+        const stacks = (['mine', 'kernel'] as const).map((side) => {
+          const layers = buildLayers(path.join(dir, `${side}-layers`), false);
+          const work = path.join(dir, `${side}-layers`, 'work');
+          fs.mkdirSync(work);
+          const mnt = path.join(dir, side);
+          fs.mkdirSync(mnt);
+          mounts.push(mnt);
+          return { ...layers, work };
+        });
+        const [mine, kernel] = mounts as [string, string];
+        server = await serveStack(stacks[0]!, mine);
+        const k = stacks[1]!;
+        await run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${k.lowers.join(':')},upperdir=${k.upper},workdir=${k.work},index=on`, kernel]);
+        const steps = randomSteps(seed, 40);
+        for (const [i, step] of steps.entries()) {
+          const outcome = async (cwd: string): Promise<string> =>
+            run('sh', ['-c', step], { cwd }).then(
+              (r) => `ok ${r.stdout}`,
+              (err: { code: number; stdout: string; stderr: string }) => `exit ${err.code} ${err.stdout}${err.stderr}`,
+            );
+          const where = `seed ${seed}, step ${i}: ${step}\n(steps so far: ${steps.slice(0, i + 1).join(' ; ')})`;
+          assert.equal(await outcome(mine), await outcome(kernel), where);
+          assert.equal(await describeTree(mine, { times: false }), await describeTree(kernel, { times: false }), where);
+        }
+      } finally {
+        for (const m of mounts) await unmountAll(m);
+        server?.kill();
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  }
 });

@@ -28,12 +28,14 @@ const fail = (errno: number): never => {
   throw new FsError(-errno);
 };
 
-/** A FUSE callback's error: the negative errno. */
+/** A FUSE callback's error: the negative errno. Anything else is a bug: logged, and EIO. */
 function errnoOf(err: unknown): number {
   if (err instanceof FsError) return err.errno;
   const code = (err as { code?: unknown }).code;
   const known = typeof code === 'string' ? (E as Record<string, number>)[code] : undefined;
-  return known === undefined ? -E.EIO : -known;
+  if (known !== undefined) return -known;
+  console.error('snapfs: internal error:', err);
+  return -E.EIO;
 }
 
 /**
@@ -58,8 +60,16 @@ export class LayerFS {
    * directory instead, so that the upper layer never holds them.
    */
   private readonly hidden = new Map<string, string>();
-  /** Lower inodes with several names → the upper file that replaced them. */
-  private readonly copiedLinks = new Map<string, string>();
+  /**
+   * Lower inodes with several names, once one name was copied up or
+   * removed: the upper file all names now share ('' while none is up), and
+   * the link count the merged tree shows
+   * (as overlayfs's index=on keeps it: the lower count, plus links made,
+   * minus names removed, however many names were brought up so far).
+   */
+  private readonly linkGroups = new Map<string, { upper: string; nlink: number }>();
+  /** Upper inodes of those groups → the lower inode's key. */
+  private readonly upperOfGroup = new Map<string, string>();
   private nextHandle = 1;
   private frozen = false;
 
@@ -245,6 +255,8 @@ export class LayerFS {
     const from = this.copyUp(src);
     const real = this.makeRoom(dst);
     fs.linkSync(from.real, real);
+    const group = this.groupOf(this.lstat(from));
+    if (group !== undefined) group.nlink++;
     this.merged.set(dst, { layer: 0, real, isDir: false, dirLayers: [] });
   }
 
@@ -262,6 +274,7 @@ export class LayerFS {
     if (!dir && node.isDir) fail(E.EISDIR);
     if (dir && this.merged.readdir(node, p).length > 0) fail(E.ENOTEMPTY);
     const hideBelow = this.visibleBelow(p);
+    if (!dir) this.countUnlink(node);
     if (node.layer === 0) {
       // An upper directory that looks empty may still hold whiteouts.
       if (dir) fs.rmSync(node.real, { recursive: true });
@@ -331,20 +344,23 @@ export class LayerFS {
   /** Ensures `p` is in the upper layer (parents first) and returns it there. */
   private copyUp(p: string): Node {
     this.writable();
-    const node = this.node(p);
+    const node = this.found(p);
     if (node.layer === 0) return node;
     const parent = this.copyUp(parentOf(p));
     const parentSt = this.lstat(parent);
     const st = this.lstat(node);
     const real = this.upperPathOf(p);
-    const linkKey = !node.isDir && st.nlink > 1n ? `${st.dev}:${st.ino}` : undefined;
-    const sibling = linkKey === undefined ? undefined : this.copiedLinks.get(linkKey);
-    if (sibling !== undefined && fs.existsSync(sibling)) {
+    const linkKey = !node.isDir && st.nlink > 1n ? inodeKey(st) : undefined;
+    const group = linkKey === undefined ? undefined : this.linkGroups.get(linkKey);
+    if (group !== undefined && fs.existsSync(group.upper)) {
       // Another name of this inode was copied up already: stay one file.
-      fs.linkSync(sibling, real);
+      fs.linkSync(group.upper, real);
     } else {
       copyEntry(node.real, st, real, this.work!);
-      if (linkKey !== undefined) this.copiedLinks.set(linkKey, real);
+      if (linkKey !== undefined) {
+        this.linkGroups.set(linkKey, { upper: real, nlink: group?.nlink ?? Number(st.nlink) });
+        this.upperOfGroup.set(inodeKey(fs.lstatSync(real, { bigint: true })), linkKey);
+      }
     }
     // Copying up is not a change of the parent: keep its times, as overlayfs does.
     setTimes(parent.real, parentSt);
@@ -399,11 +415,15 @@ export class LayerFS {
 
   // Plumbing
 
+  /** What `p` is, with other names of copied-up hard links brought up. */
   private node(p: string): Node {
+    return this.materializeLink(p, this.found(p));
+  }
+
+  private found(p: string): Node {
     const hiddenAt = this.hidden.get(p);
     if (hiddenAt !== undefined) return { layer: hiddenAt.startsWith(this.work! + path.sep) ? 0 : 1, real: hiddenAt, isDir: false, dirLayers: [] };
-    const node = this.merged.lookup(p) ?? fail(E.ENOENT);
-    return this.materializeLink(p, node);
+    return this.merged.lookup(p) ?? fail(E.ENOENT);
   }
 
   /**
@@ -411,14 +431,32 @@ export class LayerFS {
    * copy: it is linked into the upper layer on first sight.
    */
   private materializeLink(p: string, node: Node): Node {
-    if (node.layer === 0 || node.isDir || this.copiedLinks.size === 0 || this.frozen) return node;
+    if (node.layer === 0 || node.isDir || this.linkGroups.size === 0 || this.frozen) return node;
     const st = this.lstat(node);
-    if (st.nlink > 1n && this.copiedLinks.has(`${st.dev}:${st.ino}`)) return this.copyUp(p);
+    if (st.nlink > 1n && (this.linkGroups.get(inodeKey(st))?.upper ?? '') !== '') return this.copyUp(p);
     return node;
   }
 
   private lstat(node: Node): fs.BigIntStats {
     return fs.lstatSync(node.real, { bigint: true, throwIfNoEntry: false }) ?? fail(E.ENOENT);
+  }
+
+  /** A name of a file goes: one link fewer, for lower hard links too. */
+  private countUnlink(node: Node): void {
+    const st = this.lstat(node);
+    let group = this.groupOf(st);
+    if (group === undefined && node.layer > 0 && st.nlink > 1n) {
+      group = { upper: '', nlink: Number(st.nlink) };
+      this.linkGroups.set(inodeKey(st), group);
+    }
+    if (group !== undefined) group.nlink--;
+  }
+
+  /** The link group of a file (by its lower or upper inode), if it has one. */
+  private groupOf(st: fs.BigIntStats): { upper: string; nlink: number } | undefined {
+    if (this.linkGroups.size === 0 || st.isDirectory()) return undefined;
+    const key = inodeKey(st);
+    return this.linkGroups.get(this.upperOfGroup.get(key) ?? key);
   }
 
   private attr(st: fs.BigIntStats): FuseStat {
@@ -427,7 +465,7 @@ export class LayerFS {
       uid: st.uid,
       gid: st.gid,
       size: st.size,
-      nlink: st.nlink,
+      nlink: this.groupOf(st)?.nlink ?? st.nlink,
       ino: this.inodes.of(st),
       rdev: st.rdev,
       blksize: st.blksize,
@@ -443,4 +481,8 @@ export class LayerFS {
     this.files.set(handle, fd);
     return handle;
   }
+}
+
+function inodeKey(st: fs.BigIntStats): string {
+  return `${st.dev}:${st.ino}`;
 }
