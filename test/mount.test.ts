@@ -131,6 +131,60 @@ describe('mounts of snapshots', { skip: !isRoot && 'compares with the kernel ove
     }
   });
 
+  it('mounts exactly what prepare and view print, through mount(8) and mount.fuse', { skip: !fs.existsSync('/usr/local/bin/snapfs') && 'scripts/setup installs /usr/local/bin/snapfs' }, async () => {
+    const mnt = path.join(dir, 'helper');
+    fs.mkdirSync(mnt);
+    try {
+      const line = (await ok(root, ['prepare', 'helper-rw', 'top', '--target', mnt])).trim();
+      assert.match(line, /^mount -t fuse\.snapfs snapfs \S+ -o lowerdir=\S+,upperdir=\S+,workdir=\S+$/);
+      // execFile waits for the helper's output pipes to close, as containerd does: the daemon must not hold them.
+      await run('sh', ['-c', line], { timeout: 20_000 });
+      assert.equal(fs.readFileSync(path.join(mnt, 'etc', 'os-release'), 'utf8'), 'top\n');
+      await run('sh', ['-c', 'echo via-helper > helper.txt'], { cwd: mnt });
+      await run('umount', [mnt]);
+      const upper = /upperdir=([^,]+)/.exec(line)![1]!;
+      assert.equal(fs.readFileSync(path.join(upper, 'helper.txt'), 'utf8'), 'via-helper\n');
+
+      const viewLine = (await ok(root, ['view', 'helper-ro', 'top', '--target', mnt])).trim();
+      assert.match(viewLine, /^mount -t fuse\.snapfs snapfs \S+ -o lowerdir=[^,]+,ro$/);
+      await run('sh', ['-c', viewLine], { timeout: 20_000 });
+      assert.equal(fs.readFileSync(path.join(mnt, 'etc', 'mid-only'), 'utf8'), 'mid');
+      await assert.rejects(run('touch', [path.join(mnt, 'x')]), /Read-only file system/);
+    } finally {
+      await unmountAll(mnt);
+    }
+  });
+
+  it("takes fuse-overlayfs's command line, and refuses bad options in one line", async () => {
+    const mnt = path.join(dir, 'cmdline');
+    const upper = path.join(dir, 'cmdline-upper');
+    const work = path.join(dir, 'cmdline-work');
+    for (const d of [mnt, upper, work]) fs.mkdirSync(d);
+    try {
+      await run(process.execPath, [CLI, '-o', `lowerdir=${layers[0]}:${layers[1]}:${layers[2]},upperdir=${upper},workdir=${work}`, mnt], { timeout: 20_000 });
+      assert.equal(fs.readFileSync(path.join(mnt, 'etc', 'os-release'), 'utf8'), 'top\n');
+      fs.writeFileSync(path.join(mnt, 'written'), 'x');
+      assert.equal(fs.readFileSync(path.join(upper, 'written'), 'utf8'), 'x');
+      await run('umount', [mnt]);
+      await run(process.execPath, [CLI, 'snapfs', mnt, '-o', `rw,nosuid,nodev,squash_to_root,lowerdir=${layers[2]}`], { timeout: 20_000 });
+      assert.equal(fs.statSync(path.join(mnt, 'etc', 'passwd')).uid, 0, 'squash_to_root shows root as the owner');
+      await assert.rejects(run('touch', [path.join(mnt, 'x')]), /Read-only file system/, 'no upperdir: read-only');
+      await run('umount', [mnt]);
+      for (const [args, message] of [
+        [['-o', `lowerdir=${layers[0]},bogus`, mnt], /^snapfs: -o bogus: unsupported option\n$/],
+        [['-o', `upperdir=${upper}`, mnt], /^snapfs: -o lowerdir=DIR\[:DIR…\] is required\n$/],
+        [['-o', `lowerdir=${layers[0]},upperdir=${upper}`, mnt], /^snapfs: -o upperdir= needs workdir= as well\n$/],
+        [['-o', `lowerdir=${path.join(dir, 'missing')}`, mnt], /^snapfs: \S+missing: no such directory\n$/],
+      ] as const) {
+        const r = await run(process.execPath, [CLI, ...args]).then(() => ({ code: 0, stderr: '' }), (e: { code: number; stderr: string }) => e);
+        assert.equal(r.code, 2, r.stderr);
+        assert.match(r.stderr, message);
+      }
+    } finally {
+      await unmountAll(mnt);
+    }
+  });
+
   it('ends with umount, fusermount -u or SIGTERM, and refuses bad mount points in one line', async () => {
     const mnt = path.join(dir, 'lifecycle');
     fs.mkdirSync(mnt);

@@ -6,7 +6,8 @@ import { EXIT_CODES, kindOf, messageOf, systemFailure } from '../errors';
 import { defaultRoot } from '../snapshotter/root';
 import { registerRootCommands } from './root-commands';
 import { registerListingCommands } from './listing-commands';
-import { registerMountCommands } from './mount-commands';
+import { mountFromCommandLine, registerMountCommands } from './mount-commands';
+import { isMountCommandLine } from '../mount/cmdline';
 import { registerSnapshotCommands } from './snapshot-commands';
 
 function version(): string {
@@ -33,7 +34,13 @@ export function buildProgram(): Command {
 
 async function main(argv: readonly string[]): Promise<number> {
   try {
-    await buildProgram().parseAsync(argv);
+    const program = buildProgram();
+    const commands = new Set(program.commands.flatMap((c) => [c.name(), ...c.aliases()]));
+    if (isMountCommandLine(argv.slice(2), commands)) {
+      await mountFromCommandLine(argv.slice(2));
+      return 0;
+    }
+    await program.parseAsync(argv);
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) {

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { logFileFor, parseMountCommandLine } from '../mount/cmdline';
 import { launch, runDaemon } from '../mount/launch';
 import { withSnapshotter } from './context';
 
@@ -29,6 +30,16 @@ export function registerMountCommands(program: Command): void {
     await runDaemon(request);
     process.exit(0);
   });
+}
+
+/** fuse-overlayfs's and mount.fuse's command lines (see src/mount/cmdline.ts). */
+export async function mountFromCommandLine(args: readonly string[]): Promise<void> {
+  const cmd = parseMountCommandLine(args);
+  await launch(
+    { stack: cmd.stack, mountpoint: cmd.mountpoint, allowOther: cmd.allowOther, squashToRoot: cmd.squashToRoot },
+    { foreground: cmd.foreground, logFile: logFileFor(cmd) },
+  );
+  if (cmd.foreground) process.exit(0);
 }
 
 function emptyDir(work: string): string {

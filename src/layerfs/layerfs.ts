@@ -73,7 +73,10 @@ export class LayerFS {
   private nextHandle = 1;
   private frozen = false;
 
-  constructor(stack: LayerStack) {
+  private readonly squashToRoot: boolean;
+
+  constructor(stack: LayerStack, opts: { squashToRoot?: boolean } = {}) {
+    this.squashToRoot = opts.squashToRoot === true;
     if (stack.upper !== undefined && stack.work === undefined) throw new Error('an upper layer needs a work directory');
     this.upper = stack.upper;
     this.work = stack.work;
@@ -462,8 +465,8 @@ export class LayerFS {
   private attr(st: fs.BigIntStats): FuseStat {
     return {
       mode: st.mode,
-      uid: st.uid,
-      gid: st.gid,
+      uid: this.squashToRoot ? 0 : st.uid,
+      gid: this.squashToRoot ? 0 : st.gid,
       size: st.size,
       nlink: this.groupOf(st)?.nlink ?? st.nlink,
       ino: this.inodes.of(st),

@@ -6,6 +6,8 @@ export interface MountRequest {
   readonly stack: LayerStack;
   readonly mountpoint: string;
   readonly allowOther: boolean;
+  /** Show every file as owned by root (fuse-overlayfs's squash_to_root). */
+  readonly squashToRoot?: boolean;
 }
 
 const UNMOUNT_POLL_MS = 500;
@@ -26,7 +28,7 @@ const MAX_WRITE = 128 * 1024;
 export function serve(req: MountRequest, onMounted: (fs: LayerFS) => void): Promise<void> {
   // Modes arrive with the caller's umask applied already.
   process.umask(0);
-  const layerfs = new LayerFS(req.stack);
+  const layerfs = new LayerFS(req.stack, { squashToRoot: req.squashToRoot === true });
   const fuse = new Fuse(req.mountpoint, layerfs.operations(), {
     useIno: true,
     fsname: 'snapfs',

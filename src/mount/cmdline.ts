@@ -1,0 +1,115 @@
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { invalidArgument } from '../errors';
+import type { LayerStack } from '../layerfs/layerfs';
+
+/**
+ * The command lines that mount a layer stack, as fuse-overlayfs takes them:
+ *
+ *   snapfs [-f] [-d] -o lowerdir=L1:L2,upperdir=U,workdir=W MOUNTPOINT
+ *   snapfs SOURCE MOUNTPOINT -o OPTIONS      (mount.fuse's form, for mount -t fuse.snapfs)
+ *
+ * L1 is the topmost lower layer. Without upperdir the mount is read-only.
+ * mount(8)'s generic options are accepted and ignored.
+ */
+export interface MountCommandLine {
+  readonly stack: LayerStack;
+  readonly mountpoint: string;
+  readonly foreground: boolean;
+  readonly allowOther: boolean;
+  readonly squashToRoot: boolean;
+}
+
+const GENERIC_OPTIONS = new Set([
+  'rw', 'dev', 'nodev', 'suid', 'nosuid', 'exec', 'noexec', 'atime', 'noatime', 'relatime', 'norelatime',
+  'strictatime', 'nostrictatime', 'diratime', 'nodiratime', 'lazytime', 'nolazytime', 'sync', 'async', 'dirsync',
+  'auto', 'noauto', 'user', 'nouser', 'users', 'owner', 'group', 'defaults', '_netdev', 'nofail', 'mand', 'nomand',
+  'silent', 'loud', 'default_permissions',
+]);
+const GENERIC_PREFIXES = ['x-', 'fsname=', 'subtype=', 'context=', 'fscontext=', 'defcontext=', 'rootcontext=', 'comment=', 'max_read=', 'blksize='];
+
+/** Whether `args` (argv without node and script) is a mount command line rather than a snapfs command. */
+export function isMountCommandLine(args: readonly string[], commands: ReadonlySet<string>): boolean {
+  const first = args.find((a) => !a.startsWith('-'));
+  return args.some((a) => a === '-o' || (a.startsWith('-o') && a.length > 2)) && (first === undefined || !commands.has(first));
+}
+
+export function parseMountCommandLine(args: readonly string[]): MountCommandLine {
+  const positional: string[] = [];
+  const options: string[] = [];
+  let foreground = false;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '-o') {
+      const value = args[++i];
+      if (value === undefined) throw invalidArgument('-o: missing options');
+      options.push(...splitOptions(value));
+    } else if (a.startsWith('-o')) options.push(...splitOptions(a.slice(2)));
+    else if (a === '-f' || a === '-d' || a === '--foreground' || a === '--debug') foreground = true;
+    else if (a.startsWith('-')) throw invalidArgument(`${a}: unknown flag (mount command lines take -o OPTIONS, -f and -d)`);
+    else positional.push(a);
+  }
+  // mount.fuse passes SOURCE MOUNTPOINT; fuse-overlayfs is given MOUNTPOINT alone.
+  if (positional.length < 1 || positional.length > 2) throw invalidArgument('expected [SOURCE] MOUNTPOINT');
+  const mountpoint = path.resolve(positional[positional.length - 1]!);
+
+  let lowers: string[] | undefined;
+  let upper: string | undefined;
+  let work: string | undefined;
+  let readOnly = false;
+  let allowOther = false;
+  let squashToRoot = false;
+  for (const o of options) {
+    const eq = o.indexOf('=');
+    const [name, value] = eq < 0 ? [o, ''] : [o.slice(0, eq), o.slice(eq + 1)];
+    switch (name) {
+      case 'lowerdir':
+        lowers = value.split(':').filter((d) => d !== '').map((d) => path.resolve(d));
+        break;
+      case 'upperdir':
+        upper = path.resolve(value);
+        break;
+      case 'workdir':
+        work = path.resolve(value);
+        break;
+      case 'ro':
+        readOnly = true;
+        break;
+      case 'allow_other':
+        allowOther = true;
+        break;
+      case 'squash_to_root':
+        squashToRoot = true;
+        break;
+      default:
+        if (GENERIC_OPTIONS.has(o) || GENERIC_PREFIXES.some((p) => o.startsWith(p))) break;
+        throw invalidArgument(`-o ${o}: unsupported option`);
+    }
+  }
+  if (lowers === undefined || lowers.length === 0) throw invalidArgument('-o lowerdir=DIR[:DIR…] is required');
+  if (upper !== undefined && work === undefined) throw invalidArgument('-o upperdir= needs workdir= as well');
+  // `ro` with an upper layer shows it, read-only, on top of the others.
+  const stack: LayerStack = upper === undefined ? { lowers } : readOnly ? { lowers: [upper, ...lowers] } : { lowers, upper, work };
+  return {
+    stack,
+    mountpoint,
+    foreground,
+    allowOther: allowOther || process.getuid?.() === 0,
+    squashToRoot,
+  };
+}
+
+/** Where a daemon started from a command line logs: its work directory, else a runtime directory. */
+export function logFileFor(cmd: MountCommandLine): string {
+  if (cmd.stack.work !== undefined) return path.join(cmd.stack.work, 'snapfs.log');
+  const runtime = process.getuid?.() === 0 ? '/run/snapfs' : process.env.XDG_RUNTIME_DIR ? path.join(process.env.XDG_RUNTIME_DIR, 'snapfs') : path.join(os.tmpdir(), `snapfs-${process.getuid?.()}`);
+  return path.join(runtime, 'mount.log');
+}
+
+/** Options are comma-separated; a comma inside a path is written `\,`. */
+function splitOptions(s: string): string[] {
+  return s
+    .split(/(?<!\\),/)
+    .map((o) => o.replace(/\\,/g, ','))
+    .filter((o) => o !== '');
+}
