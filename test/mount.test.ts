@@ -155,6 +155,47 @@ describe('mounts of snapshots', { skip: !isRoot && 'compares with the kernel ove
     }
   });
 
+  it('commit freezes a mounted snapshot: writers get EROFS, the layer never changes again', async () => {
+    const mnt = path.join(dir, 'freeze');
+    fs.mkdirSync(mnt);
+    try {
+      const mounts = JSON.parse(await ok(root, ['prepare', '--json', 'busy', 'top'])) as { options: string[] }[];
+      const upper = mounts[0]!.options.find((o) => o.startsWith('upperdir='))!.slice('upperdir='.length);
+      await ok(root, ['mount', 'busy', mnt]);
+      // A writer appending as fast as it can until a write fails.
+      const loop = [
+        'import errno, os, sys',
+        'i = 0',
+        'while True:',
+        '    try:',
+        "        fd = os.open('log', os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)",
+        "        os.write(fd, b'line %d\\n' % i)",
+        '        os.close(fd)',
+        '    except OSError as e:',
+        '        sys.exit(errno.errorcode[e.errno])',
+        '    i += 1',
+      ].join('\n');
+      const writer = spawn('python3', ['-c', loop], { cwd: mnt, stdio: ['ignore', 'ignore', 'pipe'] });
+      let writerErr = '';
+      writer.stderr.on('data', (d: Buffer) => (writerErr += d.toString()));
+      const writerDone = new Promise((r) => writer.once('exit', r));
+      await new Promise((r) => setTimeout(r, 300));
+      await ok(root, ['commit', 'busy-done', 'busy']);
+      await writerDone;
+      assert.equal(writerErr.trim(), 'EROFS');
+      const frozen = fs.readFileSync(path.join(upper, 'log'), 'utf8');
+      assert.match(frozen, /^line 0\n(line \d+\n)+$/, 'every line that was written is whole');
+      await assert.rejects(run('touch', [path.join(mnt, 'later')]), /Read-only file system/);
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(fs.readFileSync(path.join(upper, 'log'), 'utf8'), frozen, 'the committed layer does not change');
+      const usage = JSON.parse(await ok(root, ['usage', '--json', 'busy-done'])) as { size: number };
+      const du = Number((await run('du', ['-s', '-B1', upper])).stdout.split('\t')[0]);
+      assert.equal(usage.size, du, 'the usage measured at commit is the layer as it stays');
+    } finally {
+      await unmountAll(mnt);
+    }
+  });
+
   it("takes fuse-overlayfs's command line, and refuses bad options in one line", async () => {
     const mnt = path.join(dir, 'cmdline');
     const upper = path.join(dir, 'cmdline-upper');

@@ -19,6 +19,15 @@ function rejects(kind: ErrorKind, fn: () => unknown, text?: string): void {
   });
 }
 
+async function rejectsAsync(kind: ErrorKind, fn: () => Promise<unknown>, text?: string): Promise<void> {
+  await assert.rejects(fn, (err: unknown) => {
+    assert.ok(err instanceof SnapfsError, `expected a SnapfsError, got ${String(err)}`);
+    assert.equal(err.kind, kind, err.message);
+    if (text !== undefined) assert.ok(err.message.includes(text), `"${err.message}" should mention ${text}`);
+    return true;
+  });
+}
+
 function upper(s: Snapshotter, key: string): string {
   const m = s.mounts(key)[0]!;
   const opt = m.options.find((o) => o.startsWith('upperdir='));
@@ -26,13 +35,13 @@ function upper(s: Snapshotter, key: string): string {
 }
 
 /** base ← mid (committed chain) with one file in each layer. */
-function chain(s: Snapshotter): void {
+async function chain(s: Snapshotter): Promise<void> {
   s.prepare('base-a');
   fs.writeFileSync(path.join(upper(s, 'base-a'), 'a'), 'a');
-  s.commit('base', 'base-a');
+  await s.commit('base', 'base-a');
   s.prepare('mid-a', 'base');
   fs.writeFileSync(path.join(upper(s, 'mid-a'), 'b'), 'b');
-  s.commit('mid', 'mid-a');
+  await s.commit('mid', 'mid-a');
 }
 
 describe('snapshotter semantics', () => {
@@ -47,8 +56,8 @@ describe('snapshotter semantics', () => {
     fs.rmSync(root, { recursive: true, force: true });
   });
 
-  it('prepare, commit, view: kinds, parents, one key namespace', () => {
-    chain(s);
+  it('prepare, commit, view: kinds, parents, one key namespace', async () => {
+    await chain(s);
     s.prepare('work', 'mid');
     s.view('look', 'mid');
     assert.deepEqual(
@@ -65,11 +74,11 @@ describe('snapshotter semantics', () => {
       rejects('AlreadyExists', () => s.prepare(key), `"${key}"`);
       rejects('AlreadyExists', () => s.view(key), `"${key}"`);
     }
-    rejects('AlreadyExists', () => s.commit('look', 'work'), '"look"');
+    await rejectsAsync('AlreadyExists', () => s.commit('look', 'work'), '"look"');
   });
 
-  it('parents must exist and be committed', () => {
-    chain(s);
+  it('parents must exist and be committed', async () => {
+    await chain(s);
     s.prepare('work', 'mid');
     s.view('look', 'mid');
     rejects('NotFound', () => s.prepare('x', 'nope'), '"nope"');
@@ -79,12 +88,12 @@ describe('snapshotter semantics', () => {
     assert.equal(s.walk().length, 4);
   });
 
-  it('commit: only active snapshots; the key becomes the name with the same parent and directory', () => {
-    chain(s);
+  it('commit: only active snapshots; the key becomes the name with the same parent and directory', async () => {
+    await chain(s);
     s.prepare('work', 'mid', { keep: 'no' });
     const dir = upper(s, 'work');
     fs.writeFileSync(path.join(dir, 'c'), 'c');
-    s.commit('top', 'work', { stage: 'top' });
+    await s.commit('top', 'work', { stage: 'top' });
     rejects('NotFound', () => s.stat('work'));
     const top = s.stat('top');
     assert.equal(top.kind, 'committed');
@@ -95,14 +104,14 @@ describe('snapshotter semantics', () => {
     const lower = s.mounts('next')[0]!.options[0]!;
     assert.equal(lower.split('=')[1]!.split(':')[0], dir, 'the committed layer is the same directory');
     s.view('v', 'top');
-    rejects('FailedPrecondition', () => s.commit('x', 'v'), 'view');
-    rejects('FailedPrecondition', () => s.commit('x', 'top'), 'committed');
-    rejects('NotFound', () => s.commit('x', 'nope'));
-    rejects('AlreadyExists', () => s.commit('base', 'next'));
+    await rejectsAsync('FailedPrecondition', () => s.commit('x', 'v'), 'view');
+    await rejectsAsync('FailedPrecondition', () => s.commit('x', 'top'), 'committed');
+    await rejectsAsync('NotFound', () => s.commit('x', 'nope'));
+    await rejectsAsync('AlreadyExists', () => s.commit('base', 'next'));
   });
 
-  it('remove: refused while children exist; directories go away; ids are never reused', () => {
-    chain(s);
+  it('remove: refused while children exist; directories go away; ids are never reused', async () => {
+    await chain(s);
     rejects('FailedPrecondition', () => s.remove('base'), 'cannot remove snapshot with child');
     rejects('NotFound', () => s.remove('nope'));
     s.prepare('gone');
@@ -116,8 +125,8 @@ describe('snapshotter semantics', () => {
     assert.deepEqual(fs.readdirSync(path.join(root, 'snapshots')), []);
   });
 
-  it('mounts: fuse.snapfs over the chain, bind mounts where fuse-overlayfs uses them', () => {
-    chain(s);
+  it('mounts: fuse.snapfs over the chain, bind mounts where fuse-overlayfs uses them', async () => {
+    await chain(s);
     const fsOf = (key: string): string => {
       s.view(`probe-${key}`, key);
       const src = s.mounts(`probe-${key}`)[0]!;
@@ -182,12 +191,12 @@ describe('snapshotter semantics', () => {
     assert.deepEqual(s.stat('a').labels, { k: 'v' });
   });
 
-  it('labels: key and value up to 4096 bytes together', () => {
+  it('labels: key and value up to 4096 bytes together', async () => {
     const key = 'k'.repeat(96);
     s.prepare('ok', '', { [key]: 'v'.repeat(4000) });
     rejects('InvalidArgument', () => s.prepare('big', '', { [key]: 'v'.repeat(4001) }), '4097 bytes');
     rejects('InvalidArgument', () => s.update('ok', { [key]: 'é'.repeat(2001) }), 'bytes');
-    rejects('InvalidArgument', () => s.commit('c', 'ok', { '': 'x' }), 'empty');
+    await rejectsAsync('InvalidArgument', () => s.commit('c', 'ok', { '': 'x' }), 'empty');
     assert.equal(s.walk().length, 1);
   });
 
@@ -201,8 +210,8 @@ describe('snapshotter semantics', () => {
     assert.equal(fs.existsSync(path.join(root, 'metadata.db')), true);
   });
 
-  it('walk: indexed filters give exactly what matching every row gives', () => {
-    chain(s);
+  it('walk: indexed filters give exactly what matching every row gives', async () => {
+    await chain(s);
     let n = 0;
     for (const kind of ['prepare', 'view'] as const) {
       for (let i = 0; i < 30; i++) {
@@ -243,7 +252,7 @@ describe('snapshotter semantics', () => {
     rejects('InvalidArgument', () => s.walk(['kind=']), 'filter');
   });
 
-  it('usage: blocks and inodes, hard links once, as du counts them; fixed at commit', () => {
+  it('usage: blocks and inodes, hard links once, as du counts them; fixed at commit', async () => {
     s.prepare('a');
     const dir = upper(s, 'a');
     fs.mkdirSync(path.join(dir, 'd'));
@@ -258,14 +267,14 @@ describe('snapshotter semantics', () => {
     const live = s.usage('a');
     assert.deepEqual(live, { size: du, inodes: duInodes });
     assert.equal(live.inodes, 5);
-    s.commit('c', 'a');
+    await s.commit('c', 'a');
     fs.writeFileSync(path.join(dir, 'later'), Buffer.alloc(100_000, 1));
     assert.deepEqual(s.usage('c'), live, 'usage of a committed snapshot is the one measured at commit');
     rejects('NotFound', () => s.usage('nope'));
   });
 
-  it('events: a journal of every change, with containerd topics', () => {
-    chain(s);
+  it('events: a journal of every change, with containerd topics', async () => {
+    await chain(s);
     s.view('v', 'mid');
     s.update('v', { a: 'b' });
     s.remove('v');
@@ -286,8 +295,8 @@ describe('snapshotter semantics', () => {
     assert.ok(all.every((e, i) => i === 0 || e.time > all[i - 1]!.time));
   });
 
-  it('cleanup: removes what no snapshot owns, and nothing else', () => {
-    chain(s);
+  it('cleanup: removes what no snapshot owns, and nothing else', async () => {
+    await chain(s);
     s.prepare('keep', 'mid');
     const dirs = path.join(root, 'snapshots');
     const owned = fs.readdirSync(dirs).sort();

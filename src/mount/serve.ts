@@ -1,6 +1,7 @@
 import Fuse from 'fuse-native';
 import * as fs from 'node:fs';
 import { LayerFS, type LayerStack } from '../layerfs/layerfs';
+import { serveControl } from './control';
 
 export interface MountRequest {
   readonly stack: LayerStack;
@@ -49,11 +50,13 @@ export function serve(req: MountRequest, onMounted: (fs: LayerFS) => void): Prom
   return new Promise((resolve, reject) => {
     fuse.mount((err) => {
       if (err !== null) return reject(err);
+      const closeControl = req.stack.work !== undefined && !layerfs.readOnly ? serveControl(req.stack.work, () => layerfs.freeze()) : () => undefined;
       onMounted(layerfs);
       let done = false;
       const finish = (): void => {
         if (done) return;
         done = true;
+        closeControl();
         clearInterval(poll);
         process.off('SIGTERM', stop);
         process.off('SIGINT', stop);

@@ -21,6 +21,7 @@ import {
 } from '../metastore/snapshots';
 import { Store, type Tx } from '../metastore/store';
 import { walkSnapshots } from '../metastore/walk';
+import { freezeMount } from '../mount/control';
 import { removeTree, renameIfPresent } from './dirs';
 import { Layout, snapshotIdOf } from './layout';
 import { mountsOf, type Mount } from './mounts';
@@ -107,7 +108,11 @@ export class Snapshotter {
     });
   }
 
-  commit(name: string, key: string, labels: Labels = {}, onProgress?: UsageProgress): void {
+  /**
+   * Commit. A mount serving the snapshot is frozen first (read-only from
+   * then on, its writes landed), so that the layer never changes again.
+   */
+  async commit(name: string, key: string, labels: Labels = {}, onProgress?: UsageProgress): Promise<void> {
     validateKey(name);
     validateKey(key);
     validateLabels(labels);
@@ -115,6 +120,7 @@ export class Snapshotter {
     // The tree walk happens before taking the write lock; the transaction
     // re-checks that the snapshot is still the one measured.
     const measured = store.read((tx) => checkCommittable(tx, name, key));
+    await freezeMount(this.layout.work(measured.id));
     const usage = this.measure(key, measured.id, onProgress);
     faultPoint('commit:measured');
     store.write((tx) => {

@@ -1,0 +1,75 @@
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+
+/**
+ * The control socket of a writable mount, `WORK/control.sock`: it lets a
+ * commit freeze the mount's writers without the file system knowing about
+ * the snapshotter or SQLite. The one request is `freeze`: the mount turns
+ * read-only (every later change is EROFS) and answers `frozen` once the
+ * changes in flight have landed in the upper layer.
+ */
+const SOCKET = 'control.sock';
+const FREEZE_TIMEOUT_MS = 10_000;
+
+export function controlSocketPath(work: string): string {
+  return path.join(work, SOCKET);
+}
+
+/** Serves the control socket for a mount; `freeze` is called at most once. Returns a closer. */
+export function serveControl(work: string, freeze: () => void): () => void {
+  const socketPath = controlSocketPath(work);
+  fs.rmSync(socketPath, { force: true });
+  const server = net.createServer((conn) => {
+    conn.setEncoding('utf8');
+    let request = '';
+    conn.on('data', (chunk: string) => {
+      request += chunk;
+      if (!request.includes('\n')) return;
+      if (request.trim() === 'freeze') {
+        // Operations run one at a time on this thread: by now none is in flight.
+        freeze();
+        conn.end('frozen\n');
+      } else {
+        conn.end('error unknown request\n');
+      }
+    });
+    conn.on('error', () => undefined);
+  });
+  server.listen(socketPath);
+  return () => {
+    server.close();
+    fs.rmSync(socketPath, { force: true });
+  };
+}
+
+/**
+ * Asks the mount serving `work`, if there is one, to freeze. Resolves true
+ * once frozen, false when no mount serves it (no socket, or a stale one).
+ */
+export function freezeMount(work: string): Promise<boolean> {
+  const socketPath = controlSocketPath(work);
+  if (!fs.existsSync(socketPath)) return Promise.resolve(false);
+  return new Promise((resolve, reject) => {
+    const conn = net.createConnection(socketPath);
+    let reply = '';
+    const timer = setTimeout(() => {
+      conn.destroy();
+      reject(new Error(`${socketPath}: no answer to freeze within ${FREEZE_TIMEOUT_MS / 1000} s`));
+    }, FREEZE_TIMEOUT_MS);
+    conn.setEncoding('utf8');
+    conn.on('connect', () => conn.write('freeze\n'));
+    conn.on('data', (chunk: string) => (reply += chunk));
+    conn.on('end', () => {
+      clearTimeout(timer);
+      if (reply.trim() === 'frozen') resolve(true);
+      else reject(new Error(`${socketPath}: unexpected answer ${JSON.stringify(reply.trim())}`));
+    });
+    conn.on('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      // A socket left by a daemon that died: nothing to freeze.
+      if (err.code === 'ECONNREFUSED' || err.code === 'ENOENT') resolve(false);
+      else reject(err);
+    });
+  });
+}
