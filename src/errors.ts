@@ -27,7 +27,6 @@ export const notFound = (message: string): SnapfsError => new SnapfsError('NotFo
 export const alreadyExists = (message: string): SnapfsError => new SnapfsError('AlreadyExists', message);
 export const failedPrecondition = (message: string): SnapfsError =>
   new SnapfsError('FailedPrecondition', message);
-export const notImplemented = (message: string): SnapfsError => new SnapfsError('NotImplemented', message);
 export const unavailable = (message: string): SnapfsError => new SnapfsError('Unavailable', message);
 
 /** Exit codes of the CLI; 2 is also what a malformed command line gets. */

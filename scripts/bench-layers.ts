@@ -1,0 +1,279 @@
+/**
+ * Layer benchmark (not a test): the same layer trees served by the kernel's
+ * overlayfs, fuse-overlayfs and snapfs, the same workloads on each, in one
+ * run. Prints each one's median time and the ratios snapfs/fuse-overlayfs and
+ * snapfs/overlay, then the memory of a mount's daemon.
+ *
+ *   scripts/bench-layers [--scale F] [--runs N] [--only SUBSTRING]
+ *
+ * Needs root (the kernel overlay, dropping caches). --scale shrinks every
+ * size (0.1 for a quick look).
+ */
+import { execFileSync, execSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+const CLI = path.resolve(__dirname, '..', 'src', 'cli', 'main.js');
+const arg = (name: string, fallback: string): string => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
+};
+const scale = Number(arg('scale', '1'));
+const runs = Number(arg('runs', '3'));
+const only = arg('only', '');
+const n = (x: number): number => Math.max(1, Math.round(x * scale));
+
+type Side = 'overlay' | 'fuse-overlayfs' | 'snapfs';
+const SIDES: Side[] = ['overlay', 'fuse-overlayfs', 'snapfs'];
+
+interface Stack {
+  lowers: string[]; // topmost first
+}
+
+const base = fs.mkdtempSync(path.join(os.tmpdir(), 'snapfs-bench-layers-'));
+const sh = (cmd: string, cwd?: string): string => execSync(cmd, { cwd, shell: '/bin/bash', maxBuffer: 1 << 30, encoding: 'utf8' });
+
+function mount(side: Side, stack: Stack, mnt: string, writable: boolean): void {
+  fs.mkdirSync(mnt, { recursive: true });
+  // Layer paths relative to the layers' directory, as containerd does: a
+  // hundred absolute paths overflow the kernel's page of mount options.
+  const layers = path.join(base, 'layers');
+  let opts = `lowerdir=${stack.lowers.map((l) => path.relative(layers, l)).join(':')}`;
+  if (writable) {
+    const upper = `${mnt}.upper`;
+    const work = `${mnt}.work`;
+    for (const d of [upper, work]) {
+      fs.rmSync(d, { recursive: true, force: true });
+      fs.mkdirSync(d);
+    }
+    opts += `,upperdir=${upper},workdir=${work}`;
+  }
+  const run = { cwd: layers, stdio: ['ignore', 'ignore', 'ignore'] as ('ignore')[] };
+  if (side === 'overlay') execFileSync('mount', ['-t', 'overlay', 'overlay', '-o', stack.lowers.length === 1 && !writable ? `${opts}:${emptyLayer()}` : opts, mnt], run);
+  else if (side === 'fuse-overlayfs') execFileSync('fuse-overlayfs', ['-o', opts, mnt], run);
+  else execFileSync(process.execPath, [CLI, '-o', opts, mnt], run);
+}
+
+function unmount(mnt: string): void {
+  execFileSync('umount', [mnt]);
+  // The FUSE daemons exit once unmounted; give them a moment.
+  for (let i = 0; i < 50 && sh(`pgrep -f -- "${mnt}\\b" || true`).trim() !== ''; i++) sh('sleep 0.05');
+}
+
+let emptyDir: string | undefined;
+function emptyLayer(): string {
+  emptyDir ??= layerDir('empty');
+  return 'empty';
+}
+
+function dropCaches(): void {
+  sh('sync; echo 3 > /proc/sys/vm/drop_caches');
+}
+
+function millis(fn: () => void): number {
+  const t = process.hrtime.bigint();
+  fn();
+  return Number(process.hrtime.bigint() - t) / 1e6;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+// Layer trees
+
+function layerDir(name: string): string {
+  const d = path.join(base, 'layers', name);
+  fs.mkdirSync(d, { recursive: true });
+  return d;
+}
+
+/** `files` small files spread over `layers` layers, each in dirs of 100. */
+function spreadTree(name: string, files: number, layers: number): Stack {
+  const lowers: string[] = [];
+  for (let l = 0; l < layers; l++) {
+    const d = layerDir(`${name}-${l}`);
+    const per = Math.ceil(files / layers);
+    sh(`for i in $(seq 0 ${per - 1}); do mkdir -p d$((i / 100)); echo "layer ${l} file $i" > d$((i / 100))/l${l}-f$i; done`, d);
+    lowers.unshift(d);
+  }
+  return { lowers };
+}
+
+/** A chain of `depth` layers whose bottom one holds `files` files; the others one file each. */
+function chain(name: string, depth: number, files: number): Stack {
+  const lowers: string[] = [];
+  for (let l = 0; l < depth; l++) {
+    const d = layerDir(`${name}-${l}`);
+    if (l === 0) sh(`mkdir -p data && for i in $(seq 1 ${files}); do echo $i > data/f$i; done`, d);
+    else fs.writeFileSync(path.join(d, `marker-${l}`), String(l));
+    lowers.unshift(d);
+  }
+  return { lowers };
+}
+
+function bigFileLayer(name: string, mib: number): Stack {
+  const d = layerDir(name);
+  sh(`head -c ${mib}M /dev/urandom > big`, d);
+  return { lowers: [d] };
+}
+
+function smallFilesLayer(name: string, files: number, dirName = 'small'): Stack {
+  const d = layerDir(name);
+  sh(`mkdir -p ${dirName} && for i in $(seq 1 ${files}); do echo "small file $i" > ${dirName}/f$i; done`, d);
+  return { lowers: [d] };
+}
+
+// Workloads
+
+interface Workload {
+  name: string;
+  stack: () => Stack;
+  writable: boolean;
+  /** cold: a fresh mount and dropped caches before each run; warm: one run first to warm up. */
+  cold: boolean;
+  /** A shell command run in the mount point. */
+  command: string;
+}
+
+function workloads(): Workload[] {
+  const files20k = n(20_000);
+  const bigMiB = n(256);
+  const small = n(5_000);
+  const memo = <T>(f: () => T): (() => T) => {
+    let v: T | undefined;
+    return () => (v ??= f());
+  };
+  const spread = memo(() => spreadTree('spread', files20k, 10));
+  const chains = [1, 20, 100].map((depth) => [depth, memo(() => chain(`chain${depth}`, depth, n(2_000)))] as const);
+  const big = memo(() => bigFileLayer('big', bigMiB));
+  const smalls = memo(() => smallFilesLayer('small', small));
+  const renameSrc = memo(() => smallFilesLayer('renamedir', n(1_000), 'dir'));
+  const tarball = memo(() => {
+    const src = smallFilesLayer('tarsrc', small);
+    const tar = path.join(base, 'small.tar');
+    sh(`tar -cf ${tar} -C ${src.lowers[0]} small`);
+    return tar;
+  });
+  const empty = memo(() => ({ lowers: [layerDir('empty-lower')] }));
+  const statAll = 'find . -printf "%s %i\\n" > /dev/null';
+  return [
+    { name: `stat ${files20k} files in 10 layers, cold`, stack: spread, writable: false, cold: true, command: statAll },
+    { name: `stat ${files20k} files in 10 layers, warm`, stack: spread, writable: false, cold: false, command: statAll },
+    ...chains.map(([depth, stack]) => ({
+      name: `stat ${n(2_000)} files in the bottom layer, depth ${depth}, warm`,
+      stack,
+      writable: false,
+      cold: false,
+      command: 'find data -printf "%s\\n" > /dev/null',
+    })),
+    { name: `read a ${bigMiB} MiB lower file, cold`, stack: big, writable: false, cold: true, command: 'cat big > /dev/null' },
+    { name: `read a ${bigMiB} MiB lower file, warm`, stack: big, writable: false, cold: false, command: 'cat big > /dev/null' },
+    { name: `read ${small} small files, warm`, stack: smalls, writable: false, cold: false, command: 'cat small/* > /dev/null' },
+    { name: `copy-up of the ${bigMiB} MiB file`, stack: big, writable: true, cold: true, command: 'printf x >> big' },
+    { name: `write a new ${bigMiB} MiB file`, stack: empty, writable: true, cold: true, command: `head -c ${bigMiB}M /dev/zero > new && sync -f new` },
+    { name: `untar ${small} small files`, stack: () => empty(), writable: true, cold: true, command: `tar -xf ${tarball()}` },
+    { name: `delete ${small} lower files`, stack: smalls, writable: true, cold: true, command: 'rm -r small' },
+    { name: `rename a lower dir of ${n(1_000)} files`, stack: renameSrc, writable: true, cold: true, command: 'mv dir moved' },
+  ].filter((w) => w.name.includes(only));
+}
+
+function measure(w: Workload, side: Side): number {
+  const mnt = path.join(base, 'mnt', side);
+  const stack = w.stack();
+  const times: number[] = [];
+  if (w.cold) {
+    for (let r = 0; r < runs; r++) {
+      mount(side, stack, mnt, w.writable);
+      try {
+        dropCaches();
+        times.push(millis(() => sh(w.command, mnt)));
+      } finally {
+        unmount(mnt);
+      }
+    }
+  } else {
+    mount(side, stack, mnt, w.writable);
+    try {
+      sh(w.command, mnt);
+      for (let r = 0; r < runs; r++) times.push(millis(() => sh(w.command, mnt)));
+    } finally {
+      unmount(mnt);
+    }
+  }
+  return median(times);
+}
+
+/** snapfs view over a parent against the full copy containerd's native snapshotter makes. */
+function prepareCost(): string[] {
+  const files = n(20_000);
+  const root = path.join(base, 'root');
+  const cli = (...a: string[]): string => execFileSync(process.execPath, [CLI, '--root', root, ...a], { encoding: 'utf8' });
+  cli('prepare', 'p-a');
+  const upper = (JSON.parse(cli('mounts', '--json', 'p-a')) as { source: string }[])[0]!.source;
+  sh(`for i in $(seq 1 ${files}); do mkdir -p d$((i / 100)); echo $i > d$((i / 100))/f$i; done`, upper);
+  cli('commit', 'parent', 'p-a');
+  const times: number[] = [];
+  const copies: number[] = [];
+  for (let r = 0; r < runs; r++) {
+    times.push(millis(() => cli('view', `v${r}`, 'parent')));
+    const dst = path.join(base, `copy${r}`);
+    copies.push(millis(() => sh(`cp -a ${upper} ${dst}`)));
+  }
+  return [`prepare a view over ${files} files`, '', `${median(copies).toFixed(1)} (cp -a)`, median(times).toFixed(1), '', `${(median(times) / median(copies)).toFixed(3)}× of a copy`];
+}
+
+/** Resident memory of the daemons of `count` mounts of one small stack. */
+function memoryPerMount(side: Side, count: number): number {
+  const stack = smallFilesLayerOnce();
+  const mnts = Array.from({ length: count }, (_, i) => path.join(base, 'mem', `${side}-${i}`));
+  for (const m of mnts) mount(side, stack, m, true);
+  try {
+    sh('sleep 0.5');
+    let kib = 0;
+    for (const m of mnts) {
+      const pid = sh(`pgrep -f -- "${m}\\b" | head -1`).trim();
+      kib += Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
+    }
+    return kib / 1024 / count;
+  } finally {
+    for (const m of mnts) unmount(m);
+  }
+}
+let memStack: Stack | undefined;
+function smallFilesLayerOnce(): Stack {
+  return (memStack ??= smallFilesLayer('mem', 10));
+}
+
+function main(): void {
+  if (process.getuid?.() !== 0) throw new Error('bench-layers needs root (kernel overlay, dropping caches)');
+  const rows: string[][] = [['workload', 'overlay ms', 'fuse-overlayfs ms', 'snapfs ms', 'snapfs/fuse-ovl', 'snapfs/overlay']];
+  const out = (r: string[]): void => {
+    rows.push(r);
+    console.log(r.map((c, i) => (i === 0 ? c.padEnd(52) : c.padStart(16))).join(''));
+  };
+  console.log(`snapfs layer benchmark, scale ${scale}, median of ${runs} runs (${base})\n`);
+  out(rows[0]!);
+  for (const w of workloads()) {
+    const t = Object.fromEntries(SIDES.map((side) => [side, measure(w, side)])) as Record<Side, number>;
+    out([w.name, t.overlay.toFixed(1), t['fuse-overlayfs'].toFixed(1), t.snapfs.toFixed(1), `${(t.snapfs / t['fuse-overlayfs']).toFixed(2)}×`, `${(t.snapfs / t.overlay).toFixed(2)}×`]);
+  }
+  if (only === '' || 'prepare'.includes(only)) out(prepareCost());
+  if (only === '' || 'memory'.includes(only)) {
+    const fo = memoryPerMount('fuse-overlayfs', 3);
+    const sn = memoryPerMount('snapfs', 3);
+    out(['daemon memory per mount (MiB RSS)', '-', fo.toFixed(1), sn.toFixed(1), `${(sn / fo).toFixed(1)}×`, '-']);
+  }
+}
+
+try {
+  main();
+} finally {
+  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const m = line.split(' ')[4];
+    if (m !== undefined && m.startsWith(base)) sh(`umount -l ${m} || true`);
+  }
+  fs.rmSync(base, { recursive: true, force: true });
+}
