@@ -57,8 +57,6 @@ function mount(side: Side, stack: Stack, mnt: string, writable: boolean): void {
 
 function unmount(mnt: string): void {
   execFileSync('umount', [mnt]);
-  // The FUSE daemons exit once unmounted; give them a moment.
-  for (let i = 0; i < 50 && sh(`pgrep -f -- "${mnt}\\b" || true`).trim() !== ''; i++) sh('sleep 0.05');
 }
 
 let emptyDir: string | undefined;
@@ -234,7 +232,8 @@ function memoryPerMount(side: Side, count: number): number {
     sh('sleep 0.5');
     let kib = 0;
     for (const m of mnts) {
-      const pid = sh(`pgrep -f -- "${m}\\b" | head -1`).trim();
+      // `[/]tmp/…` matches the mount point but not this pgrep's own command line.
+      const pid = sh(`pgrep -f -- '[${m[0]}]${m.slice(1)}("|$)' | head -1`).trim();
       kib += Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
     }
     return kib / 1024 / count;

@@ -142,6 +142,22 @@ describe('the copy-on-write view, step by step against the kernel overlay', { sk
     assert.equal(await list(stacks.mine.upper), await list(stacks.kernel.upper));
   });
 
+  it('the layers each wrote mount with the other: snapfs reads the kernel\'s upper layer and the kernel reads snapfs\'s', async () => {
+    const expected = await describeTree(kernel, { times: false });
+    await unmountAll(mine);
+    await unmountAll(kernel);
+    server?.kill();
+    server = await serveStack({ lowers: [stacks.kernel.upper, ...stacks.kernel.lowers] }, mine);
+    await run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${[stacks.mine.upper, ...stacks.mine.lowers].join(':')}`, kernel]);
+    try {
+      assert.equal(await describeTree(mine, { times: false }), expected, 'snapfs over the layers the kernel wrote');
+      assert.equal(await describeTree(kernel, { times: false }), expected, 'the kernel over the layers snapfs wrote');
+    } finally {
+      await unmountAll(mine);
+      await unmountAll(kernel);
+    }
+  });
+
   it('copy-up keeps nanosecond times, modes, owners and attributes of what it copies', () => {
     const st = fs.lstatSync(path.join(stacks.mine.upper, 'lower-owned'), { bigint: true });
     const lower = fs.lstatSync(path.join(stacks.mine.lowers[1]!, 'lower-owned'), { bigint: true });
