@@ -155,6 +155,30 @@ describe('mounts of snapshots', { skip: !isRoot && 'compares with the kernel ove
     }
   });
 
+  it('what another user creates through a mount by root is theirs', async () => {
+    const mnt = path.join(dir, 'owners');
+    fs.mkdirSync(mnt);
+    fs.chmodSync(dir, 0o755);
+    try {
+      await ok(root, ['prepare', 'owners', 'top']);
+      await ok(root, ['mount', 'owners', mnt]);
+      await run('sh', ['-c', 'mkdir -m 1777 shared && mkdir -m 2777 grouped && chgrp 42 grouped'], { cwd: mnt });
+      const asNobody = (script: string): Promise<unknown> =>
+        run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'sh', '-c', script]);
+      await asNobody(`cd ${mnt}/shared && echo x > f && mkdir d && ln -s f s && mkfifo p`);
+      await asNobody(`cd ${mnt}/grouped && echo x > f`);
+      for (const name of ['f', 'd', 'p']) {
+        const st = fs.statSync(path.join(mnt, 'shared', name));
+        assert.deepEqual([st.uid, st.gid], [65534, 65534], name);
+      }
+      assert.equal(fs.lstatSync(path.join(mnt, 'shared', 's')).uid, 65534);
+      const grouped = fs.statSync(path.join(mnt, 'grouped', 'f'));
+      assert.deepEqual([grouped.uid, grouped.gid], [65534, 42], 'a set-group-ID directory gives its group');
+    } finally {
+      await unmountAll(mnt);
+    }
+  });
+
   it('commit freezes a mounted snapshot: writers get EROFS, the layer never changes again', async () => {
     const mnt = path.join(dir, 'freeze');
     fs.mkdirSync(mnt);

@@ -11,6 +11,7 @@ import { childPath, parentOf, Resolver, type Node } from './resolver';
 const E = os.constants.errno;
 const WRITE_FLAGS = fs.constants.O_WRONLY | fs.constants.O_RDWR | fs.constants.O_TRUNC | fs.constants.O_APPEND;
 const NO_CHANGE = 0xffffffff; // chown's "leave as is" (-1 as an unsigned 32-bit number)
+const S_ISGID = 0o2000;
 
 /** What fuse-overlayfs takes: read-only layers (topmost first), and where writes go. */
 export interface LayerStack {
@@ -72,11 +73,17 @@ export class LayerFS {
   private readonly upperOfGroup = new Map<string, string>();
   private nextHandle = 1;
   private frozen = false;
-
   private readonly squashToRoot: boolean;
+  private readonly caller: () => { uid: number; gid: number } | undefined;
 
-  constructor(stack: LayerStack, opts: { squashToRoot?: boolean } = {}) {
+  /**
+   * `caller` tells who made the request being handled: what it creates is
+   * theirs, as on any file system (only a daemon running as root can give
+   * it away; a rootless one owns all it makes).
+   */
+  constructor(stack: LayerStack, opts: { squashToRoot?: boolean; caller?: () => { uid: number; gid: number } | undefined } = {}) {
     this.squashToRoot = opts.squashToRoot === true;
+    this.caller = opts.caller ?? (() => undefined);
     if (stack.upper !== undefined && stack.work === undefined) throw new Error('an upper layer needs a work directory');
     this.upper = stack.upper;
     this.work = stack.work;
@@ -205,6 +212,7 @@ export class LayerFS {
   private create(p: string, mode: number): number {
     const real = this.makeRoom(p);
     const fd = fs.openSync(real, fs.constants.O_CREAT | fs.constants.O_RDWR, mode);
+    this.giveToCaller(real);
     this.merged.set(p, { layer: 0, real, isDir: false, dirLayers: [] });
     return this.remember(fd);
   }
@@ -237,6 +245,7 @@ export class LayerFS {
     this.copyUp(parentOf(p));
     const overWhiteout = this.format!.removeWhiteout(path.dirname(real), path.basename(real));
     fs.mkdirSync(real, { mode });
+    this.giveToCaller(real);
     // A directory made where the layers below had something must not show it.
     if (overWhiteout) this.format!.markOpaque(real);
     this.merged.set(p, { layer: 0, real, isDir: true, dirLayers: [0] });
@@ -245,12 +254,14 @@ export class LayerFS {
   private mknod(p: string, mode: number, dev: number): void {
     const real = this.makeRoom(p);
     sys.mknod(real, mode, (dev >>> 8) & 0xfff, (dev & 0xff) | ((dev >>> 12) & 0xfff00));
+    this.giveToCaller(real);
     this.merged.set(p, { layer: 0, real, isDir: false, dirLayers: [] });
   }
 
   private symlink(target: string, p: string): void {
     const real = this.makeRoom(p);
     fs.symlinkSync(target, real);
+    this.giveToCaller(real);
     this.merged.set(p, { layer: 0, real, isDir: false, dirLayers: [] });
   }
 
@@ -382,6 +393,15 @@ export class LayerFS {
       else this.copyUp(child);
     }
     return this.node(p);
+  }
+
+  /** A new entry belongs to whoever made it; its group is the directory's in a set-group-ID one. */
+  private giveToCaller(real: string): void {
+    const who = this.caller();
+    if (who === undefined || process.getuid?.() !== 0 || (who.uid === 0 && who.gid === 0)) return;
+    const parent = fs.statSync(path.dirname(real));
+    const gid = (parent.mode & S_ISGID) !== 0 ? parent.gid : who.gid;
+    fs.lchownSync(real, who.uid, gid);
   }
 
   /** Readies the upper path of a new entry `p`: parents copied up, any whiteout removed. */

@@ -29,8 +29,9 @@ const MAX_WRITE = 128 * 1024;
 export function serve(req: MountRequest, onMounted: (fs: LayerFS) => void): Promise<void> {
   // Modes arrive with the caller's umask applied already.
   process.umask(0);
-  const layerfs = new LayerFS(req.stack, { squashToRoot: req.squashToRoot === true });
-  const fuse = new Fuse(req.mountpoint, layerfs.operations(), {
+  // The caller is asked for only while an operation runs, after `fuse` exists.
+  const layerfs: LayerFS = new LayerFS(req.stack, { squashToRoot: req.squashToRoot === true, caller: () => fuse.caller });
+  const fuse: Fuse = new Fuse(req.mountpoint, layerfs.operations(), {
     useIno: true,
     fsname: 'snapfs',
     subtype: 'snapfs',

@@ -110,6 +110,8 @@ declare module 'fuse-native' {
     mount(cb: (err: Error | null) => void): void;
     unmount(cb: (err: Error | null) => void): void;
     static unmount(mnt: string, cb: (err: Error | null) => void): void;
+    /** Who made the request being handled (set before each operation runs). */
+    readonly caller?: { uid: number; gid: number };
     static readonly ENOENT: number;
   }
   export default Fuse;
