@@ -235,7 +235,31 @@ describe('mounts of snapshots', { skip: !isRoot && 'compares with the kernel ove
       assert.equal(fs.statSync(path.join(mnt, 'etc', 'passwd')).uid, 0, 'squash_to_root shows root as the owner');
       await assert.rejects(run('touch', [path.join(mnt, 'x')]), /Read-only file system/, 'no upperdir: read-only');
       await run('umount', [mnt]);
+      // uidmapping/gidmapping: FROM (shown):TO (stored):COUNT.
+      const mapped = path.join(dir, 'mapped-lower');
+      fs.mkdirSync(mapped);
+      fs.writeFileSync(path.join(mapped, 'theirs'), 'x');
+      fs.chownSync(path.join(mapped, 'theirs'), 100_001, 200_003);
+      fs.writeFileSync(path.join(mapped, 'unmapped'), 'x');
+      fs.chownSync(path.join(mapped, 'unmapped'), 7, 7);
+      fs.rmSync(upper, { recursive: true });
+      fs.mkdirSync(upper);
+      await run(process.execPath, [CLI, '-o', `lowerdir=${mapped},upperdir=${upper},workdir=${work},uidmapping=0:100000:1000,gidmapping=0:200000:1000`, mnt], { timeout: 20_000 });
+      const owner = (name: string): number[] => {
+        const st = fs.statSync(path.join(mnt, name));
+        return [st.uid, st.gid];
+      };
+      assert.deepEqual(owner('theirs'), [1, 3]);
+      assert.deepEqual(owner('unmapped'), [65534, 65534], 'ids outside the mapping show as the overflow id');
+      await run('chown', ['5:6', path.join(mnt, 'theirs')]);
+      assert.deepEqual(owner('theirs'), [5, 6]);
+      const stored = fs.statSync(path.join(upper, 'theirs'));
+      assert.deepEqual([stored.uid, stored.gid], [100_005, 200_006], 'stored as the mapped ids');
+      await assert.rejects(run('chown', ['5000', path.join(mnt, 'theirs')]), /Invalid argument/, 'an id without a mapping');
+      await run('umount', [mnt]);
+
       for (const [args, message] of [
+        [['-o', `lowerdir=${layers[0]},uidmapping=0:1`, mnt], /^snapfs: -o uidmapping=0:1: expected FROM:TO:COUNT\[:FROM:TO:COUNT…\]\n$/],
         [['-o', `lowerdir=${layers[0]},bogus`, mnt], /^snapfs: -o bogus: unsupported option\n$/],
         [['-o', `upperdir=${upper}`, mnt], /^snapfs: -o lowerdir=DIR\[:DIR…\] is required\n$/],
         [['-o', `lowerdir=${layers[0]},upperdir=${upper}`, mnt], /^snapfs: -o upperdir= needs workdir= as well\n$/],

@@ -36,7 +36,14 @@ export function registerMountCommands(program: Command): void {
 export async function mountFromCommandLine(args: readonly string[]): Promise<void> {
   const cmd = parseMountCommandLine(args);
   await launch(
-    { stack: cmd.stack, mountpoint: cmd.mountpoint, allowOther: cmd.allowOther, squashToRoot: cmd.squashToRoot },
+    {
+      stack: cmd.stack,
+      mountpoint: cmd.mountpoint,
+      allowOther: cmd.allowOther,
+      squashToRoot: cmd.squashToRoot,
+      ...(cmd.uidMapping === undefined ? {} : { uidMapping: cmd.uidMapping }),
+      ...(cmd.gidMapping === undefined ? {} : { gidMapping: cmd.gidMapping }),
+    },
     { foreground: cmd.foreground, logFile: logFileFor(cmd) },
   );
   if (cmd.foreground) process.exit(0);

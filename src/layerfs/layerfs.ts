@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { sys } from '../native/sys';
 import { copyEntry, setTimes } from './copyup';
 import { isPrivateXattr, isWhiteoutStat, upperFormat, WHITEOUT_PREFIX, type UpperFormat } from './format';
+import { IDENTITY, type IdMap } from './idmap';
 import { InodeTable } from './inodes';
 import { childPath, parentOf, Resolver, type Node } from './resolver';
 
@@ -12,6 +13,16 @@ const E = os.constants.errno;
 const WRITE_FLAGS = fs.constants.O_WRONLY | fs.constants.O_RDWR | fs.constants.O_TRUNC | fs.constants.O_APPEND;
 const NO_CHANGE = 0xffffffff; // chown's "leave as is" (-1 as an unsigned 32-bit number)
 const S_ISGID = 0o2000;
+
+export interface LayerFSOptions {
+  /** Show every file as owned by root (fuse-overlayfs's squash_to_root). */
+  readonly squashToRoot?: boolean;
+  /** Ids as shown through the mount ↔ as stored in the layers (uidmapping/gidmapping). */
+  readonly uids?: IdMap;
+  readonly gids?: IdMap;
+  /** Who made the request being handled. */
+  readonly caller?: () => { uid: number; gid: number } | undefined;
+}
 
 /** What fuse-overlayfs takes: read-only layers (topmost first), and where writes go. */
 export interface LayerStack {
@@ -74,6 +85,8 @@ export class LayerFS {
   private nextHandle = 1;
   private frozen = false;
   private readonly squashToRoot: boolean;
+  private readonly uids: IdMap;
+  private readonly gids: IdMap;
   private readonly caller: () => { uid: number; gid: number } | undefined;
 
   /**
@@ -81,8 +94,10 @@ export class LayerFS {
    * theirs, as on any file system (only a daemon running as root can give
    * it away; a rootless one owns all it makes).
    */
-  constructor(stack: LayerStack, opts: { squashToRoot?: boolean; caller?: () => { uid: number; gid: number } | undefined } = {}) {
+  constructor(stack: LayerStack, opts: LayerFSOptions = {}) {
     this.squashToRoot = opts.squashToRoot === true;
+    this.uids = opts.uids ?? IDENTITY;
+    this.gids = opts.gids ?? IDENTITY;
     this.caller = opts.caller ?? (() => undefined);
     if (stack.upper !== undefined && stack.work === undefined) throw new Error('an upper layer needs a work directory');
     this.upper = stack.upper;
@@ -231,9 +246,10 @@ export class LayerFS {
   }
 
   private chown(p: string, uid: number, gid: number): void {
+    const toStored = (map: IdMap, id: number, current: bigint): number => (id === NO_CHANGE ? Number(current) : map.stored(id) ?? fail(E.EINVAL));
     const node = this.copyUp(p);
     const st = this.lstat(node);
-    fs.lchownSync(node.real, uid === NO_CHANGE ? Number(st.uid) : uid, gid === NO_CHANGE ? Number(st.gid) : gid);
+    fs.lchownSync(node.real, toStored(this.uids, uid, st.uid), toStored(this.gids, gid, st.gid));
   }
 
   private utimens(p: string, atime: FuseTime, mtime: FuseTime): void {
@@ -485,8 +501,8 @@ export class LayerFS {
   private attr(st: fs.BigIntStats): FuseStat {
     return {
       mode: st.mode,
-      uid: this.squashToRoot ? 0 : st.uid,
-      gid: this.squashToRoot ? 0 : st.gid,
+      uid: this.squashToRoot ? 0 : this.uids.shown(Number(st.uid)),
+      gid: this.squashToRoot ? 0 : this.gids.shown(Number(st.gid)),
       size: st.size,
       nlink: this.groupOf(st)?.nlink ?? st.nlink,
       ino: this.inodes.of(st),

@@ -1,6 +1,7 @@
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { invalidArgument } from '../errors';
+import { parseIdMap } from '../layerfs/idmap';
 import type { LayerStack } from '../layerfs/layerfs';
 
 /**
@@ -18,6 +19,8 @@ export interface MountCommandLine {
   readonly foreground: boolean;
   readonly allowOther: boolean;
   readonly squashToRoot: boolean;
+  readonly uidMapping?: string;
+  readonly gidMapping?: string;
 }
 
 const GENERIC_OPTIONS = new Set([
@@ -59,6 +62,7 @@ export function parseMountCommandLine(args: readonly string[]): MountCommandLine
   let readOnly = false;
   let allowOther = false;
   let squashToRoot = false;
+  const mappings: { uidMapping?: string; gidMapping?: string } = {};
   for (const o of options) {
     const eq = o.indexOf('=');
     const [name, value] = eq < 0 ? [o, ''] : [o.slice(0, eq), o.slice(eq + 1)];
@@ -81,6 +85,12 @@ export function parseMountCommandLine(args: readonly string[]): MountCommandLine
       case 'squash_to_root':
         squashToRoot = true;
         break;
+      case 'uidmapping':
+      case 'gidmapping':
+        // Checked here, so that a bad one is refused before any daemon starts.
+        parseIdMap(name, value);
+        mappings[name === 'uidmapping' ? 'uidMapping' : 'gidMapping'] = value;
+        break;
       default:
         if (GENERIC_OPTIONS.has(o) || GENERIC_PREFIXES.some((p) => o.startsWith(p))) break;
         throw invalidArgument(`-o ${o}: unsupported option`);
@@ -96,6 +106,7 @@ export function parseMountCommandLine(args: readonly string[]): MountCommandLine
     foreground,
     allowOther: allowOther || process.getuid?.() === 0,
     squashToRoot,
+    ...mappings,
   };
 }
 

@@ -1,5 +1,6 @@
 import Fuse from 'fuse-native';
 import * as fs from 'node:fs';
+import { parseIdMap } from '../layerfs/idmap';
 import { LayerFS, type LayerStack } from '../layerfs/layerfs';
 import { serveControl } from './control';
 
@@ -9,6 +10,9 @@ export interface MountRequest {
   readonly allowOther: boolean;
   /** Show every file as owned by root (fuse-overlayfs's squash_to_root). */
   readonly squashToRoot?: boolean;
+  /** fuse-overlayfs's uidmapping= and gidmapping= values. */
+  readonly uidMapping?: string;
+  readonly gidMapping?: string;
 }
 
 const UNMOUNT_POLL_MS = 500;
@@ -30,7 +34,12 @@ export function serve(req: MountRequest, onMounted: (fs: LayerFS) => void): Prom
   // Modes arrive with the caller's umask applied already.
   process.umask(0);
   // The caller is asked for only while an operation runs, after `fuse` exists.
-  const layerfs: LayerFS = new LayerFS(req.stack, { squashToRoot: req.squashToRoot === true, caller: () => fuse.caller });
+  const layerfs: LayerFS = new LayerFS(req.stack, {
+    squashToRoot: req.squashToRoot === true,
+    ...(req.uidMapping === undefined ? {} : { uids: parseIdMap('uidmapping', req.uidMapping) }),
+    ...(req.gidMapping === undefined ? {} : { gids: parseIdMap('gidmapping', req.gidMapping) }),
+    caller: () => fuse.caller,
+  });
   const fuse: Fuse = new Fuse(req.mountpoint, layerfs.operations(), {
     useIno: true,
     fsname: 'snapfs',
