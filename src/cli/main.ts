@@ -17,7 +17,7 @@ function version(): string {
   return pkg.version;
 }
 
-export function buildProgram(): Command {
+function buildProgram(): Command {
   const program = new Command('snapfs')
     .description('containerd-style snapshotter: copy-on-write snapshots in a SQLite-indexed root')
     .version(version())

@@ -45,7 +45,7 @@ function copyFile(src: string, dst: string, size: number): void {
 }
 
 /** Owner, then mode (chown clears set-id bits), attributes, and times last. */
-export function copyMetadata(src: string, st: fs.BigIntStats, dst: string): void {
+function copyMetadata(src: string, st: fs.BigIntStats, dst: string): void {
   if (process.getuid?.() === 0 || st.uid !== BigInt(process.getuid?.() ?? -1)) {
     try {
       fs.lchownSync(dst, Number(st.uid), Number(st.gid));

@@ -12,7 +12,7 @@ import * as path from 'node:path';
 const SOCKET = 'control.sock';
 const FREEZE_TIMEOUT_MS = 10_000;
 
-export function controlSocketPath(work: string): string {
+function controlSocketPath(work: string): string {
   return path.join(work, SOCKET);
 }
 

@@ -2,7 +2,7 @@ import { invalidArgument } from '../errors';
 import type { Labels } from '../metastore/snapshots';
 
 /** containerd's limit on a label: key and value together, in bytes. */
-export const MAX_LABEL_BYTES = 4096;
+const MAX_LABEL_BYTES = 4096;
 
 export function validateKey(key: string, what = 'snapshot'): void {
   if (key === '') throw invalidArgument(`${what} key must not be empty`);
