@@ -87,6 +87,7 @@ const STEPS: [string, string][] = [
   ['an unlinked open file keeps working', 'python3 -c "import os; fd = os.open(\'lower-only\', os.O_RDWR); os.unlink(\'lower-only\'); os.write(fd, b\'still\'); print(os.fstat(fd).st_nlink); os.lseek(fd, 0, 0); print(os.read(fd, 100))"'],
   ['writing into a sparse lower file keeps its holes', 'printf x | dd of=sparse bs=1 seek=1000 conv=notrunc 2>/dev/null && stat -c "%s %b" sparse'],
   ['hard links of a lower file', 'cat linked-b && ls -i linked-a linked-b | awk "{print \\$1}" | uniq | wc -l'],
+  ['a device 0/0 is refused: it would be a whiteout', 'mknod wh c 0 0'],
 ];
 
 describe('the copy-on-write view, step by step against the kernel overlay', { skip: !isRoot && 'the kernel overlay needs root' }, () => {
@@ -231,6 +232,38 @@ describe('random sequences of changes, against the kernel overlay', { skip: !isR
           assert.equal(await outcome(mine), await outcome(kernel), where);
           assert.equal(await describeTree(mine, { times: false }), await describeTree(kernel, { times: false }), where);
         }
+      } finally {
+        for (const m of mounts) await unmountAll(m);
+        server?.kill();
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  }
+});
+
+describe('hard links of a lower file stay one file, against the kernel overlay with index=on', { skip: !isRoot && 'the kernel overlay needs root' }, () => {
+  for (const [label, script] of [
+    ['written through one name, that name removed', 'echo new > a && rm a && cat b && stat -c %h b'],
+    ['written through one name, that name renamed', 'echo new > a && mv a c && cat b c && stat -c %h b c'],
+    ['another file renamed over one name', 'echo new > a && echo other > x && mv x a && cat a b && stat -c %h a b'],
+  ] as const) {
+    it(label, async () => {
+      const dir = tempDir('snapfs-links-');
+      const mounts: string[] = [];
+      let server: ChildProcess | undefined;
+      try {
+        const outcome: string[] = [];
+        for (const side of ['mine', 'kernel'] as const) {
+          const [lower, upper, work, mnt] = ['lower', 'upper', 'work', 'mnt'].map((d) => path.join(dir, side, d)) as [string, string, string, string];
+          for (const d of [lower, upper, work, mnt]) fs.mkdirSync(d, { recursive: true });
+          fs.writeFileSync(path.join(lower, 'a'), 'old\n');
+          fs.linkSync(path.join(lower, 'a'), path.join(lower, 'b'));
+          mounts.push(mnt);
+          if (side === 'mine') server = await serveStack({ lowers: [lower], upper, work }, mnt);
+          else await run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${upper},workdir=${work},index=on`, mnt]);
+          outcome.push((await run('sh', ['-c', script], { cwd: mnt })).stdout);
+        }
+        assert.equal(outcome[0], outcome[1]);
       } finally {
         for (const m of mounts) await unmountAll(m);
         server?.kill();

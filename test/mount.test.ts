@@ -251,6 +251,10 @@ describe('mounts of snapshots', { skip: !isRoot && 'compares with the kernel ove
       };
       assert.deepEqual(owner('theirs'), [1, 3]);
       assert.deepEqual(owner('unmapped'), [65534, 65534], 'ids outside the mapping show as the overflow id');
+      await run('touch', [path.join(mnt, 'created')]);
+      assert.deepEqual(owner('created'), [0, 0]);
+      const createdSt = fs.statSync(path.join(upper, 'created'));
+      assert.deepEqual([createdSt.uid, createdSt.gid], [100_000, 200_000], 'what root creates is stored as the mapped root');
       await run('chown', ['5:6', path.join(mnt, 'theirs')]);
       assert.deepEqual(owner('theirs'), [5, 6]);
       const stored = fs.statSync(path.join(upper, 'theirs'));
@@ -286,6 +290,8 @@ describe('mounts of snapshots', { skip: !isRoot && 'compares with the kernel ove
       for (const stop of [['umount', mnt], ['fusermount', '-u', mnt]]) {
         await ok(root, ['mount', 'mid', mnt]);
         assert.equal(fs.readFileSync(path.join(mnt, 'etc', 'os-release'), 'utf8'), 'mid\n');
+        const flags = fs.readFileSync('/proc/mounts', 'utf8').split('\n').find((l) => l.split(' ')[1] === mnt)!.split(' ')[3]!.split(',');
+        assert.ok(!flags.includes('nosuid') && !flags.includes('nodev'), `a root file system needs suid and dev (${flags.join(',')})`);
         const busy = await snapfs(root, ['mount', 'mid', mnt]);
         assert.equal(busy.code, 7);
         assert.match(busy.stderr, /^snapfs: \S+: mountpoint busy/);
@@ -310,6 +316,7 @@ describe('mounts of snapshots', { skip: !isRoot && 'compares with the kernel ove
       const upper = mounts[0]!.options.find((o) => o.startsWith('upperdir='))!.slice('upperdir='.length);
       await ok(root, ['mount', 'rw', mnt]);
       await run('sh', ['-c', 'echo written > written.txt && rm etc/passwd'], { cwd: mnt });
+      await assert.rejects(run('touch', [path.join(mnt, '.wh.passwd')]), /Invalid argument/, '.wh. names belong to the layer format');
       await run('umount', [mnt]);
       await gone();
       assert.equal(fs.readFileSync(path.join(upper, 'written.txt'), 'utf8'), 'written\n');

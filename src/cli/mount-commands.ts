@@ -41,6 +41,7 @@ export async function mountFromCommandLine(args: readonly string[]): Promise<voi
       mountpoint: cmd.mountpoint,
       allowOther: cmd.allowOther,
       squashToRoot: cmd.squashToRoot,
+      mountFlags: cmd.mountFlags,
       ...(cmd.uidMapping === undefined ? {} : { uidMapping: cmd.uidMapping }),
       ...(cmd.gidMapping === undefined ? {} : { gidMapping: cmd.gidMapping }),
     },

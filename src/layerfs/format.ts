@@ -40,7 +40,6 @@ export function isOpaqueDir(dir: string): boolean {
 
 /** How whiteouts and opaque markers are written into an upper layer. */
 export interface UpperFormat {
-  readonly rootless: boolean;
   /** Hides `name` of the layers below, in upper directory `dir`. */
   whiteout(dir: string, name: string): void;
   /** Removes a whiteout of `name` in `dir`, if there is one; says whether there was. */
@@ -61,7 +60,6 @@ export function upperFormat(work: string): UpperFormat {
     fs.rmSync(probe, { force: true });
   }
   return {
-    rootless,
     whiteout(dir, name) {
       if (rootless) fs.writeFileSync(path.join(dir, WHITEOUT_PREFIX + name), '', { mode: 0o600 });
       else sys.mknod(path.join(dir, name), fs.constants.S_IFCHR, 0, 0);

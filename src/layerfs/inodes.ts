@@ -11,16 +11,16 @@ export class InodeTable {
   private next = 2;
 
   constructor(root: fs.BigIntStats) {
-    this.numbers.set(key(root), 1);
+    this.numbers.set(inodeKey(root), 1);
   }
 
   /** `copy` (a copy-up of `original`) keeps the original's number. */
   alias(copy: fs.BigIntStats, original: fs.BigIntStats): void {
-    this.numbers.set(key(copy), this.of(original));
+    this.numbers.set(inodeKey(copy), this.of(original));
   }
 
   of(st: fs.BigIntStats): number {
-    const k = key(st);
+    const k = inodeKey(st);
     let n = this.numbers.get(k);
     if (n === undefined) {
       n = this.next++;
@@ -30,6 +30,7 @@ export class InodeTable {
   }
 }
 
-function key(st: fs.BigIntStats): string {
+/** An inode's identity: device and inode number. */
+export function inodeKey(st: fs.BigIntStats): string {
   return `${st.dev}:${st.ino}`;
 }

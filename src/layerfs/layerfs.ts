@@ -6,7 +6,7 @@ import { sys } from '../native/sys';
 import { copyEntry, setTimes } from './copyup';
 import { isPrivateXattr, isWhiteoutStat, upperFormat, WHITEOUT_PREFIX, type UpperFormat } from './format';
 import { IDENTITY, type IdMap } from './idmap';
-import { InodeTable } from './inodes';
+import { InodeTable, inodeKey } from './inodes';
 import { childPath, parentOf, Resolver, type Node } from './resolver';
 
 const E = os.constants.errno;
@@ -43,9 +43,10 @@ const fail = (errno: number): never => {
 /** A FUSE callback's error: the negative errno. Anything else is a bug: logged, and EIO. */
 function errnoOf(err: unknown): number {
   if (err instanceof FsError) return err.errno;
-  const code = (err as { code?: unknown }).code;
+  const { code, errno } = err as { code?: unknown; errno?: unknown };
   const known = typeof code === 'string' ? (E as Record<string, number>)[code] : undefined;
   if (known !== undefined) return -known;
+  if (typeof errno === 'number' && errno !== 0) return -Math.abs(errno);
   console.error('snapfs: internal error:', err);
   return -E.EIO;
 }
@@ -227,8 +228,13 @@ export class LayerFS {
   private create(p: string, mode: number): number {
     const real = this.makeRoom(p);
     const fd = fs.openSync(real, fs.constants.O_CREAT | fs.constants.O_RDWR, mode);
-    this.giveToCaller(real);
     this.merged.set(p, { layer: 0, real, isDir: false, dirLayers: [] });
+    try {
+      this.giveToCaller(real);
+    } catch (err) {
+      fs.closeSync(fd);
+      throw err;
+    }
     return this.remember(fd);
   }
 
@@ -257,6 +263,8 @@ export class LayerFS {
   }
 
   private mkdir(p: string, mode: number): void {
+    this.writable();
+    refuseReservedName(p);
     const real = this.upperPathOf(p);
     this.copyUp(parentOf(p));
     const overWhiteout = this.format!.removeWhiteout(path.dirname(real), path.basename(real));
@@ -268,6 +276,8 @@ export class LayerFS {
   }
 
   private mknod(p: string, mode: number, dev: number): void {
+    // A character device 0/0 is a whiteout in the layer format.
+    if ((mode & fs.constants.S_IFMT) === fs.constants.S_IFCHR && dev === 0) fail(E.EPERM);
     const real = this.makeRoom(p);
     sys.mknod(real, mode, (dev >>> 8) & 0xfff, (dev & 0xff) | ((dev >>> 12) & 0xfff00));
     this.giveToCaller(real);
@@ -320,10 +330,13 @@ export class LayerFS {
 
   private rename(src: string, dst: string): void {
     this.writable();
+    refuseReservedName(dst);
     if (src === dst) return;
-    if (path.posix.basename(dst).startsWith('.fuse_hidden')) return this.hide(src, dst);
     const from = this.node(src);
+    if (path.posix.basename(dst).startsWith('.fuse_hidden') && this.isOpen(from)) return this.hide(src, dst);
     const to = this.merged.lookup(dst);
+    // Two names of one file: rename(2) does nothing.
+    if (to !== undefined && !from.isDir && !to.isDir && inodeKey(this.lstat(from)) === inodeKey(this.lstat(to))) return;
     if (to !== undefined) {
       if (from.isDir && !to.isDir) fail(E.ENOTDIR);
       if (!from.isDir && to.isDir) fail(E.EISDIR);
@@ -331,6 +344,8 @@ export class LayerFS {
     }
     const hideSrc = this.visibleBelow(src);
     const dstHadBelow = this.visibleBelow(dst);
+    // A file replaced by the rename loses a name.
+    if (to !== undefined && !to.isDir) this.countUnlink(to);
     // The upper copy must hold the whole merged content before it moves.
     const moving = from.isDir ? this.copyUpTree(src) : this.copyUp(src);
     const real = this.makeRoom(dst);
@@ -382,15 +397,20 @@ export class LayerFS {
     const real = this.upperPathOf(p);
     const linkKey = !node.isDir && st.nlink > 1n ? inodeKey(st) : undefined;
     const group = linkKey === undefined ? undefined : this.linkGroups.get(linkKey);
-    if (group !== undefined && fs.existsSync(group.upper)) {
-      // Another name of this inode was copied up already: stay one file.
-      fs.linkSync(group.upper, real);
-    } else {
+    if (linkKey === undefined) {
       copyEntry(node.real, st, real, this.work!);
-      if (linkKey !== undefined) {
-        this.linkGroups.set(linkKey, { upper: real, nlink: group?.nlink ?? Number(st.nlink) });
-        this.upperOfGroup.set(inodeKey(fs.lstatSync(real, { bigint: true })), linkKey);
+    } else {
+      // Every name of a lower hard link becomes a link to one copy, kept
+      // under the inode's key in the work directory (as overlayfs's index):
+      // no rename or unlink of a name can take it away from the others.
+      const index = path.join(this.work!, 'index', linkKey.replace(':', '-'));
+      if (group === undefined || group.upper === '') {
+        fs.mkdirSync(path.dirname(index), { recursive: true, mode: 0o700 });
+        copyEntry(node.real, st, index, this.work!);
+        this.linkGroups.set(linkKey, { upper: index, nlink: group?.nlink ?? Number(st.nlink) });
+        this.upperOfGroup.set(inodeKey(fs.lstatSync(index, { bigint: true })), linkKey);
       }
+      fs.linkSync(index, real);
     }
     // Copying up is not a change of the parent: keep its times, as overlayfs does.
     setTimes(parent.real, parentSt);
@@ -414,15 +434,25 @@ export class LayerFS {
   /** A new entry belongs to whoever made it; its group is the directory's in a set-group-ID one. */
   private giveToCaller(real: string): void {
     const who = this.caller();
-    if (who === undefined || process.getuid?.() !== 0 || (who.uid === 0 && who.gid === 0)) return;
+    if (who === undefined || process.getuid?.() !== 0) return;
+    const uid = this.uids.stored(who.uid) ?? fail(E.EINVAL);
     const parent = fs.statSync(path.dirname(real));
-    const gid = (parent.mode & S_ISGID) !== 0 ? parent.gid : who.gid;
-    fs.lchownSync(real, who.uid, gid);
+    const gid = (parent.mode & S_ISGID) !== 0 ? parent.gid : this.gids.stored(who.gid) ?? fail(E.EINVAL);
+    const st = fs.lstatSync(real);
+    if (st.uid !== uid || st.gid !== gid) fs.lchownSync(real, uid, gid);
+  }
+
+  /** Whether some open handle is this node's file. */
+  private isOpen(node: Node): boolean {
+    const key = inodeKey(this.lstat(node));
+    for (const fd of this.files.values()) if (inodeKey(fs.fstatSync(fd, { bigint: true })) === key) return true;
+    return false;
   }
 
   /** Readies the upper path of a new entry `p`: parents copied up, any whiteout removed. */
   private makeRoom(p: string): string {
     this.writable();
+    refuseReservedName(p);
     const real = this.upperPathOf(p);
     this.copyUp(parentOf(p));
     this.format!.removeWhiteout(path.dirname(real), path.basename(real));
@@ -460,6 +490,8 @@ export class LayerFS {
   }
 
   private found(p: string): Node {
+    // libfuse passes an empty path for a node whose name is gone.
+    if (p === '') fail(E.ENOENT);
     const hiddenAt = this.hidden.get(p);
     if (hiddenAt !== undefined) return { layer: hiddenAt.startsWith(this.work! + path.sep) ? 0 : 1, real: hiddenAt, isDir: false, dirLayers: [] };
     return this.merged.lookup(p) ?? fail(E.ENOENT);
@@ -522,6 +554,7 @@ export class LayerFS {
   }
 }
 
-function inodeKey(st: fs.BigIntStats): string {
-  return `${st.dev}:${st.ino}`;
+/** `.wh.` names belong to the layer format: fuse-overlayfs refuses them too. */
+function refuseReservedName(p: string): void {
+  if (path.posix.basename(p).startsWith(WHITEOUT_PREFIX)) fail(E.EINVAL);
 }

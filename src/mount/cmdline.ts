@@ -21,11 +21,14 @@ export interface MountCommandLine {
   readonly squashToRoot: boolean;
   readonly uidMapping?: string;
   readonly gidMapping?: string;
+  readonly mountFlags: readonly string[];
 }
 
+/** Passed on to the mount. */
+const MOUNT_FLAGS = new Set(['dev', 'nodev', 'suid', 'nosuid', 'exec', 'noexec', 'atime', 'noatime', 'sync', 'async', 'dirsync']);
+/** Accepted and ignored: mount(8)'s and fstab's own, and what snapfs always does. */
 const GENERIC_OPTIONS = new Set([
-  'rw', 'dev', 'nodev', 'suid', 'nosuid', 'exec', 'noexec', 'atime', 'noatime', 'relatime', 'norelatime',
-  'strictatime', 'nostrictatime', 'diratime', 'nodiratime', 'lazytime', 'nolazytime', 'sync', 'async', 'dirsync',
+  'rw', 'relatime', 'norelatime', 'strictatime', 'nostrictatime', 'diratime', 'nodiratime', 'lazytime', 'nolazytime',
   'auto', 'noauto', 'user', 'nouser', 'users', 'owner', 'group', 'defaults', '_netdev', 'nofail', 'mand', 'nomand',
   'silent', 'loud', 'default_permissions',
 ]);
@@ -63,6 +66,7 @@ export function parseMountCommandLine(args: readonly string[]): MountCommandLine
   let allowOther = false;
   let squashToRoot = false;
   const mappings: { uidMapping?: string; gidMapping?: string } = {};
+  const mountFlags: string[] = [];
   for (const o of options) {
     const eq = o.indexOf('=');
     const [name, value] = eq < 0 ? [o, ''] : [o.slice(0, eq), o.slice(eq + 1)];
@@ -92,6 +96,10 @@ export function parseMountCommandLine(args: readonly string[]): MountCommandLine
         mappings[name === 'uidmapping' ? 'uidMapping' : 'gidMapping'] = value;
         break;
       default:
+        if (MOUNT_FLAGS.has(o)) {
+          mountFlags.push(o);
+          break;
+        }
         if (GENERIC_OPTIONS.has(o) || GENERIC_PREFIXES.some((p) => o.startsWith(p))) break;
         throw invalidArgument(`-o ${o}: unsupported option`);
     }
@@ -107,6 +115,7 @@ export function parseMountCommandLine(args: readonly string[]): MountCommandLine
     allowOther: allowOther || process.getuid?.() === 0,
     squashToRoot,
     ...mappings,
+    mountFlags,
   };
 }
 

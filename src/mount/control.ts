@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import { invalidArgument } from '../errors';
 
 /**
  * The control socket of a writable mount, `WORK/control.sock`: it lets a
@@ -11,13 +12,25 @@ import * as path from 'node:path';
  */
 const SOCKET = 'control.sock';
 const FREEZE_TIMEOUT_MS = 10_000;
+const MAX_REQUEST = 64;
+/** sun_path holds 108 bytes; libuv would silently cut a longer path. */
+const MAX_SOCKET_PATH = 107;
 
 function controlSocketPath(work: string): string {
   return path.join(work, SOCKET);
 }
 
 /** Serves the control socket for a mount; `freeze` is called at most once. Returns a closer. */
+/** Refuses a work directory whose control socket path a unix socket cannot hold. */
+export function checkControlSocket(work: string): void {
+  const socketPath = controlSocketPath(work);
+  if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH) {
+    throw invalidArgument(`${work}: work directory path too long for its control socket (at most ${MAX_SOCKET_PATH - SOCKET.length - 1} bytes)`);
+  }
+}
+
 export function serveControl(work: string, freeze: () => void): () => void {
+  checkControlSocket(work);
   const socketPath = controlSocketPath(work);
   fs.rmSync(socketPath, { force: true });
   const server = net.createServer((conn) => {
@@ -25,6 +38,7 @@ export function serveControl(work: string, freeze: () => void): () => void {
     let request = '';
     conn.on('data', (chunk: string) => {
       request += chunk;
+      if (request.length > MAX_REQUEST) return conn.destroy();
       if (!request.includes('\n')) return;
       if (request.trim() === 'freeze') {
         // Operations run one at a time on this thread: by now none is in flight.
@@ -36,7 +50,9 @@ export function serveControl(work: string, freeze: () => void): () => void {
     });
     conn.on('error', () => undefined);
   });
-  server.listen(socketPath);
+  server.on('error', (err) => console.error(`snapfs: control socket ${socketPath}:`, err));
+  // Only the owner (and root) may freeze the mount.
+  server.listen(socketPath, () => fs.chmodSync(socketPath, 0o600));
   return () => {
     server.close();
     fs.rmSync(socketPath, { force: true });

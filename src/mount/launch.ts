@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { unavailable, invalidArgument } from '../errors';
+import { checkControlSocket } from './control';
 import { isMounted, serve, type MountRequest } from './serve';
 
 /**
@@ -14,8 +15,8 @@ import { isMounted, serve, type MountRequest } from './serve';
 export async function launch(req: MountRequest, opts: { foreground: boolean; logFile: string }): Promise<void> {
   check(req);
   if (opts.foreground) return serve(req, () => undefined);
-  fs.mkdirSync(path.dirname(opts.logFile), { recursive: true });
-  const log = fs.openSync(opts.logFile, 'a');
+  fs.mkdirSync(path.dirname(opts.logFile), { recursive: true, mode: 0o700 });
+  const log = fs.openSync(opts.logFile, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
   const child = spawn(process.execPath, [process.argv[1]!, '__serve', JSON.stringify(req)], {
     detached: true,
     stdio: ['ignore', log, log, 'ipc'],
@@ -56,6 +57,7 @@ function check(req: MountRequest): void {
     if (st === undefined) throw invalidArgument(`${dir}: no such directory`);
     if (!st.isDirectory()) throw invalidArgument(`${dir}: not a directory`);
   }
+  if (upper !== undefined && work !== undefined) checkControlSocket(work);
   if (isMounted(path.resolve(req.mountpoint))) throw unavailable(`${req.mountpoint}: mountpoint busy (already a mount point)`);
   try {
     fs.accessSync('/dev/fuse', fs.constants.R_OK | fs.constants.W_OK);

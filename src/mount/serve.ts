@@ -13,6 +13,18 @@ export interface MountRequest {
   /** fuse-overlayfs's uidmapping= and gidmapping= values. */
   readonly uidMapping?: string;
   readonly gidMapping?: string;
+  /** mount(8) flags to pass on (suid, nodev, noexec, noatime, …). */
+  readonly mountFlags?: readonly string[];
+}
+
+/**
+ * libfuse mounts nosuid,nodev unless told otherwise; a container's root file
+ * system needs both, as on overlayfs. Only root may ask for them.
+ */
+function mountFlags(req: MountRequest): string[] {
+  const given = req.mountFlags ?? [];
+  if (process.getuid?.() !== 0) return given.filter((f) => f !== 'suid' && f !== 'dev');
+  return [...(given.includes('nosuid') ? [] : ['suid']), ...(given.includes('nodev') ? [] : ['dev']), ...given.filter((f) => f !== 'suid' && f !== 'dev')];
 }
 
 const UNMOUNT_POLL_MS = 500;
@@ -55,7 +67,7 @@ export function serve(req: MountRequest, onMounted: (fs: LayerFS) => void): Prom
     maxWrite: MAX_WRITE,
     maxRead: MAX_WRITE,
     atomicOTrunc: true,
-    extraOptions: layerfs.readOnly ? ['ro'] : [],
+    extraOptions: [...(layerfs.readOnly ? ['ro'] : []), ...mountFlags(req)],
   });
   return new Promise((resolve, reject) => {
     fuse.mount((err) => {

@@ -29,7 +29,7 @@ static napi_value throw_errno(napi_env env, int err, const char *syscall, const 
 #define E(x) case x: name = #x; break;
     E(EPERM) E(ENOENT) E(EIO) E(EBADF) E(EACCES) E(EEXIST) E(EXDEV) E(ENOTDIR) E(EISDIR) E(EINVAL)
     E(ENOSPC) E(EROFS) E(EMLINK) E(ERANGE) E(ENAMETOOLONG) E(ENOTEMPTY) E(ELOOP) E(ENODATA) E(ENOTSUP)
-    E(E2BIG) E(EDQUOT) E(ENXIO)
+    E(E2BIG) E(EDQUOT) E(ENXIO) E(ENOMEM) E(EMFILE) E(ENFILE)
 #undef E
   }
   if (name == NULL) {
@@ -152,7 +152,11 @@ static napi_value js_listxattr(napi_env env, napi_callback_info info) {
   for (;;) {
     ssize_t size = llistxattr(path, NULL, 0);
     if (size < 0) return throw_errno(env, errno, "llistxattr", path);
-    char *names = malloc((size_t) size + 1);
+    napi_value list;
+    napi_create_array(env, &list);
+    if (size == 0) return list;
+    char *names = malloc((size_t) size);
+    if (names == NULL) return throw_errno(env, ENOMEM, "malloc", path);
     ssize_t got = llistxattr(path, names, (size_t) size);
     if (got < 0) {
       int err = errno;
@@ -160,8 +164,6 @@ static napi_value js_listxattr(napi_env env, napi_callback_info info) {
       if (err == ERANGE) continue;
       return throw_errno(env, err, "llistxattr", path);
     }
-    napi_value list;
-    napi_create_array(env, &list);
     uint32_t i = 0;
     for (ssize_t at = 0; at < got; at += (ssize_t) strlen(names + at) + 1) {
       napi_value name;
@@ -205,6 +207,24 @@ static napi_value js_copy_data(napi_env env, napi_callback_info info) {
     off_t in = data, out = data;
     while (in < hole) {
       ssize_t n = copy_file_range(src, &in, dst, &out, (size_t) (hole - in), 0);
+      if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == EOPNOTSUPP || errno == ENOSYS)) {
+        /* Layers on different file systems (or ones without it): copy by hand. */
+        char buf[65536];
+        while (in < hole) {
+          size_t want = (size_t) (hole - in) < sizeof buf ? (size_t) (hole - in) : sizeof buf;
+          ssize_t got = pread(src, buf, want, in);
+          if (got < 0) return throw_errno(env, errno, "pread", "(copy source)");
+          if (got == 0) break;
+          for (ssize_t done = 0; done < got;) {
+            ssize_t put = pwrite(dst, buf + done, (size_t) (got - done), out + done);
+            if (put < 0) return throw_errno(env, errno, "pwrite", "(copy destination)");
+            done += put;
+          }
+          in += got;
+          out += got;
+        }
+        break;
+      }
       if (n < 0) return throw_errno(env, errno, "copy_file_range", "(copy)");
       if (n == 0) break;
     }
@@ -225,10 +245,8 @@ static napi_value init(napi_env env, napi_value exports) {
     { "copyData", NULL, js_copy_data, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
-  napi_value now, omit;
-  napi_create_int64(env, UTIME_NOW, &now);
+  napi_value omit;
   napi_create_int64(env, UTIME_OMIT, &omit);
-  napi_set_named_property(env, exports, "UTIME_NOW", now);
   napi_set_named_property(env, exports, "UTIME_OMIT", omit);
   return exports;
 }

@@ -9,7 +9,7 @@ import * as path from 'node:path';
  */
 export interface Sys {
   mknod(file: string, mode: number, major: number, minor: number): void;
-  /** Seconds and nanoseconds; a nanosecond value of UTIME_NOW or UTIME_OMIT means now or unchanged. */
+  /** Seconds and nanoseconds; UTIME_OMIT (or UTIME_NOW, as FUSE passes them) for nanoseconds leaves a time unchanged (or sets now). */
   utimens(file: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
   getxattr(file: string, name: string): Buffer;
   setxattr(file: string, name: string, value: Buffer, flags: number): void;
@@ -17,7 +17,6 @@ export interface Sys {
   removexattr(file: string, name: string): void;
   /** Copies `size` bytes of data between file descriptors, keeping holes. */
   copyData(srcFd: number, dstFd: number, size: number): void;
-  readonly UTIME_NOW: number;
   readonly UTIME_OMIT: number;
 }
 

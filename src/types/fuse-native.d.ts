@@ -99,8 +99,6 @@ declare module 'fuse-native' {
     maxWrite?: number;
     bigWrites?: boolean;
     useIno?: boolean;
-    readdirIno?: boolean;
-    hardRemove?: boolean;
     atomicOTrunc?: boolean;
     extraOptions?: string[];
   }
