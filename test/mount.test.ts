@@ -203,8 +203,21 @@ describe('mounts of snapshots', { skip: !isRoot && 'compares with the kernel ove
       let writerErr = '';
       writer.stderr.on('data', (d: Buffer) => (writerErr += d.toString()));
       const writerDone = new Promise((r) => writer.once('exit', r));
+      // And a page written through mmap, never synced by its writer.
+      const mapper = spawn('python3', ['-c', [
+        'import mmap, os, sys, time',
+        "fd = os.open('mapped', os.O_RDWR | os.O_CREAT, 0o644)",
+        'os.ftruncate(fd, 4096)',
+        'm = mmap.mmap(fd, 4096)',
+        "m[0:5] = b'mmap!'",
+        "print('ready', flush=True)",
+        'time.sleep(30)',
+      ].join('\n')], { cwd: mnt, stdio: ['ignore', 'pipe', 'inherit'] });
+      await new Promise((r) => mapper.stdout.once('data', r));
       await new Promise((r) => setTimeout(r, 300));
       await ok(root, ['commit', 'busy-done', 'busy']);
+      mapper.kill();
+      assert.equal(fs.readFileSync(path.join(upper, 'mapped')).subarray(0, 5).toString(), 'mmap!', 'pages written through mmap reached the layer');
       await writerDone;
       assert.equal(writerErr.trim(), 'EROFS');
       const frozen = fs.readFileSync(path.join(upper, 'log'), 'utf8');

@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
@@ -8,7 +9,8 @@ import { invalidArgument } from '../errors';
  * commit freeze the mount's writers without the file system knowing about
  * the snapshotter or SQLite. The one request is `freeze`: the mount turns
  * read-only (every later change is EROFS) and answers `frozen` once the
- * changes in flight have landed in the upper layer.
+ * changes in flight, and pages dirtied through mmap, have landed in the
+ * upper layer.
  */
 const SOCKET = 'control.sock';
 const FREEZE_TIMEOUT_MS = 10_000;
@@ -29,7 +31,7 @@ export function checkControlSocket(work: string): void {
   }
 }
 
-export function serveControl(work: string, freeze: () => void): () => void {
+export function serveControl(work: string, mountpoint: string, freeze: () => void): () => void {
   checkControlSocket(work);
   const socketPath = controlSocketPath(work);
   fs.rmSync(socketPath, { force: true });
@@ -41,9 +43,14 @@ export function serveControl(work: string, freeze: () => void): () => void {
       if (request.length > MAX_REQUEST) return conn.destroy();
       if (!request.includes('\n')) return;
       if (request.trim() === 'freeze') {
-        // Operations run one at a time on this thread: by now none is in flight.
-        freeze();
-        conn.end('frozen\n');
+        // Pages written through mmap are still the kernel's: have them
+        // written back (through this very mount, from another process)
+        // before changes are refused. Operations run one at a time on this
+        // thread, so once `freeze` runs none is in flight.
+        execFile('sync', ['-f', mountpoint], () => {
+          freeze();
+          conn.end('frozen\n');
+        });
       } else {
         conn.end('error unknown request\n');
       }

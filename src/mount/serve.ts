@@ -72,7 +72,7 @@ export function serve(req: MountRequest, onMounted: (fs: LayerFS) => void): Prom
   return new Promise((resolve, reject) => {
     fuse.mount((err) => {
       if (err !== null) return reject(err);
-      const closeControl = req.stack.work !== undefined && !layerfs.readOnly ? serveControl(req.stack.work, () => layerfs.freeze()) : () => undefined;
+      const closeControl = req.stack.work !== undefined && !layerfs.readOnly ? serveControl(req.stack.work, req.mountpoint, () => layerfs.freeze()) : () => undefined;
       onMounted(layerfs);
       let done = false;
       const finish = (): void => {
