@@ -328,6 +328,11 @@ describe('mounts of snapshots', { skip: !isRoot && 'compares with the kernel ove
       const mounts = JSON.parse(await ok(root, ['prepare', '--json', 'rw', 'top'])) as { options: string[] }[];
       const upper = mounts[0]!.options.find((o) => o.startsWith('upperdir='))!.slice('upperdir='.length);
       await ok(root, ['mount', 'rw', mnt]);
+      const second = path.join(dir, 'second');
+      fs.mkdirSync(second);
+      const twice = await snapfs(root, ['mount', 'rw', second]);
+      assert.equal(twice.code, 7, 'one upper layer, one writer');
+      assert.match(twice.stderr, /^snapfs: \S+: already mounted read-write by snapfs \(pid \d+\)\n$/);
       await run('sh', ['-c', 'echo written > written.txt && rm etc/passwd'], { cwd: mnt });
       await assert.rejects(run('touch', [path.join(mnt, '.wh.passwd')]), /Invalid argument/, '.wh. names belong to the layer format');
       await run('umount', [mnt]);

@@ -13,6 +13,7 @@ import { invalidArgument } from '../errors';
  * upper layer.
  */
 const SOCKET = 'control.sock';
+const PID_FILE = 'snapfs.pid';
 const FREEZE_TIMEOUT_MS = 10_000;
 const MAX_REQUEST = 64;
 /** sun_path holds 108 bytes; libuv would silently cut a longer path. */
@@ -23,6 +24,30 @@ function controlSocketPath(work: string): string {
 }
 
 /** Serves the control socket for a mount; `freeze` is called at most once. Returns a closer. */
+/**
+ * The daemon serving a work directory, if one is: WORK/snapfs.pid holds its
+ * pid and mount point while it serves. Two daemons writing one upper layer
+ * would corrupt it; one whose mount is gone is on its way out.
+ */
+export function servingPid(work: string, isMounted: (mountpoint: string) => boolean): number | undefined {
+  let pid: number;
+  let mountpoint: string;
+  try {
+    const [first = '', ...rest] = fs.readFileSync(path.join(work, PID_FILE), 'utf8').split('\n');
+    pid = Number(first);
+    mountpoint = rest.join('\n');
+  } catch {
+    return undefined;
+  }
+  if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid || !isMounted(mountpoint)) return undefined;
+  try {
+    process.kill(pid, 0);
+    return pid;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM' ? pid : undefined;
+  }
+}
+
 /** Refuses a work directory whose control socket path a unix socket cannot hold. */
 export function checkControlSocket(work: string): void {
   const socketPath = controlSocketPath(work);
@@ -34,6 +59,8 @@ export function checkControlSocket(work: string): void {
 export function serveControl(work: string, mountpoint: string, freeze: () => void): () => void {
   checkControlSocket(work);
   const socketPath = controlSocketPath(work);
+  const pidFile = path.join(work, PID_FILE);
+  fs.writeFileSync(pidFile, `${process.pid}\n${mountpoint}`, { mode: 0o600 });
   fs.rmSync(socketPath, { force: true });
   const server = net.createServer((conn) => {
     conn.setEncoding('utf8');
@@ -63,6 +90,7 @@ export function serveControl(work: string, mountpoint: string, freeze: () => voi
   return () => {
     server.close();
     fs.rmSync(socketPath, { force: true });
+    fs.rmSync(pidFile, { force: true });
   };
 }
 

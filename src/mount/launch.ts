@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { unavailable, invalidArgument } from '../errors';
-import { checkControlSocket } from './control';
+import { checkControlSocket, servingPid } from './control';
 import { isMounted, serve, type MountRequest } from './serve';
 
 /**
@@ -57,7 +57,11 @@ function check(req: MountRequest): void {
     if (st === undefined) throw invalidArgument(`${dir}: no such directory`);
     if (!st.isDirectory()) throw invalidArgument(`${dir}: not a directory`);
   }
-  if (upper !== undefined && work !== undefined) checkControlSocket(work);
+  if (upper !== undefined && work !== undefined) {
+    checkControlSocket(work);
+    const pid = servingPid(work, isMounted);
+    if (pid !== undefined) throw unavailable(`${upper}: already mounted read-write by snapfs (pid ${pid})`);
+  }
   if (isMounted(path.resolve(req.mountpoint))) throw unavailable(`${req.mountpoint}: mountpoint busy (already a mount point)`);
   try {
     fs.accessSync('/dev/fuse', fs.constants.R_OK | fs.constants.W_OK);
