@@ -115,6 +115,9 @@ export class Store implements Tx {
   }
 
   private schemaVersion(file: string): number {
+    // One read transaction: another process may be creating the schema, and
+    // separate reads could see its header before and its tables after.
+    if (!this.db.inTransaction) return this.db.transaction(() => this.schemaVersion(file)).deferred();
     const appId = this.db.pragma('application_id', { simple: true }) as number;
     const version = this.db.pragma('user_version', { simple: true }) as number;
     if (appId !== APPLICATION_ID) {
