@@ -13,12 +13,9 @@ import { execFileSync, execSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { arg, millis, median } from './bench-util';
 
 const CLI = path.resolve(__dirname, '..', 'src', 'cli', 'main.js');
-const arg = (name: string, fallback: string): string => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-};
 const scale = Number(arg('scale', '1'));
 const runs = Number(arg('runs', '3'));
 const only = arg('only', '');
@@ -69,16 +66,7 @@ function dropCaches(): void {
   sh('sync; echo 3 > /proc/sys/vm/drop_caches');
 }
 
-function millis(fn: () => void): number {
-  const t = process.hrtime.bigint();
-  fn();
-  return Number(process.hrtime.bigint() - t) / 1e6;
-}
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
 
 // Layer trees
 

@@ -13,11 +13,8 @@ import * as path from 'node:path';
 import { matches } from '../src/filters/match';
 import { parseFilters } from '../src/filters/parse';
 import { Snapshotter, type Info } from '../src/snapshotter/snapshotter';
+import { arg, millis, median, percentile } from './bench-util';
 
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
 
 const chains = Number(arg('chains', '100'));
 const depth = Number(arg('depth', '100'));
@@ -25,21 +22,8 @@ const base = arg('root', '');
 const workDir = base === '' ? fs.mkdtempSync(path.join(os.tmpdir(), 'snapfs-bench-')) : base;
 const root = path.join(workDir, 'root');
 
-function millis(fn: () => void): number {
-  const t = process.hrtime.bigint();
-  fn();
-  return Number(process.hrtime.bigint() - t) / 1e6;
-}
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
 
-function percentile(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(s.length * p))]!;
-}
 
 const fieldOf = (i: Info, p: readonly string[]): string | undefined =>
   p[0] === 'name' ? i.name : p[0] === 'kind' ? i.kind : p[0] === 'parent' ? i.parent : p[0] === 'labels' ? i.labels[p.slice(1).join('.')] : undefined;
