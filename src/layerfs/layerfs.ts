@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { sys } from '../native/sys';
 import { copyEntry, setTimes } from './copyup';
-import { isPrivateXattr, isWhiteoutStat, upperFormat, WHITEOUT_PREFIX, type UpperFormat } from './format';
+import { isPrivateXattr, upperFormat, WHITEOUT_PREFIX, type UpperFormat } from './format';
 import { IDENTITY, type IdMap } from './idmap';
 import { InodeTable, inodeKey } from './inodes';
 import { childPath, parentOf, Resolver, type Node } from './resolver';
@@ -463,13 +463,10 @@ export class LayerFS {
   private visibleBelow(p: string): boolean {
     const parent = this.merged.lookup(parentOf(p));
     if (parent === undefined) return false;
-    const name = path.posix.basename(p);
     for (const layer of parent.dirLayers) {
       if (layer === 0) continue;
-      const real = this.merged.realPath(layer, p);
-      const st = fs.lstatSync(real, { bigint: true, throwIfNoEntry: false });
-      if (st !== undefined) return !isWhiteoutStat(st);
-      if (fs.existsSync(path.join(path.dirname(real), WHITEOUT_PREFIX + name))) return false;
+      const entry = this.merged.entryIn(layer, p);
+      if (entry !== undefined) return entry !== 'whiteout';
     }
     return false;
   }

@@ -98,20 +98,25 @@ export class Resolver {
     return { layer: 0, real: this.layers[0]!, isDir: true, dirLayers };
   }
 
+  /** What layer `layer` holds at `p`: its entry, a whiteout hiding the layers below, or nothing. */
+  entryIn(layer: number, p: string): fs.BigIntStats | 'whiteout' | undefined {
+    const real = this.realPath(layer, p);
+    const st = fs.lstatSync(real, { bigint: true, throwIfNoEntry: false });
+    if (st !== undefined) return isWhiteoutStat(st) ? 'whiteout' : st;
+    return fs.existsSync(path.join(path.dirname(real), WHITEOUT_PREFIX + path.posix.basename(p))) ? 'whiteout' : undefined;
+  }
+
   private lookupChild(parentPath: string, name: string): Node | undefined {
     const parent = this.lookup(parentPath);
     if (parent === undefined || !parent.isDir) return undefined;
-    const p = parentPath === '/' ? `/${name}` : `${parentPath}/${name}`;
+    const p = childPath(parentPath, name);
     let found: Node | undefined;
     const dirLayers: number[] = [];
     for (const layer of parent.dirLayers) {
+      const st = this.entryIn(layer, p);
+      if (st === 'whiteout') break;
+      if (st === undefined) continue;
       const real = this.realPath(layer, p);
-      const st = fs.lstatSync(real, { bigint: true, throwIfNoEntry: false });
-      if (st === undefined) {
-        if (fs.existsSync(path.join(path.dirname(real), WHITEOUT_PREFIX + name))) break;
-        continue;
-      }
-      if (isWhiteoutStat(st)) break;
       if (found === undefined) {
         if (!st.isDirectory()) return { layer, real, isDir: false, dirLayers };
         found = { layer, real, isDir: true, dirLayers };
