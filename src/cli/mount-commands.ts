@@ -19,7 +19,6 @@ export function registerMountCommands(program: Command): void {
       const request = {
         stack: { lowers, upper: stack.upper, work: stack.upper === undefined ? undefined : stack.work },
         mountpoint: path.resolve(mountpoint),
-        allowOther: process.getuid?.() === 0,
       };
       await launch(request, { foreground: opts.foreground === true, logFile: path.join(stack.work, 'snapfs.log') });
       // libfuse's handles keep the event loop alive after the unmount.
@@ -34,20 +33,9 @@ export function registerMountCommands(program: Command): void {
 
 /** fuse-overlayfs's and mount.fuse's command lines (see src/mount/cmdline.ts). */
 export async function mountFromCommandLine(args: readonly string[]): Promise<void> {
-  const cmd = parseMountCommandLine(args);
-  await launch(
-    {
-      stack: cmd.stack,
-      mountpoint: cmd.mountpoint,
-      allowOther: cmd.allowOther,
-      squashToRoot: cmd.squashToRoot,
-      mountFlags: cmd.mountFlags,
-      ...(cmd.uidMapping === undefined ? {} : { uidMapping: cmd.uidMapping }),
-      ...(cmd.gidMapping === undefined ? {} : { gidMapping: cmd.gidMapping }),
-    },
-    { foreground: cmd.foreground, logFile: logFileFor(cmd) },
-  );
-  if (cmd.foreground) process.exit(0);
+  const { foreground, ...request } = parseMountCommandLine(args);
+  await launch(request, { foreground, logFile: logFileFor(request) });
+  if (foreground) process.exit(0);
 }
 
 function emptyDir(work: string): string {

@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { invalidArgument } from '../errors';
 import { parseIdMap } from '../layerfs/idmap';
 import type { LayerStack } from '../layerfs/layerfs';
+import type { MountRequest } from './serve';
 
 /**
  * The command lines that mount a layer stack, as fuse-overlayfs takes them:
@@ -13,15 +14,8 @@ import type { LayerStack } from '../layerfs/layerfs';
  * L1 is the topmost lower layer. Without upperdir the mount is read-only.
  * mount(8)'s generic options are accepted and ignored.
  */
-export interface MountCommandLine {
-  readonly stack: LayerStack;
-  readonly mountpoint: string;
+export interface MountCommandLine extends MountRequest {
   readonly foreground: boolean;
-  readonly allowOther: boolean;
-  readonly squashToRoot: boolean;
-  readonly uidMapping?: string;
-  readonly gidMapping?: string;
-  readonly mountFlags: readonly string[];
 }
 
 /** Passed on to the mount. */
@@ -112,7 +106,7 @@ export function parseMountCommandLine(args: readonly string[]): MountCommandLine
     stack,
     mountpoint,
     foreground,
-    allowOther: allowOther || process.getuid?.() === 0,
+    allowOther,
     squashToRoot,
     ...mappings,
     mountFlags,
@@ -120,7 +114,7 @@ export function parseMountCommandLine(args: readonly string[]): MountCommandLine
 }
 
 /** Where a daemon started from a command line logs: its work directory, else a runtime directory. */
-export function logFileFor(cmd: MountCommandLine): string {
+export function logFileFor(cmd: MountRequest): string {
   if (cmd.stack.work !== undefined) return path.join(cmd.stack.work, 'snapfs.log');
   const runtime = process.getuid?.() === 0 ? '/run/snapfs' : process.env.XDG_RUNTIME_DIR ? path.join(process.env.XDG_RUNTIME_DIR, 'snapfs') : path.join(os.tmpdir(), `snapfs-${process.getuid?.()}`);
   return path.join(runtime, 'mount.log');

@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { invalidArgument } from '../errors';
+import { isMounted } from './mountinfo';
 
 /**
  * The control socket of a writable mount, `WORK/control.sock`: it lets a
@@ -29,7 +30,7 @@ function controlSocketPath(work: string): string {
  * pid and mount point while it serves. Two daemons writing one upper layer
  * would corrupt it; one whose mount is gone is on its way out.
  */
-export function servingPid(work: string, isMounted: (mountpoint: string) => boolean): number | undefined {
+export function servingPid(work: string): number | undefined {
   let pid: number;
   let mountpoint: string;
   try {

@@ -3,7 +3,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { unavailable, invalidArgument } from '../errors';
 import { checkControlSocket, servingPid } from './control';
-import { isMounted, serve, type MountRequest } from './serve';
+import { isMounted } from './mountinfo';
+import { serve, type MountRequest } from './serve';
 
 /**
  * Checks what can be checked before mounting, so that a failure is one clear
@@ -59,7 +60,7 @@ function check(req: MountRequest): void {
   }
   if (upper !== undefined && work !== undefined) {
     checkControlSocket(work);
-    const pid = servingPid(work, isMounted);
+    const pid = servingPid(work);
     if (pid !== undefined) throw unavailable(`${upper}: already mounted read-write by snapfs (pid ${pid})`);
   }
   if (isMounted(path.resolve(req.mountpoint))) throw unavailable(`${req.mountpoint}: mountpoint busy (already a mount point)`);

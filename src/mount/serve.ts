@@ -1,13 +1,14 @@
 import Fuse from 'fuse-native';
-import * as fs from 'node:fs';
 import { parseIdMap } from '../layerfs/idmap';
 import { LayerFS, type LayerStack } from '../layerfs/layerfs';
 import { serveControl } from './control';
+import { isMounted } from './mountinfo';
 
 export interface MountRequest {
   readonly stack: LayerStack;
   readonly mountpoint: string;
-  readonly allowOther: boolean;
+  /** Let other users in; a mount made by root always does (containers run as anyone). */
+  readonly allowOther?: boolean;
   /** Show every file as owned by root (fuse-overlayfs's squash_to_root). */
   readonly squashToRoot?: boolean;
   /** fuse-overlayfs's uidmapping= and gidmapping= values. */
@@ -56,7 +57,7 @@ export function serve(req: MountRequest, onMounted: (fs: LayerFS) => void): Prom
     useIno: true,
     fsname: 'snapfs',
     subtype: 'snapfs',
-    allowOther: req.allowOther,
+    allowOther: req.allowOther === true || process.getuid?.() === 0,
     defaultPermissions: true,
     kernelCache: layerfs.readOnly,
     autoCache: !layerfs.readOnly,
@@ -92,12 +93,4 @@ export function serve(req: MountRequest, onMounted: (fs: LayerFS) => void): Prom
       process.on('SIGINT', stop);
     });
   });
-}
-
-export function isMounted(mountpoint: string): boolean {
-  const escaped = mountpoint.replace(/[ \t\n\\]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
-  return fs
-    .readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .some((line) => line.split(' ')[4] === escaped);
 }
