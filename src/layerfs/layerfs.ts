@@ -103,7 +103,7 @@ export class LayerFS {
     if (stack.upper !== undefined && stack.work === undefined) throw new Error('an upper layer needs a work directory');
     this.upper = stack.upper;
     this.work = stack.work;
-    this.merged = new Resolver(stack.upper === undefined ? stack.lowers : [stack.upper, ...stack.lowers]);
+    this.merged = stack.upper === undefined ? new Resolver(stack.lowers) : new Resolver([stack.upper, ...stack.lowers], true);
     this.format = this.work === undefined ? undefined : upperFormat(this.work);
     this.inodes = new InodeTable(fs.lstatSync(this.merged.layers[0]!, { bigint: true }));
   }

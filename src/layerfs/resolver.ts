@@ -20,14 +20,25 @@ export interface Node {
  * the first opaque one or the first non-directory.
  *
  * Where an entry lives is cached per path, so that a lookup costs one map
- * probe however deep the chain. Only layer 0 can change while mounted, and
- * only through the file system that owns this resolver, which updates the
- * cache (`set`, `forget`) as it changes layer 0.
+ * probe however deep the chain. Only a writable top layer (layer 0) can
+ * change while mounted, and only through the file system that owns this
+ * resolver, which updates the cache (`set`, `forget`) as it changes it.
+ *
+ * The layers that cannot change are read a directory at a time: the first
+ * lookup in a directory lists that directory in each of them, so a cold
+ * walk of a tree costs a readdir per directory and layer instead of
+ * probes for every name in every layer (fuse-overlayfs does the same).
  */
 export class Resolver {
   private readonly cache = new Map<string, Node | null>();
+  /** Per `layer:dir`, what each name in that layer's copy of dir is. */
+  private readonly listings = new Map<string, Map<string, EntryKind>>();
 
-  constructor(readonly layers: readonly string[]) {
+  /** `writableTop`: layer 0 changes while mounted, so it is never listed ahead. */
+  constructor(
+    readonly layers: readonly string[],
+    private readonly writableTop = false,
+  ) {
     if (layers.length === 0) throw new Error('a layer stack needs at least one layer');
   }
 
@@ -66,15 +77,10 @@ export class Resolver {
       }
       const hidden: string[] = [];
       for (const e of entries) {
-        if (e.name.startsWith(WHITEOUT_PREFIX)) {
-          if (e.name !== OPAQUE_MARKER) hidden.push(e.name.slice(WHITEOUT_PREFIX.length));
-          continue;
-        }
-        if (e.isCharacterDevice() && isWhiteoutStat(fs.lstatSync(path.join(real, e.name), { bigint: true }))) {
-          hidden.push(e.name);
-          continue;
-        }
-        if (!taken.has(e.name)) {
+        const entry = classify(real, e);
+        if (entry === undefined) continue;
+        if (entry.kind === 'whiteout') hidden.push(entry.name);
+        else if (!taken.has(e.name)) {
           taken.add(e.name);
           names.push(e.name);
         }
@@ -98,12 +104,38 @@ export class Resolver {
     return { layer: 0, real: this.layers[0]!, isDir: true, dirLayers };
   }
 
-  /** What layer `layer` holds at `p`: its entry, a whiteout hiding the layers below, or nothing. */
-  entryIn(layer: number, p: string): fs.BigIntStats | 'whiteout' | undefined {
+  /** What layer `layer` holds at `p`: an entry, a whiteout hiding the layers below, or nothing. */
+  entryIn(layer: number, p: string): EntryKind | undefined {
+    if (layer === 0 && this.writableTop) return this.probe(layer, p);
+    return this.listing(layer, parentOf(p)).get(path.posix.basename(p));
+  }
+
+  private probe(layer: number, p: string): EntryKind | undefined {
     const real = this.realPath(layer, p);
     const st = fs.lstatSync(real, { bigint: true, throwIfNoEntry: false });
-    if (st !== undefined) return isWhiteoutStat(st) ? 'whiteout' : st;
+    if (st !== undefined) return isWhiteoutStat(st) ? 'whiteout' : st.isDirectory() ? 'dir' : 'other';
     return fs.existsSync(path.join(path.dirname(real), WHITEOUT_PREFIX + path.posix.basename(p))) ? 'whiteout' : undefined;
+  }
+
+  private listing(layer: number, dir: string): Map<string, EntryKind> {
+    const key = `${layer}:${dir}`;
+    let names = this.listings.get(key);
+    if (names !== undefined) return names;
+    names = new Map();
+    const real = this.realPath(layer, dir);
+    let entries: fs.Dirent[] = [];
+    try {
+      entries = fs.readdirSync(real, { withFileTypes: true });
+    } catch {
+      // not a directory in this layer, or not there
+    }
+    for (const e of entries) {
+      const entry = classify(real, e);
+      // An entry beats a `.wh.` file of the same name, as a probe finds the entry first.
+      if (entry !== undefined && !(entry.kind === 'whiteout' && names.has(entry.name))) names.set(entry.name, entry.kind);
+    }
+    this.listings.set(key, names);
+    return names;
   }
 
   private lookupChild(parentPath: string, name: string): Node | undefined {
@@ -113,14 +145,14 @@ export class Resolver {
     let found: Node | undefined;
     const dirLayers: number[] = [];
     for (const layer of parent.dirLayers) {
-      const st = this.entryIn(layer, p);
-      if (st === 'whiteout') break;
-      if (st === undefined) continue;
+      const kind = this.entryIn(layer, p);
+      if (kind === 'whiteout') break;
+      if (kind === undefined) continue;
       const real = this.realPath(layer, p);
       if (found === undefined) {
-        if (!st.isDirectory()) return { layer, real, isDir: false, dirLayers };
+        if (kind !== 'dir') return { layer, real, isDir: false, dirLayers };
         found = { layer, real, isDir: true, dirLayers };
-      } else if (!st.isDirectory()) {
+      } else if (kind !== 'dir') {
         break;
       }
       dirLayers.push(layer);
@@ -128,6 +160,20 @@ export class Resolver {
     }
     return found;
   }
+}
+
+/** What a layer holds under a name. */
+export type EntryKind = 'dir' | 'other' | 'whiteout';
+
+/**
+ * A directory entry of a layer as the merged tree sees it: a whiteout
+ * (a 0/0 character device, or a `.wh.NAME` file) hides NAME below; the
+ * opaque marker file is no entry at all.
+ */
+function classify(dir: string, e: fs.Dirent): { name: string; kind: EntryKind } | undefined {
+  if (e.name.startsWith(WHITEOUT_PREFIX)) return e.name === OPAQUE_MARKER ? undefined : { name: e.name.slice(WHITEOUT_PREFIX.length), kind: 'whiteout' };
+  if (e.isCharacterDevice() && isWhiteoutStat(fs.lstatSync(path.join(dir, e.name), { bigint: true }))) return { name: e.name, kind: 'whiteout' };
+  return { name: e.name, kind: e.isDirectory() ? 'dir' : 'other' };
 }
 
 export function parentOf(p: string): string {

@@ -55,6 +55,8 @@ export function serve(req: MountRequest, onMounted: (fs: LayerFS) => void): Prom
   });
   const fuse: Fuse = new Fuse(req.mountpoint, layerfs.operations(), {
     useIno: true,
+    // Every operation answers before it returns; a timer per request would only cost.
+    timeout: false,
     fsname: 'snapfs',
     subtype: 'snapfs',
     allowOther: req.allowOther === true || process.getuid?.() === 0,

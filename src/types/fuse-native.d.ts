@@ -101,6 +101,8 @@ declare module 'fuse-native' {
     useIno?: boolean;
     atomicOTrunc?: boolean;
     extraOptions?: string[];
+    /** Milliseconds before an unanswered operation fails with EIO; false for none. */
+    timeout?: number | false;
   }
 
   class Fuse {
