@@ -8,6 +8,7 @@ import { registerRootCommands } from './root-commands';
 import { registerListingCommands } from './listing-commands';
 import { mountFromCommandLine, registerMountCommands } from './mount-commands';
 import { isMountCommandLine } from '../mount/cmdline';
+import { registerServeCommand } from './serve-command';
 import { registerSnapshotCommands } from './snapshot-commands';
 
 function version(): string {
@@ -28,6 +29,7 @@ function buildProgram(): Command {
   registerListingCommands(program);
   registerRootCommands(program);
   registerMountCommands(program);
+  registerServeCommand(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }

@@ -33,11 +33,15 @@ export function registerRootCommands(program: Command): void {
     .description('remove directories that no snapshot owns (leftovers of crashed processes)')
     .option('--json', 'print JSON')
     .action(async (_opts: unknown, cmd: Command) => {
-      await withSnapshotter(cmd, (s) => {
-        const removed = s.cleanup();
-        if (wantsJson(cmd)) printJson(removed);
-        else printLines(removed.map((name) => `removed ${name}`));
-      });
+      await withSnapshotter(
+        cmd,
+        (s) => {
+          const removed = s.cleanup();
+          if (wantsJson(cmd)) printJson(removed);
+          else printLines(removed.map((name) => `removed ${name}`));
+        },
+        { writes: true },
+      );
     });
 }
 

@@ -20,10 +20,14 @@ export function registerSnapshotCommands(program: Command): void {
       .option('--json', 'print JSON')
       .action(async (key: string, parent: string | undefined, opts: { label: string[]; target: string }, cmd: Command) => {
         const labels = parseLabels(opts.label, false);
-        await withSnapshotter(cmd, (s) => {
-          const mounts = kind === 'prepare' ? s.prepare(key, parent, labels) : s.view(key, parent, labels);
-          printMounts(cmd, mounts, opts.target);
-        });
+        await withSnapshotter(
+          cmd,
+          (s) => {
+            const mounts = kind === 'prepare' ? s.prepare(key, parent, labels) : s.view(key, parent, labels);
+            printMounts(cmd, mounts, opts.target);
+          },
+          { writes: true },
+        );
       });
   }
 
@@ -43,7 +47,7 @@ export function registerSnapshotCommands(program: Command): void {
       const labels = parseLabels(opts.label, false);
       const progress = usageProgress(`measuring ${key}`);
       try {
-        await withSnapshotter(cmd, (s) => s.commit(name, key, labels, progress.update));
+        await withSnapshotter(cmd, (s) => s.commit(name, key, labels, progress.update), { writes: true });
       } finally {
         progress.done();
       }
@@ -54,7 +58,7 @@ export function registerSnapshotCommands(program: Command): void {
     .alias('remove')
     .description('remove snapshots in the order given, all or none (refused while one has children)')
     .action(async (keys: string[], _opts: unknown, cmd: Command) => {
-      await withSnapshotter(cmd, (s) => s.remove(...keys));
+      await withSnapshotter(cmd, (s) => s.remove(...keys), { writes: true });
     });
 
   program
@@ -91,11 +95,15 @@ export function registerSnapshotCommands(program: Command): void {
       if (pairs.length === 0 && opts.replace !== true) throw invalidArgument('label: give k=v or k= pairs, or --replace to drop all labels');
       const labels = parseLabels(pairs, true);
       const paths = opts.replace === true ? [] : Object.keys(labels).map((k) => `labels.${k}`);
-      await withSnapshotter(cmd, (s) => {
-        const info = s.update(key, labels, paths);
-        if (wantsJson(cmd)) printJson(infoJson(info));
-        else printLines(formatLabels(info.labels));
-      });
+      await withSnapshotter(
+        cmd,
+        (s) => {
+          const info = s.update(key, labels, paths);
+          if (wantsJson(cmd)) printJson(infoJson(info));
+          else printLines(formatLabels(info.labels));
+        },
+        { writes: true },
+      );
     });
 }
 

@@ -5,19 +5,24 @@ import * as path from 'node:path';
  * Where things live under a root:
  *
  *   ROOT/metadata.db              SQLite metastore
+ *   ROOT/served-by.json           the `snapfs serve` that owns the root, while it runs
  *   ROOT/snapshots/<id>/fs        the snapshot's own layer (upper directory)
  *   ROOT/snapshots/<id>/work      scratch space of the file system serving it
  *   ROOT/snapshots/.rm-<random>   being deleted, after the metadata is gone
  */
+export const OWNER_FILE = 'served-by.json';
+
 export class Layout {
   readonly root: string;
   readonly db: string;
   readonly snapshots: string;
+  readonly owner: string;
 
   constructor(root: string) {
     this.root = path.resolve(root);
     this.db = path.join(this.root, 'metadata.db');
     this.snapshots = path.join(this.root, 'snapshots');
+    this.owner = path.join(this.root, OWNER_FILE);
   }
 
   dir(id: number): string {

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { unavailable } from '../errors';
-import type { Layout } from './layout';
+import { OWNER_FILE, type Layout } from './layout';
 
 /** $SNAPFS_ROOT, else /var/lib/snapfs for root, else the user's XDG data directory. */
 export function defaultRoot(env: NodeJS.ProcessEnv = process.env): string {
@@ -37,7 +37,7 @@ export function inspectRoot(layout: Layout): RootState {
   }
   // Another process may be creating this root right now (metadata.db comes
   // first, snapshots/ after): anything of those names is ours.
-  const ours = entries.every((name) => name === 'snapshots' || name.startsWith('metadata.db'));
+  const ours = entries.every((name) => name === 'snapshots' || name === OWNER_FILE || name.startsWith('metadata.db'));
   if (!ours && !entries.includes('metadata.db')) {
     throw unavailable(`root ${layout.root}: not a snapfs root (not empty, and no metadata.db)`);
   }

@@ -1,0 +1,142 @@
+import * as grpc from '@grpc/grpc-js';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { alreadyExists, invalidArgument, messageOf, unavailable } from '../errors';
+import { Snapshotter } from '../snapshotter/snapshotter';
+import { releaseRoot, claimRoot } from './owner';
+import { snapshotsService, type CallLog } from './service';
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+export const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
+
+export interface ServeOptions {
+  readonly root: string;
+  readonly address: string;
+  /** Group allowed to use the socket (mode 0660); else only the owner (0600). */
+  readonly group?: number;
+  readonly logLevel: LogLevel;
+  readonly log: (line: string) => void;
+}
+
+// sockaddr_un's sun_path holds 108 bytes, with the terminating NUL.
+const MAX_SOCKET_PATH = 107;
+/** In-flight calls get this long to finish after SIGTERM; then they are cut. */
+const SHUTDOWN_GRACE_MS = 10_000;
+
+/** /run/snapfs/snapfs.sock for root, $XDG_RUNTIME_DIR/snapfs/snapfs.sock for others. */
+export function defaultAddress(env: NodeJS.ProcessEnv = process.env): string {
+  if (process.getuid?.() === 0 || !env.XDG_RUNTIME_DIR) return '/run/snapfs/snapfs.sock';
+  return path.join(env.XDG_RUNTIME_DIR, 'snapfs', 'snapfs.sock');
+}
+
+/**
+ * A socket path is free, or made free: a socket nobody answers on is a
+ * leftover of a server that died, and is removed. A live server's socket,
+ * or anything that is not a socket, is left alone and refused.
+ */
+async function freeSocketPath(address: string): Promise<void> {
+  if (Buffer.byteLength(address) > MAX_SOCKET_PATH) throw invalidArgument(`socket ${address}: path longer than ${MAX_SOCKET_PATH} bytes`);
+  const st = fs.lstatSync(address, { throwIfNoEntry: false });
+  if (st === undefined) return;
+  if (!st.isSocket()) throw alreadyExists(`socket ${address}: exists and is not a socket`);
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = net.connect(address);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (live) throw alreadyExists(`socket ${address}: in use by a running server`);
+  fs.unlinkSync(address);
+}
+
+async function bind(server: grpc.Server, address: string, group: number | undefined): Promise<void> {
+  fs.mkdirSync(path.dirname(address), { recursive: true, mode: 0o711 });
+  // The socket is born private (no window in which others could connect), then opened to the group.
+  const umask = process.umask(0o177);
+  try {
+    await new Promise<number>((resolve, reject) =>
+      server.bindAsync(`unix:${address}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err === null ? resolve(port) : reject(err))),
+    );
+  } catch (err) {
+    throw unavailable(`socket ${address}: ${messageOf(err)}`);
+  } finally {
+    process.umask(umask);
+  }
+  if (group !== undefined) {
+    fs.chownSync(address, -1, group);
+    fs.chmodSync(address, 0o660);
+  }
+}
+
+/** Directories mount(8) searches for helpers, whatever the caller's PATH. */
+const MOUNT_HELPER_PATH = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
+
+function onMountPath(name: string): boolean {
+  return MOUNT_HELPER_PATH.some((dir) => {
+    try {
+      fs.accessSync(path.join(dir, name), fs.constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** Why containerd could not mount fuse.snapfs snapshots, if it could not. */
+export function mountHelperProblems(): string[] {
+  const problems: string[] = [];
+  if (!onMountPath('snapfs')) problems.push(`no snapfs on mount(8)'s PATH (${MOUNT_HELPER_PATH.join(':')}): containerd cannot mount fuse.snapfs snapshots (see the README: npm install -g, or a link in /usr/local/bin)`);
+  if (!onMountPath('mount.fuse3') && !onMountPath('mount.fuse')) problems.push('no mount.fuse3 or mount.fuse: install the fuse3 package');
+  return problems;
+}
+
+/**
+ * Serves the Snapshots API for `opts.root` on a unix socket until SIGTERM
+ * or SIGINT: then no new calls are taken, calls in flight finish, the
+ * database is closed and the socket removed. Resolves once stopped.
+ */
+export async function serveSnapshots(opts: ServeOptions): Promise<void> {
+  const rank = LOG_LEVELS.indexOf(opts.logLevel);
+  const say = (level: LogLevel, text: string): void => {
+    if (LOG_LEVELS.indexOf(level) >= rank) opts.log(`level=${level} ${text}`);
+  };
+  const logCall: CallLog = (method, request, outcome, ms) => say('debug', `call=${method} ${request}${request ? ' ' : ''}result=${JSON.stringify(outcome)} ms=${ms.toFixed(1)}`);
+
+  await freeSocketPath(opts.address);
+  const snapshotter = new Snapshotter(opts.root);
+  claimRoot(opts.root, opts.address);
+  const server = new grpc.Server({ 'grpc.max_receive_message_length': 16 << 20 });
+  const { definition, implementation } = snapshotsService(snapshotter, logCall);
+  server.addService(definition, implementation);
+  try {
+    await bind(server, opts.address, opts.group);
+  } catch (err) {
+    snapshotter.close();
+    releaseRoot(opts.root);
+    throw err;
+  }
+  for (const problem of mountHelperProblems()) say('warn', problem);
+
+  await new Promise<void>((resolve) => {
+    const stop = (signal: NodeJS.Signals): void => {
+      process.off('SIGTERM', stop);
+      process.off('SIGINT', stop);
+      say('info', `${signal}: finishing calls in flight`);
+      const cut = setTimeout(() => server.forceShutdown(), SHUTDOWN_GRACE_MS);
+      server.tryShutdown(() => {
+        clearTimeout(cut);
+        resolve();
+      });
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+    say('info', `serving root=${JSON.stringify(path.resolve(opts.root))} address=${JSON.stringify(opts.address)}`);
+  });
+  snapshotter.close();
+  fs.rmSync(opts.address, { force: true });
+  releaseRoot(opts.root);
+  say('info', 'stopped');
+}

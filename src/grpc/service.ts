@@ -1,0 +1,220 @@
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import * as path from 'node:path';
+import { kindOf, messageOf, systemFailure, type ErrorKind } from '../errors';
+import type { Info, Kind, Labels, Mount, Snapshotter } from '../snapshotter/snapshotter';
+
+const PROTO_DIR = path.resolve(__dirname, '..', '..', '..', 'src', 'grpc');
+const SERVICE = 'containerd.services.snapshots.v1.Snapshots';
+/** containerd's proxy sends List results in batches of this many. */
+export const LIST_BATCH = 100;
+
+// The messages as @grpc/proto-loader presents them (keepCase, defaults, enums as strings).
+interface Timestamp {
+  seconds: string | number;
+  nanos: number;
+}
+interface InfoMessage {
+  name: string;
+  parent: string;
+  kind: 'UNKNOWN' | 'VIEW' | 'ACTIVE' | 'COMMITTED';
+  created_at: Timestamp | null;
+  updated_at: Timestamp | null;
+  labels: Labels;
+}
+interface KeyRequest {
+  key: string;
+}
+interface CreateRequest extends KeyRequest {
+  parent: string;
+  labels: Labels;
+}
+interface CommitRequest extends KeyRequest {
+  name: string;
+  labels: Labels;
+}
+interface UpdateRequest {
+  info: InfoMessage | null;
+  update_mask: { paths: string[] } | null;
+}
+interface ListRequest {
+  filters: string[];
+}
+interface MountMessage {
+  type: string;
+  source: string;
+  target: string;
+  options: string[];
+}
+
+/** The gRPC codes of containerd's errdefs, so containerd shows what its own snapshotters would. */
+const GRPC_CODES: Readonly<Record<ErrorKind, grpc.status>> = {
+  InvalidArgument: grpc.status.INVALID_ARGUMENT,
+  NotFound: grpc.status.NOT_FOUND,
+  AlreadyExists: grpc.status.ALREADY_EXISTS,
+  FailedPrecondition: grpc.status.FAILED_PRECONDITION,
+  NotImplemented: grpc.status.UNIMPLEMENTED,
+  Unavailable: grpc.status.UNAVAILABLE,
+  Unknown: grpc.status.UNKNOWN,
+};
+
+/** A request whose bytes did not decode: answered InvalidArgument, where grpc-js would say INTERNAL. */
+class Malformed {
+  constructor(readonly reason: string) {}
+}
+
+export function statusOf(err: unknown): grpc.StatusObject {
+  const known = systemFailure(err) ?? err;
+  return { code: GRPC_CODES[kindOf(known)], details: messageOf(known).split('\n')[0] ?? '', metadata: new grpc.Metadata() };
+}
+
+const KINDS: Readonly<Record<Kind, InfoMessage['kind']>> = { view: 'VIEW', active: 'ACTIVE', committed: 'COMMITTED' };
+
+function timestamp(ns: bigint): Timestamp {
+  return { seconds: (ns / 1_000_000_000n).toString(), nanos: Number(ns % 1_000_000_000n) };
+}
+
+function infoMessage(info: Info): InfoMessage {
+  return {
+    name: info.name,
+    parent: info.parent,
+    kind: KINDS[info.kind],
+    created_at: timestamp(info.created),
+    updated_at: timestamp(info.updated),
+    labels: { ...info.labels },
+  };
+}
+
+function mountMessages(mounts: readonly Mount[]): { mounts: MountMessage[] } {
+  return { mounts: mounts.map((m) => ({ type: m.type, source: m.source, target: '', options: [...m.options] })) };
+}
+
+/** Logs one line per call when asked to; errors are part of the line. */
+export type CallLog = (method: string, request: string, outcome: string, ms: number) => void;
+
+function describe(req: unknown): string {
+  if (req === null || typeof req !== 'object') return '';
+  const r = req as Partial<KeyRequest & CommitRequest & CreateRequest & ListRequest & UpdateRequest>;
+  const parts: string[] = [];
+  if (r.name) parts.push(`name=${JSON.stringify(r.name)}`);
+  if (r.key) parts.push(`key=${JSON.stringify(r.key)}`);
+  if (r.parent) parts.push(`parent=${JSON.stringify(r.parent)}`);
+  if (r.info?.name) parts.push(`key=${JSON.stringify(r.info.name)}`);
+  if (r.filters?.length) parts.push(`filters=${JSON.stringify(r.filters)}`);
+  return parts.join(' ');
+}
+
+type Unary<Req, Res> = (req: Req) => Res | Promise<Res>;
+
+/**
+ * The Snapshots service over one snapshotter: each call is one operation
+ * of it (one transaction). `log` hears of every call.
+ */
+export function snapshotsService(snapshotter: Snapshotter, log: CallLog): { definition: grpc.ServiceDefinition; implementation: grpc.UntypedServiceImplementation } {
+  const definition = tolerant(loadDefinition());
+
+  const unary =
+    <Req, Res>(method: string, fn: Unary<Req, Res>): grpc.handleUnaryCall<Req | Malformed, Res> =>
+    (call, callback) => {
+      const started = performance.now();
+      const finish = (err: grpc.StatusObject | null, res?: Res): void => {
+        log(method, describe(call.request), err === null ? 'ok' : `${grpc.status[err.code]}: ${err.details}`, performance.now() - started);
+        if (err === null) callback(null, res);
+        else callback(err);
+      };
+      const req = call.request;
+      if (req instanceof Malformed) return finish({ code: grpc.status.INVALID_ARGUMENT, details: `malformed ${method} request: ${req.reason}`, metadata: new grpc.Metadata() });
+      Promise.resolve()
+        .then(() => fn(req))
+        .then(
+          (res) => finish(null, res),
+          (err: unknown) => finish(statusOf(err)),
+        );
+    };
+
+  // A stream fails by emitting its status as an error (grpc-js then ends it with that status).
+  const list: grpc.handleServerStreamingCall<ListRequest | Malformed, { info: InfoMessage[] }> = (call) => {
+    const started = performance.now();
+    const req = call.request;
+    const done = (outcome: string): void => log('List', describe(req), outcome, performance.now() - started);
+    if (req instanceof Malformed) {
+      done(`INVALID_ARGUMENT: ${req.reason}`);
+      return void call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: `malformed List request: ${req.reason}` });
+    }
+    let infos: Info[];
+    try {
+      infos = snapshotter.walk(req.filters);
+    } catch (err) {
+      const status = statusOf(err);
+      done(`${grpc.status[status.code]}: ${status.details}`);
+      return void call.emit('error', status);
+    }
+    let sent = 0;
+    // Batches are written as the client takes them; a client gone mid-stream just stops it.
+    const writeMore = (): void => {
+      while (sent < infos.length && !call.cancelled) {
+        const batch = infos.slice(sent, sent + LIST_BATCH).map(infoMessage);
+        sent += batch.length;
+        if (!call.write({ info: batch })) return void call.once('drain', writeMore);
+      }
+      done(call.cancelled ? 'CANCELLED' : `ok (${infos.length})`);
+      if (!call.cancelled) call.end();
+    };
+    writeMore();
+  };
+
+  const implementation: grpc.UntypedServiceImplementation = {
+    Prepare: unary('Prepare', (r: CreateRequest) => mountMessages(snapshotter.prepare(r.key, r.parent, r.labels))),
+    View: unary('View', (r: CreateRequest) => mountMessages(snapshotter.view(r.key, r.parent, r.labels))),
+    Mounts: unary('Mounts', (r: KeyRequest) => mountMessages(snapshotter.mounts(r.key))),
+    Commit: unary('Commit', async (r: CommitRequest) => {
+      await snapshotter.commit(r.name, r.key, r.labels);
+      return {};
+    }),
+    Remove: unary('Remove', (r: KeyRequest) => {
+      snapshotter.remove(r.key);
+      return {};
+    }),
+    Stat: unary('Stat', (r: KeyRequest) => ({ info: infoMessage(snapshotter.stat(r.key)) })),
+    Update: unary('Update', (r: UpdateRequest) => {
+      const info = r.info ?? { name: '', labels: {} };
+      return { info: infoMessage(snapshotter.update(info.name, info.labels, r.update_mask?.paths ?? [])) };
+    }),
+    List: list,
+    Usage: unary('Usage', (r: KeyRequest) => snapshotter.usage(r.key)),
+    Cleanup: unary('Cleanup', () => {
+      snapshotter.cleanup();
+      return {};
+    }),
+  };
+  return { definition, implementation };
+}
+
+function loadDefinition(): grpc.ServiceDefinition {
+  const pkg = protoLoader.loadSync('snapshots.proto', { includeDirs: [PROTO_DIR], keepCase: true, longs: Number, enums: String, defaults: true });
+  return pkg[SERVICE] as grpc.ServiceDefinition;
+}
+
+/** The same service, with requests that do not decode passed on as Malformed instead of failing inside grpc-js. */
+function tolerant(definition: grpc.ServiceDefinition): grpc.ServiceDefinition {
+  return Object.fromEntries(
+    Object.entries(definition).map(([name, method]) => [
+      name,
+      {
+        ...method,
+        requestDeserialize: (bytes: Buffer): unknown => {
+          try {
+            return method.requestDeserialize(bytes);
+          } catch (err) {
+            return new Malformed(messageOf(err));
+          }
+        },
+      },
+    ]),
+  );
+}
+
+/** A client of the service (tests, benchmarks). */
+export function snapshotsClientConstructor(): grpc.ServiceClientConstructor {
+  return grpc.makeGenericClientConstructor(loadDefinition(), 'Snapshots');
+}
