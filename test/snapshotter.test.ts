@@ -104,8 +104,8 @@ describe('snapshotter semantics', () => {
     const lower = s.mounts('next')[0]!.options[0]!;
     assert.equal(lower.split('=')[1]!.split(':')[0], dir, 'the committed layer is the same directory');
     s.view('v', 'top');
-    await rejectsAsync('FailedPrecondition', () => s.commit('x', 'v'), 'view');
-    await rejectsAsync('FailedPrecondition', () => s.commit('x', 'top'), 'committed');
+    await rejectsAsync('FailedPrecondition', () => s.commit('x', 'v'), 'snapshot "v" is not active');
+    await rejectsAsync('FailedPrecondition', () => s.commit('x', 'top'), 'snapshot "top" is not active');
     await rejectsAsync('NotFound', () => s.commit('x', 'nope'));
     await rejectsAsync('AlreadyExists', () => s.commit('base', 'next'));
   });

@@ -107,6 +107,12 @@ function describe(req: unknown): string {
 type Unary<Req, Res> = (req: Req) => Res | Promise<Res>;
 
 /**
+ * What containerd's own snapshotters say before an error of their storage
+ * (`failed to create snapshot: parent "p" is not committed snapshot`).
+ */
+const CREATE = 'failed to create snapshot';
+
+/**
  * The Snapshots service over one snapshotter: each call is one operation
  * of it (one transaction). `log` hears of every call.
  */
@@ -114,7 +120,7 @@ export function snapshotsService(snapshotter: Snapshotter, log: CallLog): { defi
   const definition = tolerant(loadDefinition());
 
   const unary =
-    <Req, Res>(method: string, fn: Unary<Req, Res>): grpc.handleUnaryCall<Req | Malformed, Res> =>
+    <Req, Res>(method: string, fn: Unary<Req, Res>, context?: string): grpc.handleUnaryCall<Req | Malformed, Res> =>
     (call, callback) => {
       const started = performance.now();
       const finish = (err: grpc.StatusObject | null, res?: Res): void => {
@@ -128,7 +134,10 @@ export function snapshotsService(snapshotter: Snapshotter, log: CallLog): { defi
         .then(() => fn(req))
         .then(
           (res) => finish(null, res),
-          (err: unknown) => finish(statusOf(err)),
+          (err: unknown) => {
+            const status = statusOf(err);
+            finish(context === undefined ? status : { ...status, details: `${context}: ${status.details}` });
+          },
         );
     };
 
@@ -164,17 +173,25 @@ export function snapshotsService(snapshotter: Snapshotter, log: CallLog): { defi
   };
 
   const implementation: grpc.UntypedServiceImplementation = {
-    Prepare: unary('Prepare', (r: CreateRequest) => mountMessages(snapshotter.prepare(r.key, r.parent, r.labels))),
-    View: unary('View', (r: CreateRequest) => mountMessages(snapshotter.view(r.key, r.parent, r.labels))),
-    Mounts: unary('Mounts', (r: KeyRequest) => mountMessages(snapshotter.mounts(r.key))),
-    Commit: unary('Commit', async (r: CommitRequest) => {
-      await snapshotter.commit(r.name, r.key, r.labels);
-      return {};
-    }),
-    Remove: unary('Remove', (r: KeyRequest) => {
-      snapshotter.remove(r.key);
-      return {};
-    }),
+    Prepare: unary('Prepare', (r: CreateRequest) => mountMessages(snapshotter.prepare(r.key, r.parent, r.labels)), CREATE),
+    View: unary('View', (r: CreateRequest) => mountMessages(snapshotter.view(r.key, r.parent, r.labels)), CREATE),
+    Mounts: unary('Mounts', (r: KeyRequest) => mountMessages(snapshotter.mounts(r.key)), 'failed to get snapshot mount'),
+    Commit: unary(
+      'Commit',
+      async (r: CommitRequest) => {
+        await snapshotter.commit(r.name, r.key, r.labels);
+        return {};
+      },
+      'failed to commit snapshot',
+    ),
+    Remove: unary(
+      'Remove',
+      (r: KeyRequest) => {
+        snapshotter.remove(r.key);
+        return {};
+      },
+      'failed to remove',
+    ),
     Stat: unary('Stat', (r: KeyRequest) => ({ info: infoMessage(snapshotter.stat(r.key)) })),
     Update: unary('Update', (r: UpdateRequest) => {
       const info = r.info ?? { name: '', labels: {} };

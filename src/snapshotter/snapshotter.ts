@@ -254,7 +254,7 @@ export class Snapshotter {
         const p = getSnapshot(tx, parent);
         if (p === undefined) throw notFound(`snapshot ${JSON.stringify(key)}: parent ${JSON.stringify(parent)} does not exist`);
         if (p.kind !== 'committed') {
-          throw invalidArgument(`snapshot ${JSON.stringify(key)}: parent ${JSON.stringify(parent)} is ${p.kind}, not committed`);
+          throw invalidArgument(`parent ${JSON.stringify(parent)} is not committed snapshot`);
         }
         parentId = p.id;
       }
@@ -359,7 +359,7 @@ function checkCommittable(tx: Tx, name: string, key: string): SnapshotRecord {
   if (getSnapshot(tx, name) !== undefined) throw alreadyExists(`snapshot ${JSON.stringify(name)}: already exists`);
   const s = mustGet(tx, key);
   if (s.kind !== 'active') {
-    throw failedPrecondition(`snapshot ${JSON.stringify(key)}: is ${s.kind === 'view' ? 'a view' : 'committed'}; only active snapshots can be committed`);
+    throw failedPrecondition(`snapshot ${JSON.stringify(key)} is not active`);
   }
   return s;
 }
