@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { mountHelperProblems } from '../src/grpc/server';
 import { SnapshotsClient, startServer, type Reply, type Server } from './grpc-helpers';
 import { CLI, rootState, snapfs, tempDir } from './helpers';
 
@@ -252,6 +253,23 @@ describe('snapfs serve: socket and life cycle', () => {
     } finally {
       await second.stop();
     }
+  });
+
+  test('the mount helpers containerd needs are looked for where mount(8) looks', () => {
+    const empty = path.join(dir, 'no-helpers');
+    fs.mkdirSync(empty);
+    assert.deepEqual(mountHelperProblems([empty]), [
+      `no snapfs on mount(8)'s PATH (${empty}): containerd cannot mount fuse.snapfs snapshots (see the README: npm install -g, or a link in /usr/local/bin)`,
+      'no mount.fuse3 or mount.fuse: install the fuse3 package',
+    ]);
+    const full = path.join(dir, 'helpers');
+    fs.mkdirSync(full);
+    for (const name of ['snapfs', 'mount.fuse3']) fs.writeFileSync(path.join(full, name), '#!/bin/sh\n', { mode: 0o755 });
+    assert.deepEqual(mountHelperProblems([empty, full]), []);
+    fs.chmodSync(path.join(full, 'snapfs'), 0o644); // not executable: not a helper
+    assert.equal(mountHelperProblems([full]).length, 1);
+    // This machine is set up (scripts/setup): serve starts without a warning.
+    assert.deepEqual(mountHelperProblems(), []);
   });
 
   test('what cannot be a socket is refused in one line', async () => {

@@ -74,8 +74,8 @@ async function bind(server: grpc.Server, address: string, group: number | undefi
 /** Directories mount(8) searches for helpers, whatever the caller's PATH. */
 const MOUNT_HELPER_PATH = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
 
-function onMountPath(name: string): boolean {
-  return MOUNT_HELPER_PATH.some((dir) => {
+function onPath(dirs: readonly string[], name: string): boolean {
+  return dirs.some((dir) => {
     try {
       fs.accessSync(path.join(dir, name), fs.constants.X_OK);
       return true;
@@ -86,10 +86,10 @@ function onMountPath(name: string): boolean {
 }
 
 /** Why containerd could not mount fuse.snapfs snapshots, if it could not. */
-export function mountHelperProblems(): string[] {
+export function mountHelperProblems(dirs: readonly string[] = MOUNT_HELPER_PATH): string[] {
   const problems: string[] = [];
-  if (!onMountPath('snapfs')) problems.push(`no snapfs on mount(8)'s PATH (${MOUNT_HELPER_PATH.join(':')}): containerd cannot mount fuse.snapfs snapshots (see the README: npm install -g, or a link in /usr/local/bin)`);
-  if (!onMountPath('mount.fuse3') && !onMountPath('mount.fuse')) problems.push('no mount.fuse3 or mount.fuse: install the fuse3 package');
+  if (!onPath(dirs, 'snapfs')) problems.push(`no snapfs on mount(8)'s PATH (${dirs.join(':')}): containerd cannot mount fuse.snapfs snapshots (see the README: npm install -g, or a link in /usr/local/bin)`);
+  if (!onPath(dirs, 'mount.fuse3') && !onPath(dirs, 'mount.fuse')) problems.push('no mount.fuse3 or mount.fuse: install the fuse3 package');
   return problems;
 }
 
@@ -108,7 +108,7 @@ export async function serveSnapshots(opts: ServeOptions): Promise<void> {
   await freeSocketPath(opts.address);
   const snapshotter = new Snapshotter(opts.root);
   claimRoot(opts.root, opts.address);
-  const server = new grpc.Server({ 'grpc.max_receive_message_length': 16 << 20 });
+  const server = new grpc.Server();
   const { definition, implementation } = snapshotsService(snapshotter, logCall);
   server.addService(definition, implementation);
   try {

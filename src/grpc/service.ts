@@ -145,7 +145,12 @@ export function snapshotsService(snapshotter: Snapshotter, log: CallLog): { defi
   const list: grpc.handleServerStreamingCall<ListRequest | Malformed, { info: InfoMessage[] }> = (call) => {
     const started = performance.now();
     const req = call.request;
-    const done = (outcome: string): void => log('List', describe(req), outcome, performance.now() - started);
+    let logged = false;
+    const done = (outcome: string): void => {
+      if (!logged) log('List', describe(req), outcome, performance.now() - started);
+      logged = true;
+    };
+    call.once('cancelled', () => done('CANCELLED'));
     if (req instanceof Malformed) {
       done(`INVALID_ARGUMENT: ${req.reason}`);
       return void call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: `malformed List request: ${req.reason}` });
@@ -166,8 +171,9 @@ export function snapshotsService(snapshotter: Snapshotter, log: CallLog): { defi
         sent += batch.length;
         if (!call.write({ info: batch })) return void call.once('drain', writeMore);
       }
-      done(call.cancelled ? 'CANCELLED' : `ok (${infos.length})`);
-      if (!call.cancelled) call.end();
+      if (call.cancelled) return;
+      done(`ok (${infos.length})`);
+      call.end();
     };
     writeMore();
   };
