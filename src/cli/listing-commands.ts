@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
-import { kindOf } from '../errors';
+import { invalidArgument, kindOf } from '../errors';
 import type { Info, Snapshotter, Usage, UsageProgress } from '../snapshotter/snapshotter';
 import { collect } from './args';
+import { listSnapshotPath } from './inspect-commands';
 import { wantsJson, withSnapshotter } from './context';
 import { humanBytes, infoJson, printJson, printLines, table } from './output';
 import { usageProgress } from './progress';
@@ -9,13 +10,18 @@ import { usageProgress } from './progress';
 /** ls, tree, usage: many snapshots at a time. */
 export function registerListingCommands(program: Command): void {
   program
-    .command('ls')
+    .command('ls [key] [path]')
     .alias('list')
-    .description('list snapshots (Walk); several --filter match any of them')
+    .description("list snapshots (Walk; several --filter match any of them), or with KEY the files at PATH of that snapshot's merged tree")
     .option('--filter <expr>', 'containerd filter, e.g. kind==committed,labels."k"==v (repeatable)', collect, [])
+    .option('-l, --long', 'with KEY: mode, links, owner, size, time')
     .option('--json', 'print JSON')
-    .action(async (opts: { filter: string[] }, cmd: Command) => {
+    .action(async (key: string | undefined, p: string | undefined, opts: { filter: string[]; long?: boolean }, cmd: Command) => {
       await withSnapshotter(cmd, (s) => {
+        if (key !== undefined) {
+          if (opts.filter.length > 0) throw invalidArgument('ls: --filter lists snapshots; it does not go with KEY');
+          return listSnapshotPath(s, key, p ?? '/', opts.long === true, wantsJson(cmd));
+        }
         const infos = s.walk(opts.filter);
         if (wantsJson(cmd)) return printJson(infos.map(infoJson));
         printLines([table(['KEY', 'PARENT', 'KIND'], infos.map((i) => [i.name, i.parent, i.kind]))]);

@@ -8,6 +8,8 @@ import { registerRootCommands } from './root-commands';
 import { registerListingCommands } from './listing-commands';
 import { mountFromCommandLine, registerMountCommands } from './mount-commands';
 import { isMountCommandLine } from '../mount/cmdline';
+import { registerInspectCommands } from './inspect-commands';
+import { registerLayerCommands } from './layer-commands';
 import { registerServeCommand } from './serve-command';
 import { registerSnapshotCommands } from './snapshot-commands';
 
@@ -30,6 +32,8 @@ function buildProgram(): Command {
   registerRootCommands(program);
   registerMountCommands(program);
   registerServeCommand(program);
+  registerInspectCommands(program);
+  registerLayerCommands(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }

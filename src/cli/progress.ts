@@ -3,13 +3,14 @@ import type { UsageProgress } from '../snapshotter/usage';
 import { humanBytes } from './output';
 
 /**
- * A status line on stderr while a tree is measured, shown only on a
- * terminal and only once the walk turns out to be long; erased at the end.
+ * A status line on stderr while a tree is measured (or a layer packed or
+ * unpacked: `unit` counts its entries), shown only on a terminal and only
+ * once the work turns out to be long; erased at the end.
  */
-export function usageProgress(what: string): { update: UsageProgress; done(): void } {
+export function usageProgress(what: string, unit = 'inodes'): { update: UsageProgress; done(): void } {
   if (process.stderr.isTTY !== true) return { update: () => undefined, done: () => undefined };
   const bar = new SingleBar({
-    format: '{what}: {inodes} inodes, {size}',
+    format: `{what}: {inodes} ${unit}, {size}`,
     stream: process.stderr,
     clearOnComplete: true,
     linewrap: true,

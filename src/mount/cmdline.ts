@@ -30,7 +30,8 @@ const GENERIC_PREFIXES = ['x-', 'fsname=', 'subtype=', 'context=', 'fscontext=',
 
 /** Whether `args` (argv without node and script) is a mount command line rather than a snapfs command. */
 export function isMountCommandLine(args: readonly string[], commands: ReadonlySet<string>): boolean {
-  const first = args.find((a) => !a.startsWith('-'));
+  // The first word that is neither an option nor the value of the global --root.
+  const first = args.find((a, i) => !a.startsWith('-') && args[i - 1] !== '--root');
   return args.some((a) => a === '-o' || (a.startsWith('-o') && a.length > 2)) && (first === undefined || !commands.has(first));
 }
 

@@ -1,0 +1,86 @@
+import type { Command } from 'commander';
+import * as fs from 'node:fs';
+import { failedPrecondition, invalidArgument } from '../errors';
+import { ownLayer } from '../inspect/tree';
+import { writeLayerTar } from '../layertar/diff';
+import { importImage } from '../layertar/image';
+import { importLayer } from '../layertar/import';
+import { collect, parseLabels } from './args';
+import { withSnapshotter } from './context';
+import { usageProgress } from './progress';
+
+/** diff, import, import-image: layers in and out as OCI tars. */
+export function registerLayerCommands(program: Command): void {
+  program
+    .command('diff <key>')
+    .description("write a snapshot's own layer as an OCI image layer tar (stdout unless -o)")
+    .option('-o, --output <file>', 'write to FILE')
+    .option('--gzip', 'compress with gzip')
+    .action(async (key: string, opts: { output?: string; gzip?: boolean }, cmd: Command) => {
+      if (opts.output === undefined && process.stdout.isTTY === true) throw invalidArgument('diff: not writing a tar to a terminal; give -o FILE or redirect stdout');
+      await withSnapshotter(cmd, async (s) => {
+        const { own } = ownLayer(s.layers(key));
+        if (own === undefined) throw failedPrecondition(`snapshot ${JSON.stringify(key)}: a view has no layer of its own`);
+        const out = opts.output === undefined ? process.stdout : fs.createWriteStream(opts.output, { flags: 'wx' });
+        const progress = usageProgress(`packing ${key}`, 'entries');
+        try {
+          await writeLayerTar(own, out, { gzip: opts.gzip === true, onProgress: progress.update });
+        } catch (err) {
+          if (opts.output !== undefined) fs.rmSync(opts.output, { force: true });
+          throw err;
+        } finally {
+          progress.done();
+        }
+      });
+    });
+
+  program
+    .command('import <tar> <name>')
+    .description('apply an OCI or Docker layer tar (plain or gzip; - for stdin) as a new committed snapshot NAME')
+    .option('--parent <key>', 'committed snapshot to apply it on')
+    .option('--label <k=v>', 'set a label on the new snapshot (repeatable)', collect, [])
+    .action(async (file: string, name: string, opts: { parent?: string; label: string[] }, cmd: Command) => {
+      const labels = parseLabels(opts.label, false);
+      await withSnapshotter(
+        cmd,
+        async (s) => {
+          const input = file === '-' ? process.stdin : fs.createReadStream(file);
+          if (file !== '-') await new Promise((resolve, reject) => input.once('open', resolve).once('error', reject));
+          const progress = usageProgress(`importing ${name}`, 'entries');
+          try {
+            await importLayer(s, input, name, { labels, onProgress: progress.update, ...(opts.parent === undefined ? {} : { parent: opts.parent }) });
+          } finally {
+            progress.done();
+          }
+        },
+        { writes: true },
+      );
+    });
+
+  program
+    .command('import-image <path>')
+    .description('unpack an OCI image layout or docker save archive as a chain of committed snapshots named by chain ID; prints the top one')
+    .option('--name <ref>', 'the image to take where there are several')
+    .action(async (source: string, opts: { name?: string }, cmd: Command) => {
+      await withSnapshotter(
+        cmd,
+        async (s) => {
+          const progress = usageProgress('importing', 'entries');
+          let top: string;
+          try {
+            ({ top } = await importImage(s, source, {
+              ...(opts.name === undefined ? {} : { name: opts.name }),
+              onProgress: progress.update,
+              onLayer: (i, n, chain, skipped) => {
+                if (process.stderr.isTTY === true) process.stderr.write(`layer ${i + 1}/${n} ${chain}${skipped ? ': present' : ''}\n`);
+              },
+            }));
+          } finally {
+            progress.done();
+          }
+          process.stdout.write(`${top}\n`);
+        },
+        { writes: true },
+      );
+    });
+}

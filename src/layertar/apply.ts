@@ -1,0 +1,201 @@
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { PassThrough, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import * as zlib from 'node:zlib';
+import * as tar from 'tar-stream';
+import { invalidArgument } from '../errors';
+import { OPAQUE_MARKER, WHITEOUT_PREFIX, type UpperFormat } from '../layerfs/format';
+import { sys } from '../native/sys';
+import type { UsageProgress } from '../snapshotter/usage';
+
+export interface ApplyOptions {
+  /** Device nodes, set-id bits and ownership are kept only for root. */
+  readonly privileged: boolean;
+  readonly onProgress?: UsageProgress;
+  /** The sha256 the uncompressed tar must have (an image's diff ID); checked at the end. */
+  readonly diffId?: string;
+}
+
+const SETID = 0o6000;
+
+/**
+ * Unpacks an OCI or Docker image layer tar (plain or gzip) into an empty
+ * layer directory, turning `.wh.` entries into the layer format's
+ * whiteouts and opaque markers. Nothing may land outside `layer`: entries
+ * naming `..`, or reaching through a symlink (one the tar made earlier, say),
+ * and hard links to anything but a file already in the layer are refused,
+ * naming the entry. Absolute names are taken as relative to the layer, as
+ * containerd and docker do.
+ */
+export async function applyLayerTar(input: Readable, layer: string, format: UpperFormat, opts: ApplyOptions): Promise<void> {
+  const extract = tar.extract();
+  const dirTimes: [string, Date][] = [];
+  let size = 0;
+  let inodes = 0;
+  const unpacked = new Promise<void>((resolve, reject) => {
+    extract.on('entry', (header, stream, next) => {
+      applyEntry(layer, format, opts, header, stream, dirTimes).then(
+        () => {
+          size += header.size ?? 0;
+          inodes++;
+          opts.onProgress?.({ size, inodes });
+          next();
+        },
+        (err: unknown) => {
+          stream.resume();
+          extract.destroy(err as Error);
+          reject(err);
+        },
+      );
+    });
+    extract.on('finish', resolve);
+    extract.on('error', reject);
+  });
+  const tarStream = await decompressed(input);
+  const hash = createHash('sha256');
+  if (opts.diffId !== undefined) tarStream.on('data', (chunk: Buffer) => hash.update(chunk));
+  await Promise.all([pipeline(tarStream, extract), unpacked]);
+  if (opts.diffId !== undefined) {
+    const digest = `sha256:${hash.digest('hex')}`;
+    if (digest !== opts.diffId) throw invalidArgument(`layer content is ${digest}, not its diff ID ${opts.diffId}`);
+  }
+  // Directory times last: creating what they hold changed them.
+  for (const [dir, mtime] of dirTimes.reverse()) setMtime(dir, mtime);
+}
+
+/** The tar stream itself, gunzipped when it starts with gzip's magic. */
+async function decompressed(input: Readable): Promise<Readable> {
+  const first: Buffer = await new Promise((resolve, reject) => {
+    const onReadable = (): void => {
+      const chunk = input.read(2) as Buffer | null;
+      if (chunk === null && !input.readableEnded) return;
+      input.off('readable', onReadable);
+      input.off('error', reject);
+      resolve(chunk ?? Buffer.alloc(0));
+    };
+    input.on('readable', onReadable);
+    input.on('error', reject);
+    input.once('end', onReadable);
+  });
+  const replay = new PassThrough();
+  replay.write(first);
+  input.pipe(replay);
+  return first[0] === 0x1f && first[1] === 0x8b ? replay.pipe(zlib.createGunzip()) : replay;
+}
+
+/** An entry's path inside the layer, as components; `..` is refused. */
+function componentsOf(name: string, what: string): string[] {
+  const parts = name.split('/').filter((c) => c !== '' && c !== '.');
+  if (parts.includes('..')) throw invalidArgument(`${what} ${JSON.stringify(name)}: path leaves the layer`);
+  return parts;
+}
+
+/**
+ * The real path of `parts` in the layer, making missing parent
+ * directories; refuses a parent that is not a directory of the layer itself.
+ */
+function placeIn(layer: string, parts: readonly string[], entryName: string, makeParents: boolean): string {
+  let dir = layer;
+  for (const part of parts.slice(0, -1)) {
+    dir = path.join(dir, part);
+    const st = fs.lstatSync(dir, { throwIfNoEntry: false });
+    if (st === undefined && makeParents) fs.mkdirSync(dir, { mode: 0o755 });
+    else if (st === undefined) throw invalidArgument(`entry ${JSON.stringify(entryName)}: ${JSON.stringify(parts.join('/'))} is not in the layer`);
+    else if (st.isSymbolicLink()) throw invalidArgument(`entry ${JSON.stringify(entryName)}: path goes through a symlink (${JSON.stringify(path.relative(layer, dir))})`);
+    else if (!st.isDirectory()) throw invalidArgument(`entry ${JSON.stringify(entryName)}: ${JSON.stringify(path.relative(layer, dir))} is not a directory`);
+  }
+  return path.join(dir, parts[parts.length - 1] ?? '');
+}
+
+/** Makes room for a new entry at `real`: anything there goes, except a directory that stays one. */
+function clear(real: string, keepDir: boolean): void {
+  const st = fs.lstatSync(real, { throwIfNoEntry: false });
+  if (st === undefined || (keepDir && st.isDirectory())) return;
+  fs.rmSync(real, { recursive: true, force: true });
+}
+
+async function applyEntry(layer: string, format: UpperFormat, opts: ApplyOptions, header: tar.Headers, body: Readable, dirTimes: [string, Date][]): Promise<void> {
+  const parts = componentsOf(header.name, 'entry');
+  if (parts.length === 0) {
+    // The layer's root itself: only its metadata.
+    if (header.type === 'directory') dirTimes.push([layer, header.mtime ?? new Date()]);
+    return void body.resume();
+  }
+  const real = placeIn(layer, parts, header.name, true);
+  const base = parts[parts.length - 1]!;
+  const dir = path.dirname(real);
+  if (base === OPAQUE_MARKER) {
+    format.markOpaque(dir);
+    return void body.resume();
+  }
+  if (base.startsWith(WHITEOUT_PREFIX)) {
+    const hidden = base.slice(WHITEOUT_PREFIX.length);
+    clear(path.join(dir, hidden), false);
+    format.whiteout(dir, hidden);
+    return void body.resume();
+  }
+  const mode = (header.mode ?? 0o644) & (opts.privileged ? 0o7777 : 0o7777 & ~SETID);
+  switch (header.type) {
+    case 'directory':
+      clear(real, true);
+      if (!fs.existsSync(real)) fs.mkdirSync(real);
+      fs.chmodSync(real, mode);
+      break;
+    case 'file':
+    case 'contiguous-file':
+      clear(real, false);
+      await pipeline(body, fs.createWriteStream(real, { flags: 'wx', mode }));
+      fs.chmodSync(real, mode);
+      break;
+    case 'symlink':
+      clear(real, false);
+      fs.symlinkSync(header.linkname ?? '', real);
+      break;
+    case 'link': {
+      const targetParts = componentsOf(header.linkname ?? '', `hard link ${JSON.stringify(header.name)} to`);
+      const target = placeIn(layer, targetParts, header.name, false);
+      const st = fs.lstatSync(target, { throwIfNoEntry: false });
+      if (st === undefined || !st.isFile()) throw invalidArgument(`entry ${JSON.stringify(header.name)}: hard link to ${JSON.stringify(header.linkname)}, which is not a file of this layer`);
+      clear(real, false);
+      fs.linkSync(target, real);
+      return void body.resume();
+    }
+    case 'character-device':
+    case 'block-device':
+      // Only root may make device nodes; an unprivileged import leaves them out.
+      if (!opts.privileged) return void body.resume();
+      clear(real, false);
+      sys.mknod(real, header.type === 'character-device' ? fs.constants.S_IFCHR | mode : fs.constants.S_IFBLK | mode, header.devmajor ?? 0, header.devminor ?? 0);
+      break;
+    case 'fifo':
+      clear(real, false);
+      sys.mknod(real, fs.constants.S_IFIFO | mode, 0, 0);
+      break;
+    default:
+      // Global headers and the like carry nothing for the layer.
+      return void body.resume();
+  }
+  body.resume();
+  if (opts.privileged) fs.lchownSync(real, header.uid ?? 0, header.gid ?? 0);
+  setAttributes(real, (header as tar.Headers & { pax?: Record<string, string> }).pax ?? {}, opts.privileged);
+  if (header.type === 'directory') dirTimes.push([real, header.mtime ?? new Date()]);
+  else setMtime(real, header.mtime ?? new Date());
+}
+
+function setAttributes(real: string, pax: Record<string, string>, privileged: boolean): void {
+  for (const [key, value] of Object.entries(pax)) {
+    if (!key.startsWith('SCHILY.xattr.')) continue;
+    const name = key.slice('SCHILY.xattr.'.length);
+    if (!privileged && !name.startsWith('user.')) continue;
+    // tar-stream hands PAX values over as UTF-8 text: binary values do not survive it.
+    sys.setxattr(real, name, Buffer.from(value), 0);
+  }
+}
+
+function setMtime(real: string, mtime: Date): void {
+  const ms = mtime.getTime();
+  const sec = Math.floor(ms / 1000);
+  sys.utimens(real, 0, sys.UTIME_OMIT, sec, (ms - sec * 1000) * 1_000_000);
+}

@@ -1,0 +1,137 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import type { Writable } from 'node:stream';
+import * as zlib from 'node:zlib';
+import * as tar from 'tar-stream';
+import { isOpaqueDir, isPrivateXattr, isWhiteoutStat, OPAQUE_MARKER, WHITEOUT_PREFIX } from '../layerfs/format';
+import { sys } from '../native/sys';
+import type { UsageProgress } from '../snapshotter/usage';
+
+/** ustar's name field; longer names go into a PAX record. */
+const USTAR_NAME_MAX = 100;
+
+/**
+ * Writes layer directory `layer` as an OCI image layer tar to `out`:
+ * whiteouts as `.wh.NAME` entries, opaque directories as a
+ * `.wh..wh..opq` entry, files with several names in the layer as one file
+ * and hard links, extended attributes (overlay's own aside) as PAX
+ * `SCHILY.xattr.` records. Entries come in path order, each directory
+ * before what it holds.
+ */
+export async function writeLayerTar(layer: string, out: Writable, opts: { gzip?: boolean; onProgress?: UsageProgress } = {}): Promise<void> {
+  const pack = tar.pack();
+  const done = opts.gzip === true ? pipeline(pack, zlib.createGzip(), out) : pipeline(pack, out);
+  const seen = new Map<string, string>(); // dev:ino → first name, for hard links
+  let size = 0;
+  let inodes = 0;
+
+  const add = async (header: tar.Headers, xattrs: Map<string, Buffer>, body?: string): Promise<void> => {
+    if (xattrs.size > 0 || Buffer.byteLength(header.name) > USTAR_NAME_MAX) {
+      // PAX values are bytes; tar-stream's own records are text, so attributes go in a header of ours.
+      const records = [...[...xattrs].map(([k, v]): [string, Buffer] => [`SCHILY.xattr.${k}`, v]), ['path', Buffer.from(header.name)] as [string, Buffer]];
+      if (header.linkname !== undefined && header.linkname !== null) records.push(['linkpath', Buffer.from(header.linkname)]);
+      const pax = Buffer.concat(records.map(([k, v]) => paxRecord(k, v)));
+      await entry(pack, { name: 'PaxHeader', type: 'pax-header', size: pax.length }, pax);
+      header = { ...header, name: header.name.slice(-USTAR_NAME_MAX + 1).replace(/^\/+/, '') };
+      if (header.linkname !== undefined && header.linkname !== null) header.linkname = header.linkname.slice(-USTAR_NAME_MAX + 1);
+    }
+    if (body === undefined) await entry(pack, header);
+    else await new Promise<void>((resolve, reject) => {
+      const sink = pack.entry(header, (err) => (err ? reject(err) : resolve()));
+      fs.createReadStream(body).on('error', reject).pipe(sink);
+    });
+    size += header.size ?? 0;
+    inodes++;
+    opts.onProgress?.({ size, inodes });
+  };
+
+  const walk = async (dir: string, rel: string): Promise<void> => {
+    const names = fs.readdirSync(dir).sort();
+    for (const name of names) {
+      const real = path.join(dir, name);
+      const at = rel === '' ? name : `${rel}/${name}`;
+      const st = fs.lstatSync(real);
+      const base = { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: st.mtime };
+      if (name === OPAQUE_MARKER || name.startsWith(WHITEOUT_PREFIX)) {
+        await add({ ...base, name: at, type: 'file', size: 0 }, new Map());
+        continue;
+      }
+      if (st.isCharacterDevice() && isWhiteoutStat(fs.lstatSync(real, { bigint: true }))) {
+        await add({ ...base, name: rel === '' ? WHITEOUT_PREFIX + name : `${rel}/${WHITEOUT_PREFIX}${name}`, type: 'file', size: 0, mode: 0o644 }, new Map());
+        continue;
+      }
+      const xattrs = attributesOf(real);
+      if (st.isDirectory()) {
+        await add({ ...base, name: `${at}/`, type: 'directory' }, xattrs);
+        // The kernel's opaque form is an attribute; the tar form is a marker entry inside.
+        if (isOpaqueDir(real) && !fs.existsSync(path.join(real, OPAQUE_MARKER))) await add({ ...base, name: `${at}/${OPAQUE_MARKER}`, type: 'file', size: 0, mode: 0o644 }, new Map());
+        await walk(real, at);
+      } else if (st.isFile()) {
+        const key = `${st.dev}:${st.ino}`;
+        const first = st.nlink > 1 ? seen.get(key) : undefined;
+        if (first !== undefined) await add({ ...base, name: at, type: 'link', linkname: first, size: 0 }, xattrs);
+        else {
+          if (st.nlink > 1) seen.set(key, at);
+          await add({ ...base, name: at, type: 'file', size: st.size }, xattrs, real);
+        }
+      } else if (st.isSymbolicLink()) {
+        await add({ ...base, name: at, type: 'symlink', linkname: fs.readlinkSync(real) }, xattrs);
+      } else if (st.isCharacterDevice() || st.isBlockDevice()) {
+        await add({ ...base, name: at, type: st.isCharacterDevice() ? 'character-device' : 'block-device', devmajor: major(st.rdev), devminor: minor(st.rdev) }, xattrs);
+      } else if (st.isFIFO()) {
+        await add({ ...base, name: at, type: 'fifo' }, xattrs);
+      }
+      // Sockets have no tar form: skipped, as tar(1) does.
+    }
+  };
+
+  try {
+    await walk(layer, '');
+    pack.finalize();
+  } catch (err) {
+    pack.destroy(err as Error);
+  }
+  await done;
+}
+
+/** An entry whose body (if any) is in memory; a file entry without one is empty. */
+function entry(pack: tar.Pack, header: tar.Headers, body: Buffer = Buffer.alloc(0)): Promise<void> {
+  return new Promise((resolve, reject) => pack.entry(header, body, (err) => (err ? reject(err) : resolve())));
+}
+
+/** Every extended attribute of `file` but overlay's own. */
+function attributesOf(file: string): Map<string, Buffer> {
+  const out = new Map<string, Buffer>();
+  let names: string[];
+  try {
+    names = sys.listxattr(file);
+  } catch {
+    return out;
+  }
+  for (const name of names.sort()) {
+    if (isPrivateXattr(name)) continue;
+    try {
+      out.set(name, sys.getxattr(file, name));
+    } catch {
+      // gone, or not readable by us
+    }
+  }
+  return out;
+}
+
+/** One PAX record: "LEN KEY=VALUE\n", LEN counting itself. */
+function paxRecord(key: string, value: Buffer): Buffer {
+  const rest = Buffer.concat([Buffer.from(` ${key}=`), value, Buffer.from('\n')]);
+  let len = rest.length + 1;
+  while (String(len).length + rest.length !== len) len = String(len).length + rest.length;
+  return Buffer.concat([Buffer.from(String(len)), rest]);
+}
+
+// Linux's dev_t encoding, for numbers below 2^32.
+function major(rdev: number): number {
+  return (rdev >>> 8) & 0xfff;
+}
+function minor(rdev: number): number {
+  return (rdev & 0xff) | ((rdev >>> 12) & 0xfff00);
+}
