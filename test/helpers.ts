@@ -3,6 +3,7 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { Snapshotter } from '../src/snapshotter/snapshotter';
 
 export const CLI = path.resolve(__dirname, '..', 'src', 'cli', 'main.js');
 
@@ -90,5 +91,15 @@ export function idsAndDirs(root: string): { ids: number[]; dirs: string[] } {
     return { ids, dirs: snapshotDirs(root) };
   } finally {
     db.close();
+  }
+}
+
+/** The upper directory of active snapshot `key`, to write a layer's content straight into. */
+export function upperOf(root: string, key: string): string {
+  const s = new Snapshotter(root);
+  try {
+    return s.layers(key).upper!;
+  } finally {
+    s.close();
   }
 }

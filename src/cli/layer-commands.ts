@@ -21,7 +21,8 @@ export function registerLayerCommands(program: Command): void {
       await withSnapshotter(cmd, async (s) => {
         const { own } = ownLayer(s.layers(key));
         if (own === undefined) throw failedPrecondition(`snapshot ${JSON.stringify(key)}: a view has no layer of its own`);
-        const out = opts.output === undefined ? process.stdout : fs.createWriteStream(opts.output, { flags: 'wx' });
+        // Opened before anything is written, so that a failure removes only a file made here.
+        const out = opts.output === undefined ? process.stdout : fs.createWriteStream('', { fd: fs.openSync(opts.output, 'wx') });
         const progress = usageProgress(`packing ${key}`, 'entries');
         try {
           await writeLayerTar(own, out, { gzip: opts.gzip === true, onProgress: progress.update });
@@ -48,7 +49,7 @@ export function registerLayerCommands(program: Command): void {
           if (file !== '-') await new Promise((resolve, reject) => input.once('open', resolve).once('error', reject));
           const progress = usageProgress(`importing ${name}`, 'entries');
           try {
-            await importLayer(s, input, name, { labels, onProgress: progress.update, ...(opts.parent === undefined ? {} : { parent: opts.parent }) });
+            await importLayer(s, input, name, { labels, source: file === '-' ? 'stdin' : file, onProgress: progress.update, ...(opts.parent === undefined ? {} : { parent: opts.parent }) });
           } finally {
             progress.done();
           }

@@ -5,7 +5,7 @@ import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as zlib from 'node:zlib';
 import * as tar from 'tar-stream';
-import { invalidArgument } from '../errors';
+import { invalidArgument, messageOf, SnapfsError, systemFailure } from '../errors';
 import { OPAQUE_MARKER, WHITEOUT_PREFIX, type UpperFormat } from '../layerfs/format';
 import { sys } from '../native/sys';
 import type { UsageProgress } from '../snapshotter/usage';
@@ -16,6 +16,8 @@ export interface ApplyOptions {
   readonly onProgress?: UsageProgress;
   /** The sha256 the uncompressed tar must have (an image's diff ID); checked at the end. */
   readonly diffId?: string;
+  /** What the tar is called in messages. */
+  readonly source?: string;
 }
 
 const SETID = 0o6000;
@@ -56,10 +58,16 @@ export async function applyLayerTar(input: Readable, layer: string, format: Uppe
   const tarStream = await decompressed(input);
   const hash = createHash('sha256');
   if (opts.diffId !== undefined) tarStream.on('data', (chunk: Buffer) => hash.update(chunk));
-  await Promise.all([pipeline(tarStream, extract), unpacked]);
+  try {
+    await Promise.all([pipeline(tarStream, extract), unpacked]);
+  } catch (err) {
+    // Our own refusals and the system's failures say what they are; the rest is the tar's shape.
+    if (err instanceof SnapfsError || systemFailure(err) !== undefined) throw err;
+    throw invalidArgument(`${opts.source ?? 'input'}: not a layer tar (${messageOf(err)})`);
+  }
   if (opts.diffId !== undefined) {
     const digest = `sha256:${hash.digest('hex')}`;
-    if (digest !== opts.diffId) throw invalidArgument(`layer content is ${digest}, not its diff ID ${opts.diffId}`);
+    if (digest !== opts.diffId) throw invalidArgument(`${opts.source ?? 'input'}: content is ${digest}, not its diff ID ${opts.diffId}`);
   }
   // Directory times last: creating what they hold changed them.
   for (const [dir, mtime] of dirTimes.reverse()) setMtime(dir, mtime);
@@ -141,13 +149,11 @@ async function applyEntry(layer: string, format: UpperFormat, opts: ApplyOptions
     case 'directory':
       clear(real, true);
       if (!fs.existsSync(real)) fs.mkdirSync(real);
-      fs.chmodSync(real, mode);
       break;
     case 'file':
     case 'contiguous-file':
       clear(real, false);
       await pipeline(body, fs.createWriteStream(real, { flags: 'wx', mode }));
-      fs.chmodSync(real, mode);
       break;
     case 'symlink':
       clear(real, false);
@@ -178,7 +184,9 @@ async function applyEntry(layer: string, format: UpperFormat, opts: ApplyOptions
       return void body.resume();
   }
   body.resume();
+  // Owner before mode: chown clears set-id bits.
   if (opts.privileged) fs.lchownSync(real, header.uid ?? 0, header.gid ?? 0);
+  if (header.type !== 'symlink') fs.chmodSync(real, mode);
   setAttributes(real, (header as tar.Headers & { pax?: Record<string, string> }).pax ?? {}, opts.privileged);
   if (header.type === 'directory') dirTimes.push([real, header.mtime ?? new Date()]);
   else setMtime(real, header.mtime ?? new Date());
@@ -189,8 +197,8 @@ function setAttributes(real: string, pax: Record<string, string>, privileged: bo
     if (!key.startsWith('SCHILY.xattr.')) continue;
     const name = key.slice('SCHILY.xattr.'.length);
     if (!privileged && !name.startsWith('user.')) continue;
-    // tar-stream hands PAX values over as UTF-8 text: binary values do not survive it.
-    sys.setxattr(real, name, Buffer.from(value), 0);
+    // tar-stream is patched to hand these over as latin1 strings: their char codes are the bytes.
+    sys.setxattr(real, name, Buffer.from(value, 'latin1'), 0);
   }
 }
 

@@ -8,9 +8,6 @@ import { isOpaqueDir, isPrivateXattr, isWhiteoutStat, OPAQUE_MARKER, WHITEOUT_PR
 import { sys } from '../native/sys';
 import type { UsageProgress } from '../snapshotter/usage';
 
-/** ustar's name field; longer names go into a PAX record. */
-const USTAR_NAME_MAX = 100;
-
 /**
  * Writes layer directory `layer` as an OCI image layer tar to `out`:
  * whiteouts as `.wh.NAME` entries, opaque directories as a
@@ -27,15 +24,8 @@ export async function writeLayerTar(layer: string, out: Writable, opts: { gzip?:
   let inodes = 0;
 
   const add = async (header: tar.Headers, xattrs: Map<string, Buffer>, body?: string): Promise<void> => {
-    if (xattrs.size > 0 || Buffer.byteLength(header.name) > USTAR_NAME_MAX) {
-      // PAX values are bytes; tar-stream's own records are text, so attributes go in a header of ours.
-      const records = [...[...xattrs].map(([k, v]): [string, Buffer] => [`SCHILY.xattr.${k}`, v]), ['path', Buffer.from(header.name)] as [string, Buffer]];
-      if (header.linkname !== undefined && header.linkname !== null) records.push(['linkpath', Buffer.from(header.linkname)]);
-      const pax = Buffer.concat(records.map(([k, v]) => paxRecord(k, v)));
-      await entry(pack, { name: 'PaxHeader', type: 'pax-header', size: pax.length }, pax);
-      header = { ...header, name: header.name.slice(-USTAR_NAME_MAX + 1).replace(/^\/+/, '') };
-      if (header.linkname !== undefined && header.linkname !== null) header.linkname = header.linkname.slice(-USTAR_NAME_MAX + 1);
-    }
+    // Values as bytes: tar-stream is patched to write Buffers as they are.
+    if (xattrs.size > 0) header = { ...header, pax: Object.fromEntries([...xattrs].map(([k, v]) => [`SCHILY.xattr.${k}`, v])) } as tar.Headers;
     if (body === undefined) await entry(pack, header);
     else await new Promise<void>((resolve, reject) => {
       const sink = pack.entry(header, (err) => (err ? reject(err) : resolve()));
@@ -95,9 +85,14 @@ export async function writeLayerTar(layer: string, out: Writable, opts: { gzip?:
   await done;
 }
 
-/** An entry whose body (if any) is in memory; a file entry without one is empty. */
-function entry(pack: tar.Pack, header: tar.Headers, body: Buffer = Buffer.alloc(0)): Promise<void> {
-  return new Promise((resolve, reject) => pack.entry(header, body, (err) => (err ? reject(err) : resolve())));
+/** An entry whose body (if it has one) is in memory; a file entry without one is empty. */
+function entry(pack: tar.Pack, header: tar.Headers, body?: Buffer): Promise<void> {
+  const hasBody = header.type === 'file' || header.type === 'pax-header';
+  return new Promise((resolve, reject) => {
+    const cb = (err?: Error | null): void => (err ? reject(err) : resolve());
+    if (hasBody) pack.entry(header, body ?? Buffer.alloc(0), cb);
+    else pack.entry(header, cb);
+  });
 }
 
 /** Every extended attribute of `file` but overlay's own. */
@@ -118,14 +113,6 @@ function attributesOf(file: string): Map<string, Buffer> {
     }
   }
   return out;
-}
-
-/** One PAX record: "LEN KEY=VALUE\n", LEN counting itself. */
-function paxRecord(key: string, value: Buffer): Buffer {
-  const rest = Buffer.concat([Buffer.from(` ${key}=`), value, Buffer.from('\n')]);
-  let len = rest.length + 1;
-  while (String(len).length + rest.length !== len) len = String(len).length + rest.length;
-  return Buffer.concat([Buffer.from(String(len)), rest]);
 }
 
 // Linux's dev_t encoding, for numbers below 2^32.

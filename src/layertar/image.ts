@@ -51,6 +51,7 @@ export async function importImage(
       if (skipped) continue;
       await importLayer(s, fs.createReadStream(layer.file), chain, {
         diffId: layer.diffId,
+        source: `layer ${i + 1} of ${source}`,
         ...(i > 0 ? { parent: chains[i - 1]! } : {}),
         ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
       });

@@ -10,6 +10,8 @@ export interface ImportOptions {
   readonly labels?: Labels;
   readonly onProgress?: UsageProgress;
   readonly diffId?: string;
+  /** What the tar is called in messages. */
+  readonly source?: string;
 }
 
 /**
@@ -27,6 +29,7 @@ export async function importLayer(s: Snapshotter, input: Readable, name: string,
       privileged: process.getuid?.() === 0,
       ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
       ...(opts.diffId ? { diffId: opts.diffId } : {}),
+      ...(opts.source ? { source: opts.source } : {}),
     });
     await s.commit(name, key, opts.labels ?? {});
   } catch (err) {
