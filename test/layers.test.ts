@@ -239,4 +239,36 @@ describe('layers as OCI tars: diff and import', () => {
     assert.equal(name.code, 4);
     assert.equal(name.stderr, 'snapfs: snapshot "abs": already exists\n');
   });
+
+  test('without root, device nodes are left out, set-id bits dropped, and whiteouts written in the rootless form', async () => {
+    const userDir = path.join(dir, 'user');
+    fs.chmodSync(dir, 0o711); // mkdtemp's 0700 would keep the user out
+    fs.mkdirSync(userDir);
+    fs.chownSync(userDir, 65534, 65534);
+    const file = path.join(userDir, 'layer.tar');
+    fs.writeFileSync(
+      file,
+      await makeTar([
+        { name: 'dev/', type: 'directory', mode: 0o755 },
+        { name: 'dev/null', type: 'character-device', devmajor: 1, devminor: 3, mode: 0o666 },
+        { name: 'suid', body: 'x', mode: 0o4755 },
+        { name: '.wh.gone', body: '' },
+        { name: 'opq/', type: 'directory', mode: 0o755 },
+        { name: 'opq/.wh..wh..opq', body: '' },
+        { name: 'opq/kept', body: 'k' },
+      ]),
+    );
+    const asUser = (...args: string[]): Promise<{ stdout: string }> =>
+      run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, '--root', path.join(userDir, 'root'), ...args]);
+    await asUser('prepare', 'base-a');
+    await asUser('commit', 'base', 'base-a');
+    await asUser('import', file, 'layer', '--parent', 'base');
+    assert.equal((await asUser('ls', 'layer')).stdout, 'dev\nopq\nsuid\n');
+    assert.equal((await asUser('ls', 'layer', 'dev')).stdout, '');
+    assert.match((await asUser('ls', 'layer', 'suid', '-l')).stdout, /^-rwxr-xr-x +1 +65534 +65534 /);
+    assert.equal((await asUser('changes', 'layer')).stdout, 'A /dev\nD /gone\nA /opq\nA /opq/kept\nA /suid\n');
+    const own = layerDirOf(path.join(userDir, 'root'), 'layer');
+    assert.deepEqual(fs.readdirSync(own).sort(), ['.wh.gone', 'dev', 'opq', 'suid']);
+    assert.deepEqual(fs.readdirSync(path.join(own, 'opq')).sort(), ['.wh..wh..opq', 'kept']);
+  });
 });

@@ -90,4 +90,19 @@ describe('rootless: an unprivileged user mounts snapshots of its own root', { sk
     assert.equal(fs.readFileSync(path.join(upper, 'f'), 'utf8'), 'low\nmore\n');
     assert.equal(fs.readFileSync(path.join(lower, 'f'), 'utf8'), 'low\n', 'the lower layer is untouched');
   });
+
+  it('browses its root, and reads it offline, without root', async () => {
+    const mnt = path.join(home, 'browse');
+    await sh(`mkdir ${mnt}`, home);
+    // The first test made base, child and look in the user's default root.
+    await snapfs('browse', mnt);
+    try {
+      assert.equal(await sh('ls && cat base/etc/os-release child/dir/new', mnt), 'base\nchild\nlook\nbase\nnew\n');
+      assert.match(await sh('ls -A .layers/child', mnt), /^\.wh\.doomed\n/m);
+      assert.equal(await snapfs('cat', 'child', 'etc/os-release'), 'base\nchild\n');
+      assert.match(await snapfs('changes', 'child'), /^D \/doomed$/m);
+    } finally {
+      await sh(`fusermount -u ${mnt}`, home);
+    }
+  });
 });

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { logFileFor, parseMountCommandLine } from '../mount/cmdline';
+import { logFileFor, parseMountCommandLine, runtimeDir } from '../mount/cmdline';
 import { launch, runDaemon } from '../mount/launch';
 import { withSnapshotter } from './context';
 
@@ -22,6 +22,16 @@ export function registerMountCommands(program: Command): void {
       };
       await launch(request, { foreground: opts.foreground === true, logFile: path.join(stack.work, 'snapfs.log') });
       // libfuse's handles keep the event loop alive after the unmount.
+      if (opts.foreground === true) process.exit(0);
+    });
+
+  program
+    .command('browse <mountpoint>')
+    .description('mount every snapshot read-only under MOUNTPOINT: /NAME (merged tree), /.layers/NAME (own layer); keys percent-encoded')
+    .option('-f, --foreground', 'stay in the foreground until unmounted')
+    .action(async (mountpoint: string, opts: { foreground?: boolean }, cmd: Command) => {
+      const { root } = cmd.optsWithGlobals<{ root: string }>();
+      await launch({ browse: path.resolve(root), mountpoint: path.resolve(mountpoint) }, { foreground: opts.foreground === true, logFile: path.join(runtimeDir(), 'browse.log') });
       if (opts.foreground === true) process.exit(0);
     });
 

@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { unavailable, invalidArgument } from '../errors';
 import { checkControlSocket, servingPid } from './control';
 import { isMounted } from './mountinfo';
+import { serveBrowse, type BrowseRequest } from '../browse/serve-browse';
 import { serve, type MountRequest } from './serve';
 
 /**
@@ -13,9 +14,9 @@ import { serve, type MountRequest } from './serve';
  * `logFile`: whoever started us (mount(8), containerd) may wait for our
  * output pipes to close, so the daemon must not hold them.
  */
-export async function launch(req: MountRequest, opts: { foreground: boolean; logFile: string }): Promise<void> {
+export async function launch(req: MountRequest | BrowseRequest, opts: { foreground: boolean; logFile: string }): Promise<void> {
   check(req);
-  if (opts.foreground) return serve(req, () => undefined);
+  if (opts.foreground) return serveAny(req, () => undefined);
   fs.mkdirSync(path.dirname(opts.logFile), { recursive: true, mode: 0o700 });
   const log = fs.openSync(opts.logFile, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
   const child = spawn(process.execPath, [process.argv[1]!, '__serve', JSON.stringify(req)], {
@@ -36,7 +37,7 @@ export async function launch(req: MountRequest, opts: { foreground: boolean; log
 
 /** The daemon's side of launch(): serve, report the outcome once, then run until unmounted. */
 export async function runDaemon(requestJson: string): Promise<void> {
-  const req = JSON.parse(requestJson) as MountRequest;
+  const req = JSON.parse(requestJson) as MountRequest | BrowseRequest;
   const report = (msg: { mounted?: true; error?: string }): void => {
     if (process.connected) {
       process.send?.(msg);
@@ -44,15 +45,19 @@ export async function runDaemon(requestJson: string): Promise<void> {
     }
   };
   try {
-    await serve(req, () => report({ mounted: true }));
+    await serveAny(req, () => report({ mounted: true }));
   } catch (err) {
     report({ error: err instanceof Error ? err.message : String(err) });
     throw err;
   }
 }
 
-function check(req: MountRequest): void {
-  const { lowers, upper, work } = req.stack;
+function serveAny(req: MountRequest | BrowseRequest, onMounted: () => void): Promise<void> {
+  return 'browse' in req ? serveBrowse(req, onMounted) : serve(req, onMounted);
+}
+
+function check(req: MountRequest | BrowseRequest): void {
+  const { lowers, upper, work } = 'browse' in req ? { lowers: [], upper: undefined, work: undefined } : req.stack;
   for (const dir of [...lowers, ...(upper === undefined ? [] : [upper]), ...(work === undefined ? [] : [work]), req.mountpoint]) {
     const st = fs.statSync(dir, { throwIfNoEntry: false });
     if (st === undefined) throw invalidArgument(`${dir}: no such directory`);

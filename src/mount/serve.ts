@@ -72,16 +72,29 @@ export function serve(req: MountRequest, onMounted: (fs: LayerFS) => void): Prom
     atomicOTrunc: true,
     extraOptions: [...(layerfs.readOnly ? ['ro'] : []), ...mountFlags(req)],
   });
+  return runUntilUnmounted(fuse, req.mountpoint, () => {
+    const closeControl = req.stack.work !== undefined && !layerfs.readOnly ? serveControl(req.stack.work, req.mountpoint, () => layerfs.freeze()) : () => undefined;
+    onMounted(layerfs);
+    return closeControl;
+  });
+}
+
+/**
+ * Mounts `fuse` and serves it until it is unmounted: by SIGTERM/SIGINT (we
+ * unmount), or by `umount`/`fusermount -u` from outside (noticed in
+ * /proc/self/mountinfo). `onMounted` runs once the mount is live and
+ * returns what to close at the end.
+ */
+export function runUntilUnmounted(fuse: Fuse, mountpoint: string, onMounted: () => () => void): Promise<void> {
   return new Promise((resolve, reject) => {
     fuse.mount((err) => {
       if (err !== null) return reject(err);
-      const closeControl = req.stack.work !== undefined && !layerfs.readOnly ? serveControl(req.stack.work, req.mountpoint, () => layerfs.freeze()) : () => undefined;
-      onMounted(layerfs);
+      const close = onMounted();
       let done = false;
       const finish = (): void => {
         if (done) return;
         done = true;
-        closeControl();
+        close();
         clearInterval(poll);
         process.off('SIGTERM', stop);
         process.off('SIGINT', stop);
@@ -89,7 +102,7 @@ export function serve(req: MountRequest, onMounted: (fs: LayerFS) => void): Prom
       };
       const stop = (): void => fuse.unmount(() => finish());
       const poll = setInterval(() => {
-        if (!isMounted(req.mountpoint)) finish();
+        if (!isMounted(mountpoint)) finish();
       }, UNMOUNT_POLL_MS);
       process.on('SIGTERM', stop);
       process.on('SIGINT', stop);

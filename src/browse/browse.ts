@@ -1,0 +1,207 @@
+import type { FuseOperations, FuseStat } from 'fuse-native';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { kindOf } from '../errors';
+import { mergedLayers, ownLayer } from '../inspect/tree';
+import { LayerFS } from '../layerfs/layerfs';
+import { sys } from '../native/sys';
+import type { LayerStack, Snapshotter } from '../snapshotter/snapshotter';
+import { keyOfName, nameOfKey } from './names';
+
+const E = os.constants.errno;
+/** Where each snapshot's own layer is shown, as it is on disk (whiteouts included). */
+export const LAYERS_DIR = '.layers';
+/** An active snapshot's layer may change under a browse mount: its view is rebuilt this often. */
+const ACTIVE_VIEW_MS = 1000;
+
+type Ops = Required<Pick<FuseOperations, 'getattr' | 'readdir' | 'readlink' | 'open' | 'read' | 'release' | 'getxattr' | 'listxattr'>>;
+
+interface View {
+  readonly ops: Ops;
+  readonly expires: number;
+}
+
+/**
+ * One read-only file system showing every snapshot of a root: `/NAME` is
+ * the merged tree of the snapshot whose key NAME encodes (see names.ts),
+ * `/.layers/NAME` its own layer as stored. Snapshots made or removed while
+ * mounted come and go. Symlinks are shown so that following them stays in
+ * the snapshot they belong to: an absolute target, or one climbing above
+ * the snapshot's root, is given as a path under the mount point.
+ */
+export class BrowseFS {
+  private readonly views = new Map<string, View>();
+  private readonly handles = new Map<number, { ops: Ops; inner: number }>();
+  private nextHandle = 1;
+  private readonly rootStat: FuseStat;
+
+  constructor(
+    private readonly snapshotter: Snapshotter,
+    private readonly root: string,
+    private readonly mountpoint: string,
+  ) {
+    const now = BigInt(Date.now()) * 1_000_000n;
+    this.rootStat = { mode: fs.constants.S_IFDIR | 0o555, nlink: 2, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, size: 0, atimeNs: now, mtimeNs: now, ctimeNs: now };
+  }
+
+  operations(): FuseOperations {
+    return {
+      getattr: (p, cb) =>
+        this.route(p, cb, () => cb(0, this.rootStat), (v, inner, name) =>
+          v.ops.getattr(inner, (err, st) => {
+            if (err !== 0 || st === undefined || (Number(st.mode) & fs.constants.S_IFMT) !== fs.constants.S_IFLNK) return cb(err, st);
+            // A symlink's size is the length of the target it is shown with.
+            v.ops.readlink(inner, (e, target) => cb(e, e === 0 && target !== undefined ? { ...st, size: Buffer.byteLength(this.confined(name, inner, target)) } : st));
+          }),
+        ),
+      readdir: (p, cb) => this.route(p, cb, (layers) => cb(0, ['.', '..', ...(layers ? [] : [LAYERS_DIR]), ...this.names(layers)]), (v, inner) => v.ops.readdir(inner, cb)),
+      readlink: (p, cb) =>
+        this.route(p, cb, () => cb(-E.EINVAL), (v, inner, name) =>
+          v.ops.readlink(inner, (err, target) => (err !== 0 || target === undefined ? cb(err) : cb(0, this.confined(name, inner, target)))),
+        ),
+      open: (p, flags, cb) =>
+        this.route(p, cb, () => cb(-E.EISDIR), (v, inner) =>
+          v.ops.open(inner, flags, (err, handle) => {
+            if (err !== 0 || handle === undefined) return cb(err);
+            const h = this.nextHandle++;
+            this.handles.set(h, { ops: v.ops, inner: handle });
+            cb(0, h);
+          }),
+        ),
+      read: (p, handle, buf, len, pos, cb) => {
+        const h = this.handles.get(handle);
+        if (h === undefined) return cb(-E.EBADF);
+        h.ops.read(this.split(p)?.inner ?? '/', h.inner, buf, len, pos, cb);
+      },
+      release: (p, handle, cb) => {
+        const h = this.handles.get(handle);
+        this.handles.delete(handle);
+        if (h === undefined) return cb(0);
+        h.ops.release(this.split(p)?.inner ?? '/', h.inner, cb);
+      },
+      getxattr: (p, name, position, cb) => this.route(p, cb, () => cb(-E.ENODATA), (v, inner) => v.ops.getxattr(inner, name, position, cb)),
+      listxattr: (p, cb) => this.route(p, cb, () => cb(0, []), (v, inner) => v.ops.listxattr(inner, cb)),
+      statfs: (_p, cb) => {
+        const s = fs.statfsSync(this.root);
+        cb(0, { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: 255 });
+      },
+    };
+  }
+
+  /** Sends `p` to the listing of `/` or `/.layers` (`top`), or to a snapshot's view with the path inside it. */
+  private route(p: string, fail: (err: number) => void, top: (layers: boolean) => void, inView: (view: View, inner: string, name: string) => void): void {
+    const at = this.split(p);
+    if (at === undefined) return fail(-E.ENOENT);
+    if (at.name === undefined) return top(at.layers);
+    let view: View | undefined;
+    try {
+      view = this.view(at.name, at.layers);
+    } catch (err) {
+      return fail(kindOf(err) === 'NotFound' ? -E.ENOENT : -E.EIO);
+    }
+    if (view === undefined) return fail(-E.ENOENT);
+    inView(view, at.inner, at.name);
+  }
+
+  /** `/NAME/rest` or `/.layers/NAME/rest` → NAME and `/rest`; the listings have no name. */
+  private split(p: string): { layers: boolean; name?: string; inner: string } | undefined {
+    const parts = p.split('/').filter((c) => c !== '');
+    const layers = parts[0] === LAYERS_DIR;
+    if (layers) parts.shift();
+    const name = parts.shift();
+    if (name === undefined) return { layers, inner: '/' };
+    return { layers, name, inner: `/${parts.join('/')}` };
+  }
+
+  private names(layers: boolean): string[] {
+    return this.snapshotter
+      .walk()
+      .filter((info) => !layers || info.kind !== 'view')
+      .map((info) => nameOfKey(info.name));
+  }
+
+  private view(name: string, layers: boolean): View | undefined {
+    const key = keyOfName(name);
+    if (key === undefined) return undefined;
+    const id = `${layers ? 'layer' : 'merged'}:${key}`;
+    const cached = this.views.get(id);
+    if (cached !== undefined && cached.expires > Date.now()) return cached;
+    const stack = this.snapshotter.layers(key);
+    const own = ownLayer(stack).own;
+    if (layers && own === undefined) return undefined;
+    const ops = layers ? rawOperations(own!) : mergedOperations(stack);
+    const view = { ops, expires: stack.kind === 'active' ? Date.now() + ACTIVE_VIEW_MS : Infinity };
+    this.views.set(id, view);
+    return view;
+  }
+
+  /**
+   * A symlink's target as shown: relative targets that stay inside the
+   * snapshot unchanged, the rest resolved as if chrooted into the
+   * snapshot's merged tree and given under the mount point.
+   */
+  private confined(name: string, linkPath: string, target: string): string {
+    const start = target.startsWith('/') ? [] : path.posix.dirname(linkPath).split('/').filter((c) => c !== '');
+    let climbed = false;
+    const parts = [...start];
+    for (const c of target.split('/')) {
+      if (c === '' || c === '.') continue;
+      if (c === '..') {
+        if (parts.length === 0) climbed = true;
+        parts.pop();
+      } else parts.push(c);
+    }
+    if (!target.startsWith('/') && !climbed) return target;
+    return path.posix.join(this.mountpoint, name, ...parts);
+  }
+}
+
+/** A snapshot's merged tree, read-only, as a mount of it shows it. */
+function mergedOperations(stack: LayerStack): Ops {
+  return new LayerFS({ lowers: mergedLayers(stack) }).operations() as Ops;
+}
+
+/** A layer directory exactly as stored: whiteouts and markers included, overlay's attributes too. */
+function rawOperations(dir: string): Ops {
+  const real = (p: string): string => path.join(dir, p);
+  const files = new Map<number, number>();
+  const attempt =
+    <A extends unknown[], T>(fn: (...a: A) => T) =>
+    (...args: [...A, (err: number, value?: T) => void]): void => {
+      const cb = args.pop() as (err: number, value?: T) => void;
+      let value: T;
+      try {
+        value = fn(...(args as unknown as A));
+      } catch (err) {
+        return cb(-((err as NodeJS.ErrnoException).errno !== undefined ? Math.abs((err as NodeJS.ErrnoException).errno!) : E.EIO));
+      }
+      cb(0, value);
+    };
+  return {
+    getattr: attempt((p: string): FuseStat => {
+      const st = fs.lstatSync(real(p), { bigint: true });
+      return { mode: st.mode, uid: st.uid, gid: st.gid, size: st.size, nlink: st.nlink, rdev: st.rdev, blksize: st.blksize, blocks: st.blocks, atimeNs: st.atimeNs, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs };
+    }),
+    readdir: attempt((p: string) => ['.', '..', ...fs.readdirSync(real(p))]),
+    readlink: attempt((p: string) => fs.readlinkSync(real(p))),
+    open: attempt((p: string, _flags: number) => {
+      const fd = fs.openSync(real(p), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+      files.set(fd, fd);
+      return fd;
+    }),
+    read: (_p, fd, buf, len, pos, cb) => {
+      try {
+        cb(fs.readSync(files.get(fd) ?? -1, buf, 0, len, pos));
+      } catch (err) {
+        cb(-Math.abs((err as NodeJS.ErrnoException).errno ?? E.EIO));
+      }
+    },
+    release: attempt((_p: string, fd: number) => {
+      files.delete(fd);
+      fs.closeSync(fd);
+    }),
+    getxattr: attempt((p: string, name: string, _position: number) => sys.getxattr(real(p), name)),
+    listxattr: attempt((p: string) => sys.listxattr(real(p))),
+  };
+}
