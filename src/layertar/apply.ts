@@ -33,12 +33,12 @@ const SETID = 0o6000;
  */
 export async function applyLayerTar(input: Readable, layer: string, format: UpperFormat, opts: ApplyOptions): Promise<void> {
   const extract = tar.extract();
-  const dirTimes: [string, Date][] = [];
+  const writer = new LayerWriter(layer, format, opts.privileged);
   let size = 0;
   let inodes = 0;
   const unpacked = new Promise<void>((resolve, reject) => {
     extract.on('entry', (header, stream, next) => {
-      applyEntry(layer, format, opts, header, stream, dirTimes).then(
+      writer.apply(header, stream).then(
         () => {
           size += header.size ?? 0;
           inodes++;
@@ -69,8 +69,7 @@ export async function applyLayerTar(input: Readable, layer: string, format: Uppe
     const digest = `sha256:${hash.digest('hex')}`;
     if (digest !== opts.diffId) throw invalidArgument(`${opts.source ?? 'input'}: content is ${digest}, not its diff ID ${opts.diffId}`);
   }
-  // Directory times last: creating what they hold changed them.
-  for (const [dir, mtime] of dirTimes.reverse()) setMtime(dir, mtime);
+  writer.finish();
 }
 
 /** The tar stream itself, gunzipped when it starts with gzip's magic. */
@@ -100,96 +99,126 @@ function componentsOf(name: string, what: string): string[] {
   return parts;
 }
 
-/**
- * The real path of `parts` in the layer, making missing parent
- * directories; refuses a parent that is not a directory of the layer itself.
- */
-function placeIn(layer: string, parts: readonly string[], entryName: string, makeParents: boolean): string {
-  let dir = layer;
-  for (const part of parts.slice(0, -1)) {
-    dir = path.join(dir, part);
-    const st = fs.lstatSync(dir, { throwIfNoEntry: false });
-    if (st === undefined && makeParents) fs.mkdirSync(dir, { mode: 0o755 });
-    else if (st === undefined) throw invalidArgument(`entry ${JSON.stringify(entryName)}: ${JSON.stringify(parts.join('/'))} is not in the layer`);
-    else if (st.isSymbolicLink()) throw invalidArgument(`entry ${JSON.stringify(entryName)}: path goes through a symlink (${JSON.stringify(path.relative(layer, dir))})`);
-    else if (!st.isDirectory()) throw invalidArgument(`entry ${JSON.stringify(entryName)}: ${JSON.stringify(path.relative(layer, dir))} is not a directory`);
-  }
-  return path.join(dir, parts[parts.length - 1] ?? '');
-}
+/** Writes a tar's entries into a layer directory; see applyLayerTar. */
+class LayerWriter {
+  /** Directories of the layer known to be real directories (not symlinks): no lstat per entry. */
+  private readonly dirs = new Set<string>();
+  private readonly dirTimes: [string, Date][] = [];
 
-/** Makes room for a new entry at `real`: anything there goes, except a directory that stays one. */
-function clear(real: string, keepDir: boolean): void {
-  const st = fs.lstatSync(real, { throwIfNoEntry: false });
-  if (st === undefined || (keepDir && st.isDirectory())) return;
-  fs.rmSync(real, { recursive: true, force: true });
-}
+  constructor(
+    private readonly layer: string,
+    private readonly format: UpperFormat,
+    private readonly privileged: boolean,
+  ) {}
 
-async function applyEntry(layer: string, format: UpperFormat, opts: ApplyOptions, header: tar.Headers, body: Readable, dirTimes: [string, Date][]): Promise<void> {
-  const parts = componentsOf(header.name, 'entry');
-  if (parts.length === 0) {
-    // The layer's root itself: only its metadata.
-    if (header.type === 'directory') dirTimes.push([layer, header.mtime ?? new Date()]);
-    return void body.resume();
-  }
-  const real = placeIn(layer, parts, header.name, true);
-  const base = parts[parts.length - 1]!;
-  const dir = path.dirname(real);
-  if (base === OPAQUE_MARKER) {
-    format.markOpaque(dir);
-    return void body.resume();
-  }
-  if (base.startsWith(WHITEOUT_PREFIX)) {
-    const hidden = base.slice(WHITEOUT_PREFIX.length);
-    clear(path.join(dir, hidden), false);
-    format.whiteout(dir, hidden);
-    return void body.resume();
-  }
-  const mode = (header.mode ?? 0o644) & (opts.privileged ? 0o7777 : 0o7777 & ~SETID);
-  switch (header.type) {
-    case 'directory':
-      clear(real, true);
-      if (!fs.existsSync(real)) fs.mkdirSync(real);
-      break;
-    case 'file':
-    case 'contiguous-file':
-      clear(real, false);
-      await pipeline(body, fs.createWriteStream(real, { flags: 'wx', mode }));
-      break;
-    case 'symlink':
-      clear(real, false);
-      fs.symlinkSync(header.linkname ?? '', real);
-      break;
-    case 'link': {
-      const targetParts = componentsOf(header.linkname ?? '', `hard link ${JSON.stringify(header.name)} to`);
-      const target = placeIn(layer, targetParts, header.name, false);
-      const st = fs.lstatSync(target, { throwIfNoEntry: false });
-      if (st === undefined || !st.isFile()) throw invalidArgument(`entry ${JSON.stringify(header.name)}: hard link to ${JSON.stringify(header.linkname)}, which is not a file of this layer`);
-      clear(real, false);
-      fs.linkSync(target, real);
+  async apply(header: tar.Headers, body: Readable): Promise<void> {
+    const parts = componentsOf(header.name, 'entry');
+    if (parts.length === 0) {
+      // The layer's root itself: only its time.
+      if (header.type === 'directory') this.dirTimes.push([this.layer, header.mtime ?? new Date()]);
       return void body.resume();
     }
-    case 'character-device':
-    case 'block-device':
-      // Only root may make device nodes; an unprivileged import leaves them out.
-      if (!opts.privileged) return void body.resume();
-      clear(real, false);
-      sys.mknod(real, header.type === 'character-device' ? fs.constants.S_IFCHR | mode : fs.constants.S_IFBLK | mode, header.devmajor ?? 0, header.devminor ?? 0);
-      break;
-    case 'fifo':
-      clear(real, false);
-      sys.mknod(real, fs.constants.S_IFIFO | mode, 0, 0);
-      break;
-    default:
-      // Global headers and the like carry nothing for the layer.
+    const real = this.place(parts, header.name, true);
+    const base = parts[parts.length - 1]!;
+    const dir = path.dirname(real);
+    if (base === OPAQUE_MARKER) {
+      this.format.markOpaque(dir);
       return void body.resume();
+    }
+    if (base.startsWith(WHITEOUT_PREFIX)) {
+      const hidden = base.slice(WHITEOUT_PREFIX.length);
+      this.clear(path.join(dir, hidden), false);
+      this.format.whiteout(dir, hidden);
+      return void body.resume();
+    }
+    const mode = (header.mode ?? 0o644) & (this.privileged ? 0o7777 : 0o7777 & ~SETID);
+    switch (header.type) {
+      case 'directory':
+        this.clear(real, true);
+        if (!this.dirs.has(real) && !fs.existsSync(real)) fs.mkdirSync(real);
+        this.dirs.add(real);
+        break;
+      case 'file':
+      case 'contiguous-file': {
+        this.clear(real, false);
+        // Written as the data arrives, with plain system calls: most layer files are small.
+        const fd = fs.openSync(real, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, mode);
+        try {
+          for await (const chunk of body) fs.writeSync(fd, chunk as Buffer);
+        } finally {
+          fs.closeSync(fd);
+        }
+        break;
+      }
+      case 'symlink':
+        this.clear(real, false);
+        fs.symlinkSync(header.linkname ?? '', real);
+        break;
+      case 'link': {
+        const target = this.place(componentsOf(header.linkname ?? '', `hard link ${JSON.stringify(header.name)} to`), header.name, false);
+        const st = fs.lstatSync(target, { throwIfNoEntry: false });
+        if (st === undefined || !st.isFile()) throw invalidArgument(`entry ${JSON.stringify(header.name)}: hard link to ${JSON.stringify(header.linkname)}, which is not a file of this layer`);
+        this.clear(real, false);
+        fs.linkSync(target, real);
+        return void body.resume();
+      }
+      case 'character-device':
+      case 'block-device':
+        // Only root may make device nodes; an unprivileged import leaves them out.
+        if (!this.privileged) return void body.resume();
+        this.clear(real, false);
+        sys.mknod(real, (header.type === 'character-device' ? fs.constants.S_IFCHR : fs.constants.S_IFBLK) | mode, header.devmajor ?? 0, header.devminor ?? 0);
+        break;
+      case 'fifo':
+        this.clear(real, false);
+        sys.mknod(real, fs.constants.S_IFIFO | mode, 0, 0);
+        break;
+      default:
+        // Global headers and the like carry nothing for the layer.
+        return void body.resume();
+    }
+    body.resume();
+    // Owner before mode: chown clears set-id bits.
+    if (this.privileged) fs.lchownSync(real, header.uid ?? 0, header.gid ?? 0);
+    if (header.type !== 'symlink') fs.chmodSync(real, mode);
+    setAttributes(real, (header as tar.Headers & { pax?: Record<string, string> }).pax ?? {}, this.privileged);
+    if (header.type === 'directory') this.dirTimes.push([real, header.mtime ?? new Date()]);
+    else setMtime(real, header.mtime ?? new Date());
   }
-  body.resume();
-  // Owner before mode: chown clears set-id bits.
-  if (opts.privileged) fs.lchownSync(real, header.uid ?? 0, header.gid ?? 0);
-  if (header.type !== 'symlink') fs.chmodSync(real, mode);
-  setAttributes(real, (header as tar.Headers & { pax?: Record<string, string> }).pax ?? {}, opts.privileged);
-  if (header.type === 'directory') dirTimes.push([real, header.mtime ?? new Date()]);
-  else setMtime(real, header.mtime ?? new Date());
+
+  /** Directory times last: creating what they hold changed them. */
+  finish(): void {
+    for (const [dir, mtime] of this.dirTimes.reverse()) setMtime(dir, mtime);
+  }
+
+  /**
+   * The real path of `parts` in the layer, making missing parent
+   * directories; refuses a parent that is not a directory of the layer itself.
+   */
+  private place(parts: readonly string[], entryName: string, makeParents: boolean): string {
+    let dir = this.layer;
+    for (const part of parts.slice(0, -1)) {
+      dir = path.join(dir, part);
+      if (this.dirs.has(dir)) continue;
+      const st = fs.lstatSync(dir, { throwIfNoEntry: false });
+      const where = JSON.stringify(path.relative(this.layer, dir));
+      if (st === undefined && makeParents) fs.mkdirSync(dir, { mode: 0o755 });
+      else if (st === undefined) throw invalidArgument(`entry ${JSON.stringify(entryName)}: ${JSON.stringify(parts.join('/'))} is not in the layer`);
+      else if (st.isSymbolicLink()) throw invalidArgument(`entry ${JSON.stringify(entryName)}: path goes through a symlink (${where})`);
+      else if (!st.isDirectory()) throw invalidArgument(`entry ${JSON.stringify(entryName)}: ${where} is not a directory`);
+      this.dirs.add(dir);
+    }
+    return path.join(dir, parts[parts.length - 1] ?? '');
+  }
+
+  /** Makes room for a new entry at `real`: anything there goes, except a directory that stays one. */
+  private clear(real: string, keepDir: boolean): void {
+    const st = fs.lstatSync(real, { throwIfNoEntry: false });
+    if (st === undefined || (keepDir && st.isDirectory())) return;
+    fs.rmSync(real, { recursive: true, force: true });
+    // What was under a removed directory is no longer known.
+    if (st.isDirectory()) this.dirs.clear();
+  }
 }
 
 function setAttributes(real: string, pax: Record<string, string>, privileged: boolean): void {
