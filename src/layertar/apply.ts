@@ -103,6 +103,11 @@ function componentsOf(name: string, what: string): string[] {
 class LayerWriter {
   /** Directories of the layer known to be real directories (not symlinks): no lstat per entry. */
   private readonly dirs = new Set<string>();
+  /**
+   * Every path this import made. The layer starts empty, so a name not in
+   * here is free: no lstat to find out.
+   */
+  private readonly made = new Set<string>();
   private readonly dirTimes: [string, Date][] = [];
 
   constructor(
@@ -129,26 +134,34 @@ class LayerWriter {
       const hidden = base.slice(WHITEOUT_PREFIX.length);
       this.clear(path.join(dir, hidden), false);
       this.format.whiteout(dir, hidden);
+      // Either form may now be there.
+      this.made.add(path.join(dir, hidden)).add(path.join(dir, WHITEOUT_PREFIX + hidden));
       return void body.resume();
     }
     const mode = (header.mode ?? 0o644) & (this.privileged ? 0o7777 : 0o7777 & ~SETID);
     switch (header.type) {
       case 'directory':
         this.clear(real, true);
-        if (!this.dirs.has(real) && !fs.existsSync(real)) fs.mkdirSync(real);
+        if (!this.dirs.has(real)) fs.mkdirSync(real);
         this.dirs.add(real);
         break;
       case 'file':
       case 'contiguous-file': {
         this.clear(real, false);
-        // Written as the data arrives, with plain system calls: most layer files are small.
+        // Written as the data arrives, with plain system calls (most layer files are small), and set up through the descriptor.
         const fd = fs.openSync(real, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, mode);
+        this.made.add(real);
         try {
           for await (const chunk of body) fs.writeSync(fd, chunk as Buffer);
+          if (this.privileged) fs.fchownSync(fd, header.uid ?? 0, header.gid ?? 0);
+          fs.fchmodSync(fd, mode);
+          setAttributes(real, paxOf(header), this.privileged);
+          const mtime = header.mtime ?? new Date();
+          fs.futimesSync(fd, mtime, mtime);
         } finally {
           fs.closeSync(fd);
         }
-        break;
+        return;
       }
       case 'symlink':
         this.clear(real, false);
@@ -160,6 +173,7 @@ class LayerWriter {
         if (st === undefined || !st.isFile()) throw invalidArgument(`entry ${JSON.stringify(header.name)}: hard link to ${JSON.stringify(header.linkname)}, which is not a file of this layer`);
         this.clear(real, false);
         fs.linkSync(target, real);
+        this.made.add(real);
         return void body.resume();
       }
       case 'character-device':
@@ -178,10 +192,11 @@ class LayerWriter {
         return void body.resume();
     }
     body.resume();
+    this.made.add(real);
     // Owner before mode: chown clears set-id bits.
     if (this.privileged) fs.lchownSync(real, header.uid ?? 0, header.gid ?? 0);
     if (header.type !== 'symlink') fs.chmodSync(real, mode);
-    setAttributes(real, (header as tar.Headers & { pax?: Record<string, string> }).pax ?? {}, this.privileged);
+    setAttributes(real, paxOf(header), this.privileged);
     if (header.type === 'directory') this.dirTimes.push([real, header.mtime ?? new Date()]);
     else setMtime(real, header.mtime ?? new Date());
   }
@@ -202,7 +217,10 @@ class LayerWriter {
       if (this.dirs.has(dir)) continue;
       const st = fs.lstatSync(dir, { throwIfNoEntry: false });
       const where = JSON.stringify(path.relative(this.layer, dir));
-      if (st === undefined && makeParents) fs.mkdirSync(dir, { mode: 0o755 });
+      if (st === undefined && makeParents) {
+        fs.mkdirSync(dir, { mode: 0o755 });
+        this.made.add(dir);
+      }
       else if (st === undefined) throw invalidArgument(`entry ${JSON.stringify(entryName)}: ${JSON.stringify(parts.join('/'))} is not in the layer`);
       else if (st.isSymbolicLink()) throw invalidArgument(`entry ${JSON.stringify(entryName)}: path goes through a symlink (${where})`);
       else if (!st.isDirectory()) throw invalidArgument(`entry ${JSON.stringify(entryName)}: ${where} is not a directory`);
@@ -213,12 +231,21 @@ class LayerWriter {
 
   /** Makes room for a new entry at `real`: anything there goes, except a directory that stays one. */
   private clear(real: string, keepDir: boolean): void {
+    if (!this.made.has(real)) return;
     const st = fs.lstatSync(real, { throwIfNoEntry: false });
     if (st === undefined || (keepDir && st.isDirectory())) return;
     fs.rmSync(real, { recursive: true, force: true });
-    // What was under a removed directory is no longer known.
-    if (st.isDirectory()) this.dirs.clear();
+    this.made.delete(real);
+    // What was under a removed directory is gone.
+    if (st.isDirectory()) {
+      this.dirs.clear();
+      for (const p of this.made) if (p.startsWith(`${real}/`)) this.made.delete(p);
+    }
   }
+}
+
+function paxOf(header: tar.Headers): Record<string, string> {
+  return (header as tar.Headers & { pax?: Record<string, string> }).pax ?? {};
 }
 
 function setAttributes(real: string, pax: Record<string, string>, privileged: boolean): void {
