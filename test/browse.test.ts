@@ -31,6 +31,11 @@ describe('browse: every snapshot as a directory of one read-only mount', () => {
     fs.symlinkSync('/', path.join(base, 'escape'));
     fs.symlinkSync('../../../..', path.join(base, 'up'));
     fs.symlinkSync('etc/passwd', path.join(base, 'relative'));
+    // Relative links that only climb out through other links.
+    fs.mkdirSync(path.join(base, 'd'));
+    fs.symlinkSync('..', path.join(base, 'd', 's'));
+    fs.symlinkSync('d/s/..', path.join(base, 't'));
+    fs.symlinkSync('t/..', path.join(base, 'u'));
     await ok(root, ['commit', KEY, 'base-a']);
     await ok(root, ['prepare', '.hidden key%', KEY]);
     const top = upperOf(root, '.hidden key%');
@@ -54,7 +59,7 @@ describe('browse: every snapshot as a directory of one read-only mount', () => {
 
   test('each snapshot shows its merged tree; .layers shows its own layer, deletions included', async () => {
     assert.equal(await sh(`ls -A ${mnt}`), '%2Ehidden%20key%25\n.layers\ndefault%2F12%2Fsha256:0a1b\n');
-    assert.equal(await sh(`cd ${mnt}/%2Ehidden%20key%25 && ls && cat new etc/passwd`), 'escape\netc\nnew\nrelative\nup\nnew\nsnapshot passwd\n');
+    assert.equal(await sh(`cd ${mnt}/%2Ehidden%20key%25 && ls && cat new etc/passwd`), 'd\nescape\netc\nnew\nrelative\nt\nu\nup\nnew\nsnapshot passwd\n');
     assert.equal(await sh(`cat ${mnt}/default%2F12%2Fsha256:0a1b/gone`), 'deleted above\n');
     assert.equal(await sh(`ls ${mnt}/.layers`), '%2Ehidden%20key%25\ndefault%2F12%2Fsha256:0a1b\n');
     assert.match(await sh(`ls -l ${mnt}/.layers/%2Ehidden%20key%25`), /\nc[-rwx]{9} 1 root root 0, 0 .* gone\n/);
@@ -66,6 +71,12 @@ describe('browse: every snapshot as a directory of one read-only mount', () => {
     const snap = `${mnt}/%2Ehidden%20key%25`;
     assert.equal(await sh(`readlink ${snap}/escape ${snap}/up ${snap}/relative`), `${snap}\n${snap}\netc/passwd\n`);
     assert.equal(await sh(`cat ${snap}/escape/etc/passwd ${snap}/up/etc/passwd ${snap}/relative`), 'snapshot passwd\n'.repeat(3));
+    assert.equal(await sh(`readlink ${snap}/d/s ${snap}/t ${snap}/u`), `${snap}\n${snap}\n${snap}\n`);
+    // The kernel takes `..` after a followed link physically: out of the snapshot's directory, but
+    // never out of the mount (here: to the mount's root, where no snapshot is called etc).
+    for (const p of ['u/../etc/passwd', 't/../../etc/passwd', 'd/s/../../etc/passwd']) {
+      await assert.rejects(sh(`cat ${snap}/${p}`), /No such file or directory/, p);
+    }
     assert.match(await sh(`ls -l ${snap}/escape`), new RegExp(` ${snap.length} .*/escape -> ${snap.replace(/[%.]/g, '\\$&')}\n$`));
   });
 
@@ -77,6 +88,11 @@ describe('browse: every snapshot as a directory of one read-only mount', () => {
     await ok(root, ['rm', 'later']);
     while ((await sh(`ls ${mnt}`)).includes('later\n') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
     assert.ok(!(await sh(`ls ${mnt}`)).includes('later\n'));
+    const inside = await snapfs(root, ['browse', path.join(root, 'snapshots')]);
+    assert.equal(inside.code, 2);
+    assert.match(inside.stderr, /inside the root .*, or holding it: browse elsewhere\n$/);
+    const holding = await snapfs(root, ['browse', dir]);
+    assert.equal(holding.code, 2);
     const busy = await snapfs(root, ['browse', mnt]);
     assert.equal(busy.code, 7);
     assert.match(busy.stderr, /mountpoint busy/);

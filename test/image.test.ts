@@ -160,6 +160,21 @@ describe('import-image: an image as a chain of committed snapshots named by chai
     assert.equal(r.code, 2);
     assert.match(r.stderr, /^snapfs: layer 2 of .*: content is sha256:[0-9a-f]{64}, not its diff ID sha256:0{64}\n$/);
     assert.deepEqual(fs.readdirSync(path.join(other, 'snapshots')).sort(), before);
+    // A gzipped docker save, and one whose manifest is not one.
+    const gz = path.join(dir, 'docker.tar.gz');
+    fs.writeFileSync(gz, zlib.gzipSync(fs.readFileSync(image.dockerTar)));
+    assert.equal(await ok(other, ['import-image', gz]), `${chainIds(image.diffIds)[2]}\n`);
+    const odd = path.join(dir, 'odd');
+    fs.mkdirSync(odd);
+    fs.writeFileSync(path.join(odd, 'manifest.json'), '{"Config": 1}');
+    const oddRun = await snapfs(other, ['import-image', odd]);
+    assert.equal(oddRun.code, 2);
+    assert.equal(oddRun.stderr, `snapfs: image ${odd}: manifest.json is not a docker save manifest\n`);
+    const junk = path.join(dir, 'junk.tar');
+    fs.writeFileSync(junk, Buffer.alloc(2048, 0x41));
+    const junkRun = await snapfs(other, ['import-image', junk]);
+    assert.equal(junkRun.code, 2);
+    assert.match(junkRun.stderr, /^snapfs: image .*junk\.tar: not an image archive \([^\n]+\)\n$/);
     const notImage = await snapfs(other, ['import-image', dir]);
     assert.equal(notImage.code, 2);
     assert.match(notImage.stderr, /neither an OCI image layout \(index\.json\) nor a docker save archive \(manifest\.json\)\n$/);

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { kindOf } from '../errors';
-import { mergedLayers, ownLayer } from '../inspect/tree';
+import { mergedLayers, MergedTree, ownLayer } from '../inspect/tree';
 import { LayerFS } from '../layerfs/layerfs';
 import { sys } from '../native/sys';
 import type { LayerStack, Snapshotter } from '../snapshotter/snapshotter';
@@ -12,14 +12,23 @@ import { keyOfName, nameOfKey } from './names';
 const E = os.constants.errno;
 /** Where each snapshot's own layer is shown, as it is on disk (whiteouts included). */
 export const LAYERS_DIR = '.layers';
-/** An active snapshot's layer may change under a browse mount: its view is rebuilt this often. */
+/**
+ * How long a snapshot's view is used before it is checked against the
+ * metastore: an active snapshot's layer may change under the mount, and a
+ * key may be removed and made again.
+ */
 const ACTIVE_VIEW_MS = 1000;
+const VIEW_MS = 10_000;
 
 type Ops = Required<Pick<FuseOperations, 'getattr' | 'readdir' | 'readlink' | 'open' | 'read' | 'release' | 'getxattr' | 'listxattr'>>;
 
 interface View {
   readonly ops: Ops;
-  readonly expires: number;
+  /** The snapshot's merged tree, to resolve symlink targets in. */
+  readonly tree: MergedTree;
+  /** Its layer directories when it was made: a key removed and made again has others. */
+  readonly layers: string;
+  expires: number;
 }
 
 /**
@@ -52,13 +61,27 @@ export class BrowseFS {
           v.ops.getattr(inner, (err, st) => {
             if (err !== 0 || st === undefined || (Number(st.mode) & fs.constants.S_IFMT) !== fs.constants.S_IFLNK) return cb(err, st);
             // A symlink's size is the length of the target it is shown with.
-            v.ops.readlink(inner, (e, target) => cb(e, e === 0 && target !== undefined ? { ...st, size: Buffer.byteLength(this.confined(name, inner, target)) } : st));
+            v.ops.readlink(inner, (e, target) => cb(e, e === 0 && target !== undefined ? { ...st, size: Buffer.byteLength(this.confined(v, name, inner, target)) } : st));
           }),
         ),
-      readdir: (p, cb) => this.route(p, cb, (layers) => cb(0, ['.', '..', ...(layers ? [] : [LAYERS_DIR]), ...this.names(layers)]), (v, inner) => v.ops.readdir(inner, cb)),
+      readdir: (p, cb) =>
+        this.route(
+          p,
+          cb,
+          (layers) => {
+            let names: string[];
+            try {
+              names = this.names(layers);
+            } catch {
+              return cb(-E.EIO);
+            }
+            cb(0, ['.', '..', ...(layers ? [] : [LAYERS_DIR]), ...names]);
+          },
+          (v, inner) => v.ops.readdir(inner, cb),
+        ),
       readlink: (p, cb) =>
         this.route(p, cb, () => cb(-E.EINVAL), (v, inner, name) =>
-          v.ops.readlink(inner, (err, target) => (err !== 0 || target === undefined ? cb(err) : cb(0, this.confined(name, inner, target)))),
+          v.ops.readlink(inner, (err, target) => (err !== 0 || target === undefined ? cb(err) : cb(0, this.confined(v, name, inner, target)))),
         ),
       open: (p, flags, cb) =>
         this.route(p, cb, () => cb(-E.EISDIR), (v, inner) =>
@@ -127,34 +150,57 @@ export class BrowseFS {
     const id = `${layers ? 'layer' : 'merged'}:${key}`;
     const cached = this.views.get(id);
     if (cached !== undefined && cached.expires > Date.now()) return cached;
-    const stack = this.snapshotter.layers(key);
+    let stack: LayerStack;
+    try {
+      stack = this.snapshotter.layers(key);
+    } catch (err) {
+      this.views.delete(id);
+      throw err;
+    }
+    const expires = Date.now() + (stack.kind === 'active' ? ACTIVE_VIEW_MS : VIEW_MS);
+    const signature = JSON.stringify(stack);
+    // Unchanged (the same layer directories, and not an active layer that may have changed): keep its caches.
+    if (cached !== undefined && cached.layers === signature && stack.kind !== 'active') {
+      cached.expires = expires;
+      return cached;
+    }
     const own = ownLayer(stack).own;
     if (layers && own === undefined) return undefined;
-    const ops = layers ? rawOperations(own!) : mergedOperations(stack);
-    const view = { ops, expires: stack.kind === 'active' ? Date.now() + ACTIVE_VIEW_MS : Infinity };
+    const tree = new MergedTree(mergedLayers(stack), `snapshot ${JSON.stringify(key)}`);
+    const view: View = { ops: layers ? rawOperations(own!) : mergedOperations(stack), tree, layers: signature, expires };
     this.views.set(id, view);
     return view;
   }
 
   /**
-   * A symlink's target as shown: relative targets that stay inside the
-   * snapshot unchanged, the rest resolved as if chrooted into the
-   * snapshot's merged tree and given under the mount point.
+   * A symlink's target as shown. A relative target without `..` only
+   * descends (each symlink on its way is itself shown confined): as it is.
+   * Any other is resolved as if chrooted into the snapshot's merged tree
+   * and given as a path under the mount point, where the kernel finds the
+   * same thing; a target that does not resolve is placed there lexically.
    */
-  private confined(name: string, linkPath: string, target: string): string {
-    const start = target.startsWith('/') ? [] : path.posix.dirname(linkPath).split('/').filter((c) => c !== '');
-    let climbed = false;
-    const parts = [...start];
-    for (const c of target.split('/')) {
-      if (c === '' || c === '.') continue;
-      if (c === '..') {
-        if (parts.length === 0) climbed = true;
-        parts.pop();
-      } else parts.push(c);
+  private confined(view: View, name: string, linkPath: string, target: string): string {
+    const parts = target.split('/');
+    if (!target.startsWith('/') && !parts.includes('..')) return target;
+    const from = target.startsWith('/') ? target : `${path.posix.dirname(linkPath)}/${target}`;
+    let resolved: string;
+    try {
+      resolved = view.tree.resolve(from, false).path;
+    } catch {
+      resolved = lexical(from);
     }
-    if (!target.startsWith('/') && !climbed) return target;
-    return path.posix.join(this.mountpoint, name, ...parts);
+    return path.posix.join(this.mountpoint, name, ...resolved.split('/').filter((c) => c !== ''));
   }
+}
+
+/** `p` with `.` and `..` applied as words, `..` stopping at the root. */
+function lexical(p: string): string {
+  const out: string[] = [];
+  for (const c of p.split('/')) {
+    if (c === '..') out.pop();
+    else if (c !== '' && c !== '.') out.push(c);
+  }
+  return `/${out.join('/')}`;
 }
 
 /** A snapshot's merged tree, read-only, as a mount of it shows it. */

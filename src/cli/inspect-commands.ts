@@ -5,6 +5,7 @@ import { pipeline } from 'node:stream/promises';
 import { invalidArgument } from '../errors';
 import { layerChanges } from '../inspect/changes';
 import { mergedLayers, MergedTree, ownLayer, type Entry } from '../inspect/tree';
+import { major, minor } from '../layertar/devices';
 import type { Snapshotter } from '../snapshotter/snapshotter';
 import { wantsJson, withSnapshotter } from './context';
 import { printJson, printLines } from './output';
@@ -78,7 +79,7 @@ function longLine(e: Entry): string {
   const { st } = e;
   const when = st.mtime.toISOString().slice(0, 16).replace('T', ' ');
   const name = path.posix.basename(e.path) + (st.isSymbolicLink() ? ` -> ${fs.readlinkSync(e.node.real)}` : '');
-  const size = st.isCharacterDevice() || st.isBlockDevice() ? `${Math.floor(st.rdev / 256)}, ${st.rdev % 256}` : String(st.size);
+  const size = st.isCharacterDevice() || st.isBlockDevice() ? `${major(st.rdev)}, ${minor(st.rdev)}` : String(st.size);
   return `${modeString(st)} ${String(st.nlink).padStart(3)} ${String(st.uid).padStart(5)} ${String(st.gid).padStart(5)} ${size.padStart(10)} ${when} ${name}`;
 }
 

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import * as fs from 'node:fs';
-import { failedPrecondition, invalidArgument } from '../errors';
+import { alreadyExists, failedPrecondition, invalidArgument, notFound } from '../errors';
 import { ownLayer } from '../inspect/tree';
 import { writeLayerTar } from '../layertar/diff';
 import { importImage } from '../layertar/image';
@@ -22,7 +22,7 @@ export function registerLayerCommands(program: Command): void {
         const { own } = ownLayer(s.layers(key));
         if (own === undefined) throw failedPrecondition(`snapshot ${JSON.stringify(key)}: a view has no layer of its own`);
         // Opened before anything is written, so that a failure removes only a file made here.
-        const out = opts.output === undefined ? process.stdout : fs.createWriteStream('', { fd: fs.openSync(opts.output, 'wx') });
+        const out = opts.output === undefined ? process.stdout : fs.createWriteStream('', { fd: openNew(opts.output) });
         const progress = usageProgress(`packing ${key}`, 'entries');
         try {
           await writeLayerTar(own, out, { gzip: opts.gzip === true, onProgress: progress.update });
@@ -45,8 +45,8 @@ export function registerLayerCommands(program: Command): void {
       await withSnapshotter(
         cmd,
         async (s) => {
+          if (file !== '-' && !fs.existsSync(file)) throw notFound(`${file}: no such file`);
           const input = file === '-' ? process.stdin : fs.createReadStream(file);
-          if (file !== '-') await new Promise((resolve, reject) => input.once('open', resolve).once('error', reject));
           const progress = usageProgress(`importing ${name}`, 'entries');
           try {
             await importLayer(s, input, name, { labels, source: file === '-' ? 'stdin' : file, onProgress: progress.update, ...(opts.parent === undefined ? {} : { parent: opts.parent }) });
@@ -84,4 +84,14 @@ export function registerLayerCommands(program: Command): void {
         { writes: true },
       );
     });
+}
+
+/** A file made for writing, refused if it exists. */
+function openNew(file: string): number {
+  try {
+    return fs.openSync(file, 'wx', 0o644);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw alreadyExists(`${file}: already exists`);
+    throw err;
+  }
 }

@@ -40,15 +40,16 @@ async function freeSocketPath(address: string): Promise<void> {
   const st = fs.lstatSync(address, { throwIfNoEntry: false });
   if (st === undefined) return;
   if (!st.isSocket()) throw alreadyExists(`socket ${address}: exists and is not a socket`);
-  const live = await new Promise<boolean>((resolve) => {
+  // Only a refused connection means nobody listens; anything else may be a live server.
+  const refused = await new Promise<string | undefined>((resolve) => {
     const probe = net.connect(address);
     probe.once('connect', () => {
       probe.destroy();
-      resolve(true);
+      resolve('in use by a running server');
     });
-    probe.once('error', () => resolve(false));
+    probe.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED' ? undefined : `cannot tell whether a server uses it (${err.code ?? err.message})`));
   });
-  if (live) throw alreadyExists(`socket ${address}: in use by a running server`);
+  if (refused !== undefined) throw alreadyExists(`socket ${address}: ${refused}`);
   fs.unlinkSync(address);
 }
 

@@ -73,7 +73,7 @@ export async function applyLayerTar(input: Readable, layer: string, format: Uppe
 }
 
 /** The tar stream itself, gunzipped when it starts with gzip's magic. */
-async function decompressed(input: Readable): Promise<Readable> {
+export async function decompressed(input: Readable): Promise<Readable> {
   const first: Buffer = await new Promise((resolve, reject) => {
     const onReadable = (): void => {
       const chunk = input.read(2) as Buffer | null;
@@ -108,7 +108,8 @@ class LayerWriter {
    * here is free: no lstat to find out.
    */
   private readonly made = new Set<string>();
-  private readonly dirTimes: [string, Date][] = [];
+  /** Directories' modes and times, set last: a read-only directory could not take what it holds. */
+  private readonly dirMeta: [string, number, Date][] = [];
 
   constructor(
     private readonly layer: string,
@@ -120,7 +121,7 @@ class LayerWriter {
     const parts = componentsOf(header.name, 'entry');
     if (parts.length === 0) {
       // The layer's root itself: only its time.
-      if (header.type === 'directory') this.dirTimes.push([this.layer, header.mtime ?? new Date()]);
+      if (header.type === 'directory') this.dirMeta.push([this.layer, -1, header.mtime ?? new Date()]);
       return void body.resume();
     }
     const real = this.place(parts, header.name, true);
@@ -132,6 +133,7 @@ class LayerWriter {
     }
     if (base.startsWith(WHITEOUT_PREFIX)) {
       const hidden = base.slice(WHITEOUT_PREFIX.length);
+      if (hidden === '' || hidden === '.' || hidden === '..') throw invalidArgument(`entry ${JSON.stringify(header.name)}: a whiteout of ${JSON.stringify(hidden)} is no name`);
       this.clear(path.join(dir, hidden), false);
       this.format.whiteout(dir, hidden);
       // Either form may now be there.
@@ -195,15 +197,18 @@ class LayerWriter {
     this.made.add(real);
     // Owner before mode: chown clears set-id bits.
     if (this.privileged) fs.lchownSync(real, header.uid ?? 0, header.gid ?? 0);
-    if (header.type !== 'symlink') fs.chmodSync(real, mode);
     setAttributes(real, paxOf(header), this.privileged);
-    if (header.type === 'directory') this.dirTimes.push([real, header.mtime ?? new Date()]);
-    else setMtime(real, header.mtime ?? new Date());
+    if (header.type === 'directory') return void this.dirMeta.push([real, mode, header.mtime ?? new Date()]);
+    if (header.type !== 'symlink') fs.chmodSync(real, mode);
+    setMtime(real, header.mtime ?? new Date());
   }
 
-  /** Directory times last: creating what they hold changed them. */
+  /** Directory modes and times last, deepest first: creating what they hold changed their times. */
   finish(): void {
-    for (const [dir, mtime] of this.dirTimes.reverse()) setMtime(dir, mtime);
+    for (const [dir, mode, mtime] of this.dirMeta.reverse()) {
+      if (mode >= 0) fs.chmodSync(dir, mode);
+      setMtime(dir, mtime);
+    }
   }
 
   /**

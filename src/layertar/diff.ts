@@ -7,6 +7,7 @@ import * as tar from 'tar-stream';
 import { isOpaqueDir, isPrivateXattr, isWhiteoutStat, OPAQUE_MARKER, WHITEOUT_PREFIX } from '../layerfs/format';
 import { sys } from '../native/sys';
 import type { UsageProgress } from '../snapshotter/usage';
+import { major, minor } from './devices';
 
 /**
  * Writes layer directory `layer` as an OCI image layer tar to `out`:
@@ -19,6 +20,8 @@ import type { UsageProgress } from '../snapshotter/usage';
 export async function writeLayerTar(layer: string, out: Writable, opts: { gzip?: boolean; onProgress?: UsageProgress } = {}): Promise<void> {
   const pack = tar.pack();
   const done = opts.gzip === true ? pipeline(pack, zlib.createGzip(), out) : pipeline(pack, out);
+  // Awaited at the end; a failure before then must not go unhandled.
+  done.catch(() => undefined);
   const seen = new Map<string, string>(); // dev:ino → first name, for hard links
   let size = 0;
   let inodes = 0;
@@ -27,10 +30,15 @@ export async function writeLayerTar(layer: string, out: Writable, opts: { gzip?:
     // Values as bytes: tar-stream is patched to write Buffers as they are.
     if (xattrs.size > 0) header = { ...header, pax: Object.fromEntries([...xattrs].map(([k, v]) => [`SCHILY.xattr.${k}`, v])) } as tar.Headers;
     if (body === undefined) await entry(pack, header);
-    else await new Promise<void>((resolve, reject) => {
-      const sink = pack.entry(header, (err) => (err ? reject(err) : resolve()));
-      fs.createReadStream(body).on('error', reject).pipe(sink);
-    });
+    else {
+      let written: Promise<void> = Promise.resolve();
+      const entered = new Promise<void>((resolve, reject) => {
+        const sink = pack.entry(header, (err) => (err ? reject(err) : resolve()));
+        // A file that changed size meanwhile ("Size mismatch") or a read error fails the whole tar.
+        written = pipeline(fs.createReadStream(body), sink);
+      });
+      await Promise.all([entered, written]);
+    }
     size += header.size ?? 0;
     inodes++;
     opts.onProgress?.({ size, inodes });
@@ -85,12 +93,11 @@ export async function writeLayerTar(layer: string, out: Writable, opts: { gzip?:
   await done;
 }
 
-/** An entry whose body (if it has one) is in memory; a file entry without one is empty. */
-function entry(pack: tar.Pack, header: tar.Headers, body?: Buffer): Promise<void> {
-  const hasBody = header.type === 'file' || header.type === 'pax-header';
+/** An entry without data: a file entry of this kind is empty. */
+function entry(pack: tar.Pack, header: tar.Headers): Promise<void> {
   return new Promise((resolve, reject) => {
     const cb = (err?: Error | null): void => (err ? reject(err) : resolve());
-    if (hasBody) pack.entry(header, body ?? Buffer.alloc(0), cb);
+    if (header.type === 'file') pack.entry(header, Buffer.alloc(0), cb);
     else pack.entry(header, cb);
   });
 }
@@ -115,10 +122,3 @@ function attributesOf(file: string): Map<string, Buffer> {
   return out;
 }
 
-// Linux's dev_t encoding, for numbers below 2^32.
-function major(rdev: number): number {
-  return (rdev >>> 8) & 0xfff;
-}
-function minor(rdev: number): number {
-  return (rdev & 0xff) | ((rdev >>> 12) & 0xfff00);
-}

@@ -69,12 +69,26 @@ function check(req: MountRequest | BrowseRequest): void {
     if (pid !== undefined) throw unavailable(`${upper}: already mounted read-write by snapfs (pid ${pid})`);
   }
   if (isMounted(path.resolve(req.mountpoint))) throw unavailable(`${req.mountpoint}: mountpoint busy (already a mount point)`);
+  if ('browse' in req && overlaps(req.browse, req.mountpoint)) throw invalidArgument(`${req.mountpoint}: inside the root ${req.browse}, or holding it: browse elsewhere`);
   try {
     fs.accessSync('/dev/fuse', fs.constants.R_OK | fs.constants.W_OK);
   } catch {
     throw unavailable('/dev/fuse: missing or not accessible (is the fuse module loaded?)');
   }
   if (process.getuid?.() !== 0 && !onPath('fusermount')) throw unavailable('fusermount: not found on PATH (install fuse3)');
+}
+
+/** Whether one of two directories is the other or inside it. */
+function overlaps(a: string, b: string): boolean {
+  const real = (p: string): string => {
+    try {
+      return fs.realpathSync(p);
+    } catch {
+      return path.resolve(p); // not there yet (a root made later)
+    }
+  };
+  const [x, y] = [real(a), real(b)];
+  return x === y || x.startsWith(`${y}/`) || y.startsWith(`${x}/`) || y === '/' || x === '/';
 }
 
 function onPath(command: string): boolean {
