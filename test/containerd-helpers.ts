@@ -130,13 +130,3 @@ export function buildBusyboxImage(dir: string, name: string): { tarball: string;
   fs.rmSync(work, { recursive: true, force: true });
   return { tarball, diffIds: layers.map((l) => l.diffId) };
 }
-
-/** containerd's chain IDs of a list of layer diff IDs (the names of their committed snapshots). */
-export function chainIds(diffIds: readonly string[]): string[] {
-  const ids: string[] = [];
-  for (const diff of diffIds) {
-    const previous = ids[ids.length - 1];
-    ids.push(previous === undefined ? diff : `sha256:${createHash('sha256').update(`${previous} ${diff}`).digest('hex')}`);
-  }
-  return ids;
-}

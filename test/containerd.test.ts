@@ -4,7 +4,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { buildBusyboxImage, chainIds, startContainerd, type Containerd } from './containerd-helpers';
+import { chainIds } from '../src/layertar/image';
+import { buildBusyboxImage, startContainerd, type Containerd } from './containerd-helpers';
 import { startServer, type Server } from './grpc-helpers';
 import { snapfs, tempDir } from './helpers';
 

@@ -4,6 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { kindOf } from '../errors';
 import { mergedLayers, MergedTree, ownLayer } from '../inspect/tree';
+import { answering, bytesOrErrno } from '../layerfs/callbacks';
 import { LayerFS } from '../layerfs/layerfs';
 import { sys } from '../native/sys';
 import type { LayerStack, Snapshotter } from '../snapshotter/snapshotter';
@@ -212,42 +213,24 @@ function mergedOperations(stack: LayerStack): Ops {
 function rawOperations(dir: string): Ops {
   const real = (p: string): string => path.join(dir, p);
   const files = new Map<number, number>();
-  const attempt =
-    <A extends unknown[], T>(fn: (...a: A) => T) =>
-    (...args: [...A, (err: number, value?: T) => void]): void => {
-      const cb = args.pop() as (err: number, value?: T) => void;
-      let value: T;
-      try {
-        value = fn(...(args as unknown as A));
-      } catch (err) {
-        return cb(-((err as NodeJS.ErrnoException).errno !== undefined ? Math.abs((err as NodeJS.ErrnoException).errno!) : E.EIO));
-      }
-      cb(0, value);
-    };
   return {
-    getattr: attempt((p: string): FuseStat => {
+    getattr: answering((p: string): FuseStat => {
       const st = fs.lstatSync(real(p), { bigint: true });
       return { mode: st.mode, uid: st.uid, gid: st.gid, size: st.size, nlink: st.nlink, rdev: st.rdev, blksize: st.blksize, blocks: st.blocks, atimeNs: st.atimeNs, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs };
     }),
-    readdir: attempt((p: string) => ['.', '..', ...fs.readdirSync(real(p))]),
-    readlink: attempt((p: string) => fs.readlinkSync(real(p))),
-    open: attempt((p: string, _flags: number) => {
+    readdir: answering((p: string) => ['.', '..', ...fs.readdirSync(real(p))]),
+    readlink: answering((p: string) => fs.readlinkSync(real(p))),
+    open: answering((p: string, _flags: number) => {
       const fd = fs.openSync(real(p), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
       files.set(fd, fd);
       return fd;
     }),
-    read: (_p, fd, buf, len, pos, cb) => {
-      try {
-        cb(fs.readSync(files.get(fd) ?? -1, buf, 0, len, pos));
-      } catch (err) {
-        cb(-Math.abs((err as NodeJS.ErrnoException).errno ?? E.EIO));
-      }
-    },
-    release: attempt((_p: string, fd: number) => {
+    read: (_p, fd, buf, len, pos, cb) => cb(bytesOrErrno(() => fs.readSync(files.get(fd) ?? -1, buf, 0, len, pos))),
+    release: answering((_p: string, fd: number) => {
       files.delete(fd);
       fs.closeSync(fd);
     }),
-    getxattr: attempt((p: string, name: string, _position: number) => sys.getxattr(real(p), name)),
-    listxattr: attempt((p: string) => sys.listxattr(real(p))),
+    getxattr: answering((p: string, name: string, _position: number) => sys.getxattr(real(p), name)),
+    listxattr: answering((p: string) => sys.listxattr(real(p))),
   };
 }

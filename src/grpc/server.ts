@@ -106,6 +106,16 @@ export async function serveSnapshots(opts: ServeOptions): Promise<void> {
   };
   const logCall: CallLog = (method, request, outcome, ms) => say('debug', `call=${method} ${request}${request ? ' ' : ''}result=${JSON.stringify(outcome)} ms=${ms.toFixed(1)}`);
 
+  // Signals are caught from the start: a client may connect, and its owner stop us, as soon as we bind.
+  const stopped = new Promise<NodeJS.Signals>((resolve) => {
+    const stop = (signal: NodeJS.Signals): void => {
+      process.off('SIGTERM', stop);
+      process.off('SIGINT', stop);
+      resolve(signal);
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  });
   await freeSocketPath(opts.address);
   const snapshotter = new Snapshotter(opts.root);
   claimRoot(opts.root, opts.address);
@@ -120,21 +130,16 @@ export async function serveSnapshots(opts: ServeOptions): Promise<void> {
     throw err;
   }
   for (const problem of mountHelperProblems()) say('warn', problem);
+  say('info', `serving root=${JSON.stringify(path.resolve(opts.root))} address=${JSON.stringify(opts.address)}`);
 
+  const signal = await stopped;
+  say('info', `${signal}: finishing calls in flight`);
   await new Promise<void>((resolve) => {
-    const stop = (signal: NodeJS.Signals): void => {
-      process.off('SIGTERM', stop);
-      process.off('SIGINT', stop);
-      say('info', `${signal}: finishing calls in flight`);
-      const cut = setTimeout(() => server.forceShutdown(), SHUTDOWN_GRACE_MS);
-      server.tryShutdown(() => {
-        clearTimeout(cut);
-        resolve();
-      });
-    };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
-    say('info', `serving root=${JSON.stringify(path.resolve(opts.root))} address=${JSON.stringify(opts.address)}`);
+    const cut = setTimeout(() => server.forceShutdown(), SHUTDOWN_GRACE_MS);
+    server.tryShutdown(() => {
+      clearTimeout(cut);
+      resolve();
+    });
   });
   snapshotter.close();
   fs.rmSync(opts.address, { force: true });

@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { sys } from '../native/sys';
+import { answering, bytesOrErrno, fail } from './callbacks';
 import { copyEntry, setTimes } from './copyup';
 import { isPrivateXattr, upperFormat, WHITEOUT_PREFIX, type UpperFormat } from './format';
 import { IDENTITY, type IdMap } from './idmap';
@@ -29,26 +30,6 @@ export interface LayerStack {
   readonly lowers: readonly string[];
   readonly upper?: string;
   readonly work?: string;
-}
-
-class FsError extends Error {
-  constructor(readonly errno: number) {
-    super(`errno ${errno}`);
-  }
-}
-const fail = (errno: number): never => {
-  throw new FsError(-errno);
-};
-
-/** A FUSE callback's error: the negative errno. Anything else is a bug: logged, and EIO. */
-function errnoOf(err: unknown): number {
-  if (err instanceof FsError) return err.errno;
-  const { code, errno } = err as { code?: unknown; errno?: unknown };
-  const known = typeof code === 'string' ? (E as Record<string, number>)[code] : undefined;
-  if (known !== undefined) return -known;
-  if (typeof errno === 'number' && errno !== 0) return -Math.abs(errno);
-  console.error('snapfs: internal error:', err);
-  return -E.EIO;
 }
 
 /**
@@ -118,65 +99,49 @@ export class LayerFS {
   }
 
   operations(): FuseOperations {
-    const run =
-      <A extends unknown[], T>(fn: (...args: A) => T) =>
-      (...args: [...A, (err: number, value?: T) => void]): void => {
-        const cb = args.pop() as (err: number, value?: T) => void;
-        let value: T;
-        try {
-          value = fn(...(args as unknown as A));
-        } catch (err) {
-          return cb(errnoOf(err));
-        }
-        cb(0, value);
-      };
     const io =
       (fn: (fd: number, buf: Buffer, len: number, pos: number) => number) =>
       (_p: string, handle: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void): void => {
         const fd = this.files.get(handle);
         if (fd === undefined) return cb(-E.EBADF);
-        try {
-          cb(fn(fd, buf, len, pos));
-        } catch (err) {
-          cb(errnoOf(err));
-        }
+        cb(bytesOrErrno(() => fn(fd, buf, len, pos)));
       };
     const ops: FuseOperations = {
-      getattr: run((p: string) => this.getattr(p)),
-      fgetattr: run((p: string, handle: number) => this.fgetattr(p, handle)),
-      readdir: run((p: string) => this.readdir(p)),
-      readlink: run((p: string) => fs.readlinkSync(this.node(p).real)),
-      open: run((p: string, flags: number) => this.open(p, flags)),
+      getattr: answering((p: string) => this.getattr(p)),
+      fgetattr: answering((p: string, handle: number) => this.fgetattr(p, handle)),
+      readdir: answering((p: string) => this.readdir(p)),
+      readlink: answering((p: string) => fs.readlinkSync(this.node(p).real)),
+      open: answering((p: string, flags: number) => this.open(p, flags)),
       read: io((fd, buf, len, pos) => fs.readSync(fd, buf, 0, len, pos)),
-      release: run((_p: string, handle: number) => this.release(handle)),
-      statfs: run((_p: string) => this.statfs()),
-      getxattr: run((p: string, name: string, _position: number) => this.getxattr(p, name)),
-      listxattr: run((p: string) => sys.listxattr(this.node(p).real).filter((n) => !isPrivateXattr(n))),
+      release: answering((_p: string, handle: number) => this.release(handle)),
+      statfs: answering((_p: string) => this.statfs()),
+      getxattr: answering((p: string, name: string, _position: number) => this.getxattr(p, name)),
+      listxattr: answering((p: string) => sys.listxattr(this.node(p).real).filter((n) => !isPrivateXattr(n))),
     };
     if (this.readOnly) return ops;
     return {
       ...ops,
-      create: run((p: string, mode: number) => this.create(p, mode)),
+      create: answering((p: string, mode: number) => this.create(p, mode)),
       write: io((fd, buf, len, pos) => {
         if (this.frozen) fail(E.EROFS);
         return fs.writeSync(fd, buf, 0, len, pos);
       }),
-      flush: run((_p: string, _handle: number) => undefined),
-      fsync: run((_p: string, _datasync: boolean, handle: number) => this.fsync(handle)),
-      truncate: run((p: string, size: number) => fs.truncateSync(this.copyUp(p).real, size)),
-      ftruncate: run((_p: string, handle: number, size: number) => this.ftruncate(handle, size)),
-      chmod: run((p: string, mode: number) => fs.chmodSync(this.copyUp(p).real, mode)),
-      chown: run((p: string, uid: number, gid: number) => this.chown(p, uid, gid)),
-      utimens: run((p: string, atime: FuseTime, mtime: FuseTime) => this.utimens(p, atime, mtime)),
-      mkdir: run((p: string, mode: number) => this.mkdir(p, mode)),
-      mknod: run((p: string, mode: number, dev: number) => this.mknod(p, mode, dev)),
-      symlink: run((target: string, p: string) => this.symlink(target, p)),
-      link: run((src: string, dst: string) => this.link(src, dst)),
-      unlink: run((p: string) => this.remove(p, false)),
-      rmdir: run((p: string) => this.remove(p, true)),
-      rename: run((src: string, dst: string) => this.rename(src, dst)),
-      setxattr: run((p: string, name: string, value: Buffer, _pos: number, flags: number) => this.setxattr(p, name, value, flags)),
-      removexattr: run((p: string, name: string) => this.removexattr(p, name)),
+      flush: answering((_p: string, _handle: number) => undefined),
+      fsync: answering((_p: string, _datasync: boolean, handle: number) => this.fsync(handle)),
+      truncate: answering((p: string, size: number) => fs.truncateSync(this.copyUp(p).real, size)),
+      ftruncate: answering((_p: string, handle: number, size: number) => this.ftruncate(handle, size)),
+      chmod: answering((p: string, mode: number) => fs.chmodSync(this.copyUp(p).real, mode)),
+      chown: answering((p: string, uid: number, gid: number) => this.chown(p, uid, gid)),
+      utimens: answering((p: string, atime: FuseTime, mtime: FuseTime) => this.utimens(p, atime, mtime)),
+      mkdir: answering((p: string, mode: number) => this.mkdir(p, mode)),
+      mknod: answering((p: string, mode: number, dev: number) => this.mknod(p, mode, dev)),
+      symlink: answering((target: string, p: string) => this.symlink(target, p)),
+      link: answering((src: string, dst: string) => this.link(src, dst)),
+      unlink: answering((p: string) => this.remove(p, false)),
+      rmdir: answering((p: string) => this.remove(p, true)),
+      rename: answering((src: string, dst: string) => this.rename(src, dst)),
+      setxattr: answering((p: string, name: string, value: Buffer, _pos: number, flags: number) => this.setxattr(p, name, value, flags)),
+      removexattr: answering((p: string, name: string) => this.removexattr(p, name)),
     };
   }
 
