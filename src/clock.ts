@@ -1,31 +1,15 @@
+import { sys } from './native/sys';
+
 /**
- * Wall-clock time in nanoseconds since the epoch.
- *
- * Node offers wall time only in milliseconds (Date.now) and nanoseconds only
- * on a monotonic clock (hrtime). Anchoring hrtime to the instant Date.now()
- * ticks gives wall time at nanosecond resolution, accurate to a few
- * microseconds: enough for containerd's conformance suite, which brackets
- * created/updated between two readings of the client's clock. The anchor is
- * renewed now and then so that NTP slewing does not accumulate.
+ * Wall-clock time in nanoseconds since the epoch, from clock_gettime:
+ * containerd's conformance suite brackets created/updated times between two
+ * readings of its own clock, so they must be the system's, to the nanosecond.
  */
-const REANCHOR_AFTER_NS = 60_000_000_000n;
-
-let anchor: { wallNs: bigint; monoNs: bigint } | undefined;
 let last = 0n;
-
-function takeAnchor(): { wallNs: bigint; monoNs: bigint } {
-  const start = Date.now();
-  let ms = start;
-  // Spin to the next millisecond edge: at most 1 ms, once a minute.
-  while (ms === start) ms = Date.now();
-  return { wallNs: BigInt(ms) * 1_000_000n, monoNs: process.hrtime.bigint() };
-}
 
 /** Strictly increasing within one process. */
 export function nowNs(): bigint {
-  const mono = process.hrtime.bigint();
-  if (anchor === undefined || mono - anchor.monoNs > REANCHOR_AFTER_NS) anchor = takeAnchor();
-  let t = anchor.wallNs + (process.hrtime.bigint() - anchor.monoNs);
+  let t = sys.realtimeNs();
   if (t <= last) t = last + 1n;
   last = t;
   return t;

@@ -57,7 +57,7 @@ export function checkControlSocket(work: string): void {
   }
 }
 
-export function serveControl(work: string, mountpoint: string, freeze: () => void): () => void {
+export function serveControl(work: string, mountpoint: string, freeze: () => void): () => Promise<void> {
   checkControlSocket(work);
   const socketPath = controlSocketPath(work);
   const pidFile = path.join(work, PID_FILE);
@@ -88,11 +88,13 @@ export function serveControl(work: string, mountpoint: string, freeze: () => voi
   server.on('error', (err) => console.error(`snapfs: control socket ${socketPath}:`, err));
   // Only the owner (and root) may freeze the mount.
   server.listen(socketPath, () => fs.chmodSync(socketPath, 0o600));
-  return () => {
-    server.close();
-    fs.rmSync(socketPath, { force: true });
-    fs.rmSync(pidFile, { force: true });
-  };
+  // Closing waits for requests being answered: a commit asking to freeze just as the mount goes gets its answer.
+  return () =>
+    new Promise<void>((resolve) => {
+      fs.rmSync(socketPath, { force: true });
+      fs.rmSync(pidFile, { force: true });
+      server.close(() => resolve());
+    });
 }
 
 /**
@@ -115,6 +117,8 @@ export function freezeMount(work: string): Promise<boolean> {
     conn.on('end', () => {
       clearTimeout(timer);
       if (reply.trim() === 'frozen') resolve(true);
+      // Hung up without an answer: a daemon whose mount is gone, on its way out, has nothing to freeze.
+      else if (reply === '' && servingPid(work) === undefined) resolve(false);
       else reject(new Error(`${socketPath}: unexpected answer ${JSON.stringify(reply.trim())}`));
     });
     conn.on('error', (err: NodeJS.ErrnoException) => {

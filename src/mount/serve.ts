@@ -73,7 +73,7 @@ export function serve(req: MountRequest, onMounted: (fs: LayerFS) => void): Prom
     extraOptions: [...(layerfs.readOnly ? ['ro'] : []), ...mountFlags(req)],
   });
   return runUntilUnmounted(fuse, req.mountpoint, () => {
-    const closeControl = req.stack.work !== undefined && !layerfs.readOnly ? serveControl(req.stack.work, req.mountpoint, () => layerfs.freeze()) : () => undefined;
+    const closeControl = req.stack.work !== undefined && !layerfs.readOnly ? serveControl(req.stack.work, req.mountpoint, () => layerfs.freeze()) : () => Promise.resolve();
     onMounted(layerfs);
     return closeControl;
   });
@@ -85,7 +85,7 @@ export function serve(req: MountRequest, onMounted: (fs: LayerFS) => void): Prom
  * /proc/self/mountinfo). `onMounted` runs once the mount is live and
  * returns what to close at the end.
  */
-export function runUntilUnmounted(fuse: Fuse, mountpoint: string, onMounted: () => () => void): Promise<void> {
+export function runUntilUnmounted(fuse: Fuse, mountpoint: string, onMounted: () => () => void | Promise<void>): Promise<void> {
   return new Promise((resolve, reject) => {
     fuse.mount((err) => {
       if (err !== null) return reject(err);
@@ -94,11 +94,10 @@ export function runUntilUnmounted(fuse: Fuse, mountpoint: string, onMounted: () 
       const finish = (): void => {
         if (done) return;
         done = true;
-        close();
         clearInterval(poll);
         process.off('SIGTERM', stop);
         process.off('SIGINT', stop);
-        resolve();
+        void Promise.resolve(close()).then(resolve, resolve);
       };
       const stop = (): void => fuse.unmount(() => finish());
       const poll = setInterval(() => {

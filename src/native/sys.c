@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 #include <node_api.h>
 
@@ -234,6 +235,15 @@ static napi_value js_copy_data(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* Wall-clock time in nanoseconds: Node has it only in milliseconds. */
+static napi_value js_realtime_ns(napi_env env, napi_callback_info info) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  napi_value result;
+  napi_create_bigint_int64(env, (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec, &result);
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "mknod", NULL, js_mknod, NULL, NULL, NULL, napi_default, NULL },
@@ -243,6 +253,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "listxattr", NULL, js_listxattr, NULL, NULL, NULL, napi_default, NULL },
     { "removexattr", NULL, js_removexattr, NULL, NULL, NULL, napi_default, NULL },
     { "copyData", NULL, js_copy_data, NULL, NULL, NULL, napi_default, NULL },
+    { "realtimeNs", NULL, js_realtime_ns, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   napi_value omit;

@@ -17,6 +17,8 @@ export interface Sys {
   removexattr(file: string, name: string): void;
   /** Copies `size` bytes of data between file descriptors, keeping holes. */
   copyData(srcFd: number, dstFd: number, size: number): void;
+  /** clock_gettime(CLOCK_REALTIME) in nanoseconds. */
+  realtimeNs(): bigint;
   readonly UTIME_OMIT: number;
 }
 
