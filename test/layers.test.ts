@@ -245,6 +245,37 @@ describe('layers as OCI tars: diff and import', () => {
     assert.equal(name.stderr, 'snapfs: snapshot "abs": already exists\n');
   });
 
+  test('later entries replace earlier ones, however the writes overlap', async () => {
+    const entries: (tar.Headers & { body?: string })[] = [];
+    for (let i = 0; i < 100; i++) entries.push({ name: `many/f${i}`, body: `file ${i}` });
+    entries.push(
+      { name: 'a', body: 'first' },
+      { name: 'a', body: 'second' },
+      { name: 'b', body: 'linked' },
+      { name: 'c', type: 'link', linkname: 'b' },
+      { name: 'd', body: 'a file, then a directory' },
+      { name: 'd/', type: 'directory' },
+      { name: 'd/x', body: 'inside' },
+      { name: 'e/', type: 'directory' },
+      { name: 'e/x', body: 'gone with its directory' },
+      { name: 'e', body: 'a directory, then a file' },
+      { name: 'f', body: 'a file, then a symlink' },
+      { name: 'f', type: 'symlink', linkname: 'b' },
+    );
+    const file = path.join(dir, 'replacing.tar');
+    fs.writeFileSync(file, await makeTar(entries));
+    await ok(root, ['import', file, 'replacing']);
+    const own = layerDirOf(root, 'replacing');
+    assert.equal(fs.readFileSync(path.join(own, 'a'), 'utf8'), 'second');
+    assert.equal(fs.statSync(path.join(own, 'b')).ino, fs.statSync(path.join(own, 'c')).ino);
+    assert.equal(fs.readFileSync(path.join(own, 'c'), 'utf8'), 'linked');
+    assert.equal(fs.readFileSync(path.join(own, 'd', 'x'), 'utf8'), 'inside');
+    assert.equal(fs.readFileSync(path.join(own, 'e'), 'utf8'), 'a directory, then a file');
+    assert.equal(fs.readlinkSync(path.join(own, 'f')), 'b');
+    assert.equal(fs.readdirSync(path.join(own, 'many')).length, 100);
+    assert.equal(fs.readFileSync(path.join(own, 'many', 'f99'), 'utf8'), 'file 99');
+  });
+
   test('without root, device nodes are left out, set-id bits dropped, and whiteouts written in the rootless form', async () => {
     const userDir = path.join(dir, 'user');
     fs.chmodSync(dir, 0o711); // mkdtemp's 0700 would keep the user out
