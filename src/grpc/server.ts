@@ -21,8 +21,8 @@ export interface ServeOptions {
 
 // sockaddr_un's sun_path holds 108 bytes, with the terminating NUL.
 const MAX_SOCKET_PATH = 107;
-/** In-flight calls get this long to finish after SIGTERM; then they are cut. */
-const SHUTDOWN_GRACE_MS = 10_000;
+/** In-flight calls get this long to finish after SIGTERM (longer than a commit waits for a mount to freeze); then they are cut. */
+const SHUTDOWN_GRACE_MS = 30_000;
 
 /** /run/snapfs/snapfs.sock for root, $XDG_RUNTIME_DIR/snapfs/snapfs.sock for others. */
 export function defaultAddress(env: NodeJS.ProcessEnv = process.env): string {
@@ -107,8 +107,9 @@ export async function serveSnapshots(opts: ServeOptions): Promise<void> {
   const logCall: CallLog = (method, request, outcome, ms) => say('debug', `call=${method} ${request}${request ? ' ' : ''}result=${JSON.stringify(outcome)} ms=${ms.toFixed(1)}`);
 
   // Signals are caught from the start: a client may connect, and its owner stop us, as soon as we bind.
+  let stop: (signal: NodeJS.Signals) => void = () => undefined;
   const stopped = new Promise<NodeJS.Signals>((resolve) => {
-    const stop = (signal: NodeJS.Signals): void => {
+    stop = (signal) => {
       process.off('SIGTERM', stop);
       process.off('SIGINT', stop);
       resolve(signal);
@@ -116,17 +117,23 @@ export async function serveSnapshots(opts: ServeOptions): Promise<void> {
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
   });
-  await freeSocketPath(opts.address);
   const snapshotter = new Snapshotter(opts.root);
-  claimRoot(opts.root, opts.address);
   const server = new grpc.Server();
-  const { definition, implementation } = snapshotsService(snapshotter, logCall);
-  server.addService(definition, implementation);
+  const service = snapshotsService(snapshotter, logCall);
+  server.addService(service.definition, service.implementation);
   try {
-    await bind(server, opts.address, opts.group);
+    await freeSocketPath(opts.address);
+    claimRoot(opts.root, opts.address);
+    try {
+      await bind(server, opts.address, opts.group);
+    } catch (err) {
+      releaseRoot(opts.root);
+      throw err;
+    }
   } catch (err) {
+    process.off('SIGTERM', stop);
+    process.off('SIGINT', stop);
     snapshotter.close();
-    releaseRoot(opts.root);
     throw err;
   }
   for (const problem of mountHelperProblems()) say('warn', problem);
@@ -141,6 +148,8 @@ export async function serveSnapshots(opts: ServeOptions): Promise<void> {
       resolve();
     });
   });
+  // A call cut off by forceShutdown may still be working (a commit waiting for a mount): let it end first.
+  await service.idle();
   snapshotter.close();
   fs.rmSync(opts.address, { force: true });
   releaseRoot(opts.root);

@@ -116,8 +116,13 @@ const CREATE = 'failed to create snapshot';
  * The Snapshots service over one snapshotter: each call is one operation
  * of it (one transaction). `log` hears of every call.
  */
-export function snapshotsService(snapshotter: Snapshotter, log: CallLog): { definition: grpc.ServiceDefinition; implementation: grpc.UntypedServiceImplementation } {
+export function snapshotsService(
+  snapshotter: Snapshotter,
+  log: CallLog,
+): { definition: grpc.ServiceDefinition; implementation: grpc.UntypedServiceImplementation; idle(): Promise<void> } {
   const definition = tolerant(loadDefinition());
+  // Calls still working, so that the database is closed only after the last.
+  const working = new Set<Promise<unknown>>();
 
   const unary =
     <Req, Res>(method: string, fn: Unary<Req, Res>, context?: string): grpc.handleUnaryCall<Req | Malformed, Res> =>
@@ -130,15 +135,18 @@ export function snapshotsService(snapshotter: Snapshotter, log: CallLog): { defi
       };
       const req = call.request;
       if (req instanceof Malformed) return finish({ code: grpc.status.INVALID_ARGUMENT, details: `malformed ${method} request: ${req.reason}`, metadata: new grpc.Metadata() });
-      Promise.resolve()
-        .then(() => fn(req))
-        .then(
-          (res) => finish(null, res),
-          (err: unknown) => {
-            const status = statusOf(err);
-            finish(context === undefined ? status : { ...status, details: `${context}: ${status.details}` });
-          },
-        );
+      const work = Promise.resolve().then(() => fn(req));
+      working.add(work);
+      work
+        .finally(() => working.delete(work))
+        .catch(() => undefined);
+      work.then(
+        (res) => finish(null, res),
+        (err: unknown) => {
+          const status = statusOf(err);
+          finish(context === undefined ? status : { ...status, details: `${context}: ${status.details}` });
+        },
+      );
     };
 
   // A stream fails by emitting its status as an error (grpc-js then ends it with that status).
@@ -210,7 +218,13 @@ export function snapshotsService(snapshotter: Snapshotter, log: CallLog): { defi
       return {};
     }),
   };
-  return { definition, implementation };
+  return {
+    definition,
+    implementation,
+    idle: async () => {
+      while (working.size > 0) await Promise.allSettled([...working]);
+    },
+  };
 }
 
 function loadDefinition(): grpc.ServiceDefinition {

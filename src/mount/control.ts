@@ -63,37 +63,54 @@ export function serveControl(work: string, mountpoint: string, freeze: () => voi
   const pidFile = path.join(work, PID_FILE);
   fs.writeFileSync(pidFile, `${process.pid}\n${mountpoint}`, { mode: 0o600 });
   fs.rmSync(socketPath, { force: true });
+  const open = new Set<net.Socket>();
+  const idle = new Set<net.Socket>();
   const server = net.createServer((conn) => {
+    open.add(conn);
+    idle.add(conn);
+    // A client that says nothing, or never hangs up, must not keep the daemon alive.
+    conn.setTimeout(FREEZE_TIMEOUT_MS, () => conn.destroy());
+    conn.on('close', () => {
+      open.delete(conn);
+      idle.delete(conn);
+    });
     conn.setEncoding('utf8');
     let request = '';
+    const answer = (text: string): void => void conn.end(text, () => conn.destroy());
     conn.on('data', (chunk: string) => {
+      if (request.includes('\n')) return; // one request per connection
       request += chunk;
       if (request.length > MAX_REQUEST) return conn.destroy();
       if (!request.includes('\n')) return;
-      if (request.trim() === 'freeze') {
-        // Pages written through mmap are still the kernel's: have them
-        // written back (through this very mount, from another process)
-        // before changes are refused. Operations run one at a time on this
-        // thread, so once `freeze` runs none is in flight.
-        execFile('sync', ['-f', mountpoint], () => {
-          freeze();
-          conn.end('frozen\n');
-        });
-      } else {
-        conn.end('error unknown request\n');
-      }
+      if (request.split('\n')[0]!.trim() !== 'freeze') return answer('error unknown request\n');
+      idle.delete(conn);
+      // Pages written through mmap are still the kernel's: have them
+      // written back (through this very mount, from another process)
+      // before changes are refused. Operations run one at a time on this
+      // thread, so once `freeze` runs none is in flight.
+      execFile('sync', ['-f', mountpoint], () => {
+        freeze();
+        answer('frozen\n');
+      });
     });
     conn.on('error', () => undefined);
   });
   server.on('error', (err) => console.error(`snapfs: control socket ${socketPath}:`, err));
   // Only the owner (and root) may freeze the mount.
   server.listen(socketPath, () => fs.chmodSync(socketPath, 0o600));
-  // Closing waits for requests being answered: a commit asking to freeze just as the mount goes gets its answer.
+  // On the way out: read-only first (a lazily detached mount may still be written through), then
+  // freeze requests being answered finish, idle connections go, and the pid file goes last.
   return () =>
     new Promise<void>((resolve) => {
-      fs.rmSync(socketPath, { force: true });
-      fs.rmSync(pidFile, { force: true });
-      server.close(() => resolve());
+      freeze();
+      for (const conn of idle) conn.destroy();
+      const cut = setTimeout(() => open.forEach((conn) => conn.destroy()), FREEZE_TIMEOUT_MS);
+      server.close(() => {
+        clearTimeout(cut);
+        fs.rmSync(socketPath, { force: true });
+        fs.rmSync(pidFile, { force: true });
+        resolve();
+      });
     });
 }
 
@@ -123,8 +140,9 @@ export function freezeMount(work: string): Promise<boolean> {
     });
     conn.on('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      // A socket left by a daemon that died: nothing to freeze.
+      // A socket left by a daemon that died: nothing to freeze. Cut off by one on its way out, with its mount gone: the same.
       if (err.code === 'ECONNREFUSED' || err.code === 'ENOENT') resolve(false);
+      else if ((err.code === 'ECONNRESET' || err.code === 'EPIPE') && servingPid(work) === undefined) resolve(false);
       else reject(err);
     });
   });
