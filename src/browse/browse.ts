@@ -139,10 +139,11 @@ export class BrowseFS {
   }
 
   private names(layers: boolean): string[] {
-    return this.snapshotter
-      .walk()
-      .filter((info) => !layers || info.kind !== 'view')
-      .map((info) => nameOfKey(info.name));
+    const infos = this.snapshotter.walk();
+    // Views of snapshots gone since are dropped here, where every key is at hand.
+    const keys = new Set(infos.map((info) => info.name));
+    for (const id of this.views.keys()) if (!keys.has(id.slice(id.indexOf(':') + 1))) this.views.delete(id);
+    return infos.filter((info) => !layers || info.kind !== 'view').map((info) => nameOfKey(info.name));
   }
 
   private view(name: string, layers: boolean): View | undefined {
