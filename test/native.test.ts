@@ -64,4 +64,23 @@ describe('native system calls', () => {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it('createFile makes a new file with content, owner, mode and time in one call, and replaces nothing', () => {
+    const dir = tempDir();
+    try {
+      const f = path.join(dir, 'f');
+      sys.createFile(f, Buffer.from('content'), 0o4755, process.getuid?.() === 0, 1000, 1000, 1_600_000_000, 123_456_789);
+      const st = fs.statSync(f, { bigint: true });
+      assert.equal(fs.readFileSync(f, 'utf8'), 'content');
+      assert.equal(Number(st.mode) & 0o7777, 0o4755); // set-id kept: chown came first
+      if (process.getuid?.() === 0) assert.deepEqual([st.uid, st.gid], [1000n, 1000n]);
+      assert.equal(st.mtimeNs, 1_600_000_000_123_456_789n);
+      assert.throws(() => sys.createFile(f, Buffer.alloc(0), 0o644, false, 0, 0, 0, 0), { code: 'EEXIST' });
+      fs.symlinkSync(path.join(dir, 'target'), path.join(dir, 'link'));
+      assert.throws(() => sys.createFile(path.join(dir, 'link'), Buffer.from('x'), 0o644, false, 0, 0, 0, 0), { code: 'EEXIST' });
+      assert.equal(fs.existsSync(path.join(dir, 'target')), false, 'a symlink is not followed');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

@@ -4,6 +4,7 @@ import { alreadyExists, failedPrecondition, invalidArgument, notFound } from '..
 import { ownLayer } from '../inspect/tree';
 import { writeLayerTar } from '../layertar/diff';
 import { importImage } from '../layertar/image';
+import { READ_CHUNK } from '../layertar/apply';
 import { importLayer } from '../layertar/import';
 import { collect, parseLabels } from './args';
 import { withSnapshotter } from './context';
@@ -46,7 +47,7 @@ export function registerLayerCommands(program: Command): void {
         cmd,
         async (s) => {
           if (file !== '-' && !fs.existsSync(file)) throw notFound(`${file}: no such file`);
-          const input = file === '-' ? process.stdin : fs.createReadStream(file);
+          const input = file === '-' ? process.stdin : fs.createReadStream(file, { highWaterMark: READ_CHUNK });
           const progress = usageProgress(`importing ${name}`, 'entries');
           try {
             await importLayer(s, input, name, { labels, source: file === '-' ? 'stdin' : file, onProgress: progress.update, ...(opts.parent === undefined ? {} : { parent: opts.parent }) });

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
 import { invalidArgument, messageOf, notFound } from '../errors';
-import { decompressed } from './apply';
+import { decompressed, READ_CHUNK } from './apply';
 import type { Snapshotter, UsageProgress } from '../snapshotter/snapshotter';
 import { exists, importLayer } from './import';
 
@@ -50,7 +50,7 @@ export async function importImage(
       const skipped = exists(s, chain);
       opts.onLayer?.(i, image.layers.length, chain, skipped);
       if (skipped) continue;
-      await importLayer(s, fs.createReadStream(layer.file), chain, {
+      await importLayer(s, fs.createReadStream(layer.file, { highWaterMark: READ_CHUNK }), chain, {
         diffId: layer.diffId,
         source: `layer ${i + 1} of ${source}`,
         ...(i > 0 ? { parent: chains[i - 1]! } : {}),
@@ -96,7 +96,7 @@ async function unpackArchive(file: string, dir: string, source: string): Promise
     );
   });
   try {
-    await pipeline(await decompressed(fs.createReadStream(file)), extract);
+    await pipeline(await decompressed(fs.createReadStream(file, { highWaterMark: READ_CHUNK })), extract);
   } catch (err) {
     throw invalidArgument(`image ${source}: not an image archive (${messageOf(err)})`);
   }

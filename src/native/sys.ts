@@ -17,6 +17,8 @@ export interface Sys {
   removexattr(file: string, name: string): void;
   /** Copies `size` bytes of data between file descriptors, keeping holes. */
   copyData(srcFd: number, dstFd: number, size: number): void;
+  /** A new file (never replacing anything) with content, owner (when `chown`), mode and mtime, in one call. */
+  createFile(file: string, data: Buffer, mode: number, chown: boolean, uid: number, gid: number, mtimeSec: number, mtimeNsec: number): void;
   /** clock_gettime(CLOCK_REALTIME) in nanoseconds. */
   realtimeNs(): bigint;
   readonly UTIME_OMIT: number;
