@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -243,6 +243,22 @@ describe('layers as OCI tars: diff and import', () => {
     const name = await snapfs(root, ['import', path.join(dir, 'abs.tar'), 'abs']);
     assert.equal(name.code, 4);
     assert.equal(name.stderr, 'snapfs: snapshot "abs": already exists\n');
+  });
+
+  test('import and diff show entries and bytes on a terminal, and nothing on a pipe', async () => {
+    const file = path.join(dir, 'many.tar');
+    fs.writeFileSync(file, await makeTar(Array.from({ length: 3000 }, (_v, i) => ({ name: `m/${i}`, body: 'x'.repeat(100) }))));
+    const onTerminal = (args: string): Promise<string> =>
+      new Promise((resolve) => {
+        const child = spawn('script', ['-qec', `${process.execPath} ${CLI} --root ${root} ${args}`, '/dev/null'], { stdio: ['ignore', 'pipe', 'inherit'] });
+        let out = '';
+        child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+        child.on('close', () => resolve(out));
+      });
+    assert.match(await onTerminal(`import ${file} many`), /importing many: \d+ entries, [\d.]+ KiB/);
+    assert.match(await onTerminal(`diff many -o ${path.join(dir, 'many-out.tar')}`), /packing many: \d+ entries, [\d.]+ KiB/);
+    const piped = await snapfs(root, ['diff', 'many', '-o', path.join(dir, 'many-out2.tar')]);
+    assert.equal(piped.stderr, '');
   });
 
   test('later entries replace earlier ones, however the writes overlap', async () => {
