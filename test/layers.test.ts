@@ -277,6 +277,12 @@ describe('layers as OCI tars: diff and import', () => {
       { name: 'e', body: 'a directory, then a file' },
       { name: 'f', body: 'a file, then a symlink' },
       { name: 'f', type: 'symlink', linkname: 'b' },
+      // A directory named again after another one was replaced.
+      { name: 'g/', type: 'directory' },
+      { name: 'h/', type: 'directory' },
+      { name: 'h', body: 'a directory, then a file' },
+      { name: 'g/', type: 'directory', mode: 0o700 },
+      { name: 'g/y', body: 'in g' },
     );
     const file = path.join(dir, 'replacing.tar');
     fs.writeFileSync(file, await makeTar(entries));
@@ -288,6 +294,8 @@ describe('layers as OCI tars: diff and import', () => {
     assert.equal(fs.readFileSync(path.join(own, 'd', 'x'), 'utf8'), 'inside');
     assert.equal(fs.readFileSync(path.join(own, 'e'), 'utf8'), 'a directory, then a file');
     assert.equal(fs.readlinkSync(path.join(own, 'f')), 'b');
+    assert.equal(fs.readFileSync(path.join(own, 'g', 'y'), 'utf8'), 'in g');
+    assert.equal(fs.statSync(path.join(own, 'g')).mode & 0o777, 0o700);
     assert.equal(fs.readdirSync(path.join(own, 'many')).length, 100);
     assert.equal(fs.readFileSync(path.join(own, 'many', 'f99'), 'utf8'), 'file 99');
   });

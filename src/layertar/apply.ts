@@ -148,7 +148,8 @@ class LayerWriter {
     switch (header.type) {
       case 'directory':
         this.clear(real, true);
-        if (!this.dirs.has(real)) fs.mkdirSync(real);
+        // Still made here after clear(): a directory this import made already.
+        if (!this.made.has(real)) fs.mkdirSync(real);
         this.dirs.add(real);
         break;
       case 'file':
@@ -217,9 +218,15 @@ class LayerWriter {
     setMtime(real, header.mtime ?? new Date());
   }
 
-  /** Directory modes and times last, deepest first: creating what they hold changed their times. */
+  /**
+   * Directory modes and times last, deepest first (creating what they hold
+   * changed their times); a directory named twice takes its last entry's.
+   */
   finish(): void {
+    const done = new Set<string>();
     for (const [dir, mode, mtime] of this.dirMeta.reverse()) {
+      if (done.has(dir)) continue;
+      done.add(dir);
       if (mode >= 0) fs.chmodSync(dir, mode);
       setMtime(dir, mtime);
     }
@@ -239,8 +246,7 @@ class LayerWriter {
       if (st === undefined && makeParents) {
         fs.mkdirSync(dir, { mode: 0o755 });
         this.made.add(dir);
-      }
-      else if (st === undefined) throw invalidArgument(`entry ${JSON.stringify(entryName)}: ${JSON.stringify(parts.join('/'))} is not in the layer`);
+      } else if (st === undefined) throw invalidArgument(`entry ${JSON.stringify(entryName)}: ${JSON.stringify(parts.join('/'))} is not in the layer`);
       else if (st.isSymbolicLink()) throw invalidArgument(`entry ${JSON.stringify(entryName)}: path goes through a symlink (${where})`);
       else if (!st.isDirectory()) throw invalidArgument(`entry ${JSON.stringify(entryName)}: ${where} is not a directory`);
       this.dirs.add(dir);
@@ -254,12 +260,8 @@ class LayerWriter {
     const st = fs.lstatSync(real, { throwIfNoEntry: false });
     if (st === undefined || (keepDir && st.isDirectory())) return;
     fs.rmSync(real, { recursive: true, force: true });
-    this.made.delete(real);
-    // What was under a removed directory is gone.
-    if (st.isDirectory()) {
-      this.dirs.clear();
-      for (const p of this.made) if (p.startsWith(`${real}/`)) this.made.delete(p);
-    }
+    // It, and what was under it, are gone.
+    for (const known of [this.made, this.dirs]) for (const p of known) if (p === real || p.startsWith(`${real}/`)) known.delete(p);
   }
 }
 
