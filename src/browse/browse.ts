@@ -6,6 +6,7 @@ import { kindOf } from '../errors';
 import { mergedLayers, MergedTree, ownLayer } from '../inspect/tree';
 import { answering, bytesOrErrno } from '../layerfs/callbacks';
 import { LayerFS } from '../layerfs/layerfs';
+import { pathComponents } from '../layerfs/resolver';
 import { sys } from '../native/sys';
 import type { LayerStack, Snapshotter } from '../snapshotter/snapshotter';
 import { keyOfName, nameOfKey } from './names';
@@ -198,9 +199,9 @@ export class BrowseFS {
 /** `p` with `.` and `..` applied as words, `..` stopping at the root. */
 function lexical(p: string): string {
   const out: string[] = [];
-  for (const c of p.split('/')) {
+  for (const c of pathComponents(p)) {
     if (c === '..') out.pop();
-    else if (c !== '' && c !== '.') out.push(c);
+    else out.push(c);
   }
   return `/${out.join('/')}`;
 }

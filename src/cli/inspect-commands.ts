@@ -5,7 +5,7 @@ import { pipeline } from 'node:stream/promises';
 import { invalidArgument } from '../errors';
 import { layerChanges } from '../inspect/changes';
 import { mergedLayers, MergedTree, ownLayer, type Entry } from '../inspect/tree';
-import { major, minor } from '../layertar/devices';
+import { major, minor } from '../layerfs/devices';
 import type { Snapshotter } from '../snapshotter/snapshotter';
 import { wantsJson, withSnapshotter } from './context';
 import { printJson, printLines } from './output';

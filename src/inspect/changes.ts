@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { isOpaqueDir, isWhiteoutStat, OPAQUE_MARKER, WHITEOUT_PREFIX } from '../layerfs/format';
-import { childPath, Resolver } from '../layerfs/resolver';
+import { isOpaqueDir } from '../layerfs/format';
+import { childPath, classify, Resolver } from '../layerfs/resolver';
 
 /** A path of a layer as `docker diff` reports it: Added, Changed or Deleted against the layers below. */
 export interface Change {
@@ -22,14 +22,12 @@ export function layerChanges(own: string, below: readonly string[]): Change[] {
     const items: { change: Change; subdir?: string }[] = [];
     const named = new Set<string>();
     for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-      if (e.name === OPAQUE_MARKER) continue;
-      const real = path.join(dir, e.name);
-      const whiteout = e.name.startsWith(WHITEOUT_PREFIX) ? e.name.slice(WHITEOUT_PREFIX.length) : e.isCharacterDevice() && isWhiteoutStat(fs.lstatSync(real, { bigint: true })) ? e.name : undefined;
-      const name = whiteout ?? e.name;
-      named.add(name);
-      const p = childPath(at, name);
-      if (whiteout !== undefined) items.push({ change: { kind: 'D', path: p } });
-      else items.push({ change: { kind: existsBelow(p) ? 'C' : 'A', path: p }, ...(e.isDirectory() ? { subdir: real } : {}) });
+      const entry = classify(dir, e);
+      if (entry === undefined) continue;
+      named.add(entry.name);
+      const p = childPath(at, entry.name);
+      if (entry.kind === 'whiteout') items.push({ change: { kind: 'D', path: p } });
+      else items.push({ change: { kind: existsBelow(p) ? 'C' : 'A', path: p }, ...(entry.kind === 'dir' ? { subdir: path.join(dir, e.name) } : {}) });
     }
     // An opaque directory hides every name the layers below hold there.
     const hidden = lower !== undefined && isOpaqueDir(dir) ? lower.lookup(at) : undefined;

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { invalidArgument, notFound } from '../errors';
-import { Resolver, type Node } from '../layerfs/resolver';
+import { pathComponents, Resolver, type Node } from '../layerfs/resolver';
 import type { LayerStack } from '../snapshotter/snapshotter';
 
 /** Linux's limit on symlinks followed while resolving one path. */
@@ -45,7 +45,7 @@ export class MergedTree {
 
   /** Resolves `p` (relative paths start at the root); `followLast` follows a final symlink too. */
   resolve(p: string, followLast = true): Entry {
-    const todo = components(p);
+    const todo = pathComponents(p);
     const done: string[] = [];
     let links = 0;
     for (;;) {
@@ -62,7 +62,7 @@ export class MergedTree {
         if (++links > MAX_SYMLINKS) this.fail(p, 'too many levels of symbolic links', invalidArgument);
         const target = fs.readlinkSync(node.real);
         if (target.startsWith('/')) done.length = 0;
-        todo.unshift(...components(target));
+        todo.unshift(...pathComponents(target));
         continue;
       }
       if (todo.length > 0 && !node.isDir) this.fail(p, 'not a directory', invalidArgument);
@@ -87,8 +87,4 @@ export class MergedTree {
   private fail(p: string, why: string, kind: (m: string) => Error): never {
     throw kind(`${this.label}: ${JSON.stringify(p)}: ${why}`);
   }
-}
-
-function components(p: string): string[] {
-  return p.split('/').filter((c) => c !== '' && c !== '.');
 }

@@ -22,8 +22,8 @@ export function isPrivateXattr(name: string): boolean {
   return name.startsWith('trusted.overlay.') || name.startsWith('user.overlay.') || name.startsWith('user.fuseoverlayfs.');
 }
 
-export function isWhiteoutStat(st: fs.BigIntStats): boolean {
-  return st.isCharacterDevice() && st.rdev === 0n;
+export function isWhiteoutStat(st: fs.Stats | fs.BigIntStats): boolean {
+  return st.isCharacterDevice() && Number(st.rdev) === 0;
 }
 
 /** Whether `dir` (a directory in some layer) hides the layers below it. */

@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { sys } from '../native/sys';
 import { answering, bytesOrErrno, fail } from './callbacks';
 import { copyEntry, setTimes } from './copyup';
+import { major, minor } from './devices';
 import { isPrivateXattr, upperFormat, WHITEOUT_PREFIX, type UpperFormat } from './format';
 import { IDENTITY, type IdMap } from './idmap';
 import { InodeTable, inodeKey } from './inodes';
@@ -244,7 +245,7 @@ export class LayerFS {
     // A character device 0/0 is a whiteout in the layer format.
     if ((mode & fs.constants.S_IFMT) === fs.constants.S_IFCHR && dev === 0) fail(E.EPERM);
     const real = this.makeRoom(p);
-    sys.mknod(real, mode, (dev >>> 8) & 0xfff, (dev & 0xff) | ((dev >>> 12) & 0xfff00));
+    sys.mknod(real, mode, major(dev), minor(dev));
     this.giveToCaller(real);
     this.merged.set(p, { layer: 0, real, isDir: false, dirLayers: [] });
   }

@@ -170,10 +170,15 @@ export type EntryKind = 'dir' | 'other' | 'whiteout';
  * (a 0/0 character device, or a `.wh.NAME` file) hides NAME below; the
  * opaque marker file is no entry at all.
  */
-function classify(dir: string, e: fs.Dirent): { name: string; kind: EntryKind } | undefined {
+export function classify(dir: string, e: fs.Dirent): { name: string; kind: EntryKind } | undefined {
   if (e.name.startsWith(WHITEOUT_PREFIX)) return e.name === OPAQUE_MARKER ? undefined : { name: e.name.slice(WHITEOUT_PREFIX.length), kind: 'whiteout' };
   if (e.isCharacterDevice() && isWhiteoutStat(fs.lstatSync(path.join(dir, e.name), { bigint: true }))) return { name: e.name, kind: 'whiteout' };
   return { name: e.name, kind: e.isDirectory() ? 'dir' : 'other' };
+}
+
+/** A path's names, with the empty ones and `.` left out (`..` kept). */
+export function pathComponents(p: string): string[] {
+  return p.split('/').filter((c) => c !== '' && c !== '.');
 }
 
 export function parentOf(p: string): string {

@@ -7,6 +7,7 @@ import * as zlib from 'node:zlib';
 import * as tar from 'tar-stream';
 import { invalidArgument, messageOf, SnapfsError, systemFailure } from '../errors';
 import { OPAQUE_MARKER, WHITEOUT_PREFIX, type UpperFormat } from '../layerfs/format';
+import { pathComponents } from '../layerfs/resolver';
 import { sys } from '../native/sys';
 import type { UsageProgress } from '../snapshotter/usage';
 
@@ -98,7 +99,7 @@ export async function decompressed(input: Readable): Promise<Readable> {
 
 /** An entry's path inside the layer, as components; `..` is refused. */
 function componentsOf(name: string, what: string): string[] {
-  const parts = name.split('/').filter((c) => c !== '' && c !== '.');
+  const parts = pathComponents(name);
   if (parts.includes('..')) throw invalidArgument(`${what} ${JSON.stringify(name)}: path leaves the layer`);
   return parts;
 }

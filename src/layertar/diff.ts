@@ -7,7 +7,7 @@ import * as tar from 'tar-stream';
 import { isOpaqueDir, isPrivateXattr, isWhiteoutStat, OPAQUE_MARKER, WHITEOUT_PREFIX } from '../layerfs/format';
 import { sys } from '../native/sys';
 import type { UsageProgress } from '../snapshotter/usage';
-import { major, minor } from './devices';
+import { major, minor } from '../layerfs/devices';
 
 /**
  * Writes layer directory `layer` as an OCI image layer tar to `out`:
@@ -55,7 +55,7 @@ export async function writeLayerTar(layer: string, out: Writable, opts: { gzip?:
         await add({ ...base, name: at, type: 'file', size: 0 }, new Map());
         continue;
       }
-      if (st.isCharacterDevice() && isWhiteoutStat(fs.lstatSync(real, { bigint: true }))) {
+      if (isWhiteoutStat(st)) {
         await add({ ...base, name: rel === '' ? WHITEOUT_PREFIX + name : `${rel}/${WHITEOUT_PREFIX}${name}`, type: 'file', size: 0, mode: 0o644 }, new Map());
         continue;
       }

@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
 import { invalidArgument, messageOf, notFound } from '../errors';
+import { pathComponents } from '../layerfs/resolver';
 import { decompressed, READ_CHUNK } from './apply';
 import type { Snapshotter, UsageProgress } from '../snapshotter/snapshotter';
 import { exists, importLayer } from './import';
@@ -73,7 +74,7 @@ async function unpackArchive(file: string, dir: string, source: string): Promise
   const links = new Map<string, string>();
   const extract = tar.extract();
   extract.on('entry', (header, stream, next) => {
-    const parts = header.name.split('/').filter((c) => c !== '' && c !== '.');
+    const parts = pathComponents(header.name);
     const skip = (): void => {
       stream.on('end', next);
       stream.resume();
@@ -111,7 +112,7 @@ interface Archive {
 
 /** Where archive path `p` is, symlinks of the archive followed; nothing outside the archive. */
 function inside(archive: Archive, p: string, source: string): string {
-  let parts = p.split('/').filter((c) => c !== '' && c !== '.');
+  let parts = pathComponents(p);
   for (let hops = 0; hops <= 40; hops++) {
     const resolved: string[] = [];
     for (const c of parts) {
@@ -122,7 +123,7 @@ function inside(archive: Archive, p: string, source: string): string {
     const link = archive.links.get(resolved.join('/'));
     if (link === undefined) return path.join(archive.dir, ...resolved);
     if (link.startsWith('/')) throw invalidArgument(`image ${source}: ${JSON.stringify(p)} links outside the archive`);
-    parts = [...resolved.slice(0, -1), ...link.split('/').filter((c) => c !== '' && c !== '.')];
+    parts = [...resolved.slice(0, -1), ...pathComponents(link)];
   }
   throw invalidArgument(`image ${source}: too many levels of symbolic links at ${JSON.stringify(p)}`);
 }
