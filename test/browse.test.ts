@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { keyOfName, nameOfKey } from '../src/browse/names';
 import { sys } from '../src/native/sys';
-import { ok, snapfs, tempDir, upperOf } from './helpers';
+import { layerDirOf, ok, snapfs, tempDir } from './helpers';
 import { run, unmountAll } from './mount-helpers';
 
 /** A shell command on the browse mount, from a child process (never this one: it must not block on a FUSE mount). */
@@ -24,7 +24,7 @@ describe('browse: every snapshot as a directory of one read-only mount', () => {
     mnt = path.join(dir, 'mnt');
     fs.mkdirSync(mnt);
     await ok(root, ['prepare', 'base-a']);
-    const base = upperOf(root, 'base-a');
+    const base = layerDirOf(root, 'base-a');
     fs.mkdirSync(path.join(base, 'etc'));
     fs.writeFileSync(path.join(base, 'etc', 'passwd'), 'snapshot passwd\n');
     fs.writeFileSync(path.join(base, 'gone'), 'deleted above\n');
@@ -38,7 +38,7 @@ describe('browse: every snapshot as a directory of one read-only mount', () => {
     fs.symlinkSync('t/..', path.join(base, 'u'));
     await ok(root, ['commit', KEY, 'base-a']);
     await ok(root, ['prepare', '.hidden key%', KEY]);
-    const top = upperOf(root, '.hidden key%');
+    const top = layerDirOf(root, '.hidden key%');
     sys.mknod(path.join(top, 'gone'), fs.constants.S_IFCHR, 0, 0);
     fs.writeFileSync(path.join(top, 'new'), 'new\n');
     await ok(root, ['browse', mnt]);

@@ -3,6 +3,7 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { ownLayer } from '../src/inspect/tree';
 import { Snapshotter } from '../src/snapshotter/snapshotter';
 
 export const CLI = path.resolve(__dirname, '..', 'src', 'cli', 'main.js');
@@ -94,11 +95,11 @@ export function idsAndDirs(root: string): { ids: number[]; dirs: string[] } {
   }
 }
 
-/** The upper directory of active snapshot `key`, to write a layer's content straight into. */
-export function upperOf(root: string, key: string): string {
+/** The directory of a snapshot's own layer (an active one's upper directory), to write or read it straight. */
+export function layerDirOf(root: string, key: string): string {
   const s = new Snapshotter(root);
   try {
-    return s.layers(key).upper!;
+    return ownLayer(s.layers(key)).own!;
   } finally {
     s.close();
   }

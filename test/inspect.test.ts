@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { sys } from '../src/native/sys';
-import { ok, snapfs, tempDir, upperOf } from './helpers';
+import { layerDirOf, ok, snapfs, tempDir } from './helpers';
 
 describe('reading snapshots offline: ls, cat, changes', () => {
   let dir: string;
@@ -14,7 +14,7 @@ describe('reading snapshots offline: ls, cat, changes', () => {
     root = path.join(dir, 'root');
     // base: an image-like tree, with symlinks that point out of it every way they can.
     await ok(root, ['prepare', 'base-a']);
-    const base = upperOf(root, 'base-a');
+    const base = layerDirOf(root, 'base-a');
     fs.mkdirSync(path.join(base, 'etc'));
     fs.writeFileSync(path.join(base, 'etc', 'passwd'), 'snapshot passwd\n');
     fs.mkdirSync(path.join(base, 'dir'));
@@ -33,7 +33,7 @@ describe('reading snapshots offline: ls, cat, changes', () => {
     await ok(root, ['commit', 'base', 'base-a']);
     // top: a whiteout, an opaque directory, a new file, a changed one.
     await ok(root, ['prepare', 'top', 'base']);
-    const top = upperOf(root, 'top');
+    const top = layerDirOf(root, 'top');
     fs.mkdirSync(path.join(top, 'dir'));
     sys.mknod(path.join(top, 'dir', 'gone'), fs.constants.S_IFCHR, 0, 0);
     fs.mkdirSync(path.join(top, 'opq'));

@@ -7,10 +7,8 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import * as zlib from 'node:zlib';
 import * as tar from 'tar-stream';
-import { ownLayer } from '../src/inspect/tree';
 import { sys } from '../src/native/sys';
-import { Snapshotter } from '../src/snapshotter/snapshotter';
-import { CLI, ok, snapfs, tempDir, upperOf } from './helpers';
+import { CLI, layerDirOf, ok, snapfs, tempDir } from './helpers';
 
 const run = promisify(execFile);
 
@@ -57,16 +55,6 @@ function describeLayer(dir: string): string[] {
   return out;
 }
 
-/** The directory of a committed snapshot's own layer. */
-function layerDirOf(root: string, key: string): string {
-  const s = new Snapshotter(root);
-  try {
-    return ownLayer(s.layers(key)).own!;
-  } finally {
-    s.close();
-  }
-}
-
 function snapshotDirs(root: string): string[] {
   return fs.readdirSync(path.join(root, 'snapshots')).sort();
 }
@@ -79,7 +67,7 @@ describe('layers as OCI tars: diff and import', () => {
     dir = tempDir('snapfs-layers-');
     root = path.join(dir, 'root');
     await ok(root, ['prepare', 'base-a']);
-    const base = upperOf(root, 'base-a');
+    const base = layerDirOf(root, 'base-a');
     fs.mkdirSync(path.join(base, 'etc'));
     fs.writeFileSync(path.join(base, 'etc', 'hostname'), 'snapfs\n');
     fs.mkdirSync(path.join(base, 'gone'));
@@ -89,7 +77,7 @@ describe('layers as OCI tars: diff and import', () => {
     await ok(root, ['commit', 'base', 'base-a']);
 
     await ok(root, ['prepare', 'work', 'base']);
-    const up = upperOf(root, 'work');
+    const up = layerDirOf(root, 'work');
     fs.mkdirSync(path.join(up, 'private'), { mode: 0o700 });
     fs.writeFileSync(path.join(up, 'private', 'data'), Buffer.alloc(100_000, 7));
     fs.writeFileSync(path.join(up, 'empty'), '');

@@ -97,13 +97,13 @@ export class BrowseFS {
       read: (p, handle, buf, len, pos, cb) => {
         const h = this.handles.get(handle);
         if (h === undefined) return cb(-E.EBADF);
-        h.ops.read(this.split(p)?.inner ?? '/', h.inner, buf, len, pos, cb);
+        h.ops.read(this.split(p).inner, h.inner, buf, len, pos, cb);
       },
       release: (p, handle, cb) => {
         const h = this.handles.get(handle);
         this.handles.delete(handle);
         if (h === undefined) return cb(0);
-        h.ops.release(this.split(p)?.inner ?? '/', h.inner, cb);
+        h.ops.release(this.split(p).inner, h.inner, cb);
       },
       getxattr: (p, name, position, cb) => this.route(p, cb, () => cb(-E.ENODATA), (v, inner) => v.ops.getxattr(inner, name, position, cb)),
       listxattr: (p, cb) => this.route(p, cb, () => cb(0, []), (v, inner) => v.ops.listxattr(inner, cb)),
@@ -117,7 +117,6 @@ export class BrowseFS {
   /** Sends `p` to the listing of `/` or `/.layers` (`top`), or to a snapshot's view with the path inside it. */
   private route(p: string, fail: (err: number) => void, top: (layers: boolean) => void, inView: (view: View, inner: string, name: string) => void): void {
     const at = this.split(p);
-    if (at === undefined) return fail(-E.ENOENT);
     if (at.name === undefined) return top(at.layers);
     let view: View | undefined;
     try {
@@ -130,7 +129,7 @@ export class BrowseFS {
   }
 
   /** `/NAME/rest` or `/.layers/NAME/rest` → NAME and `/rest`; the listings have no name. */
-  private split(p: string): { layers: boolean; name?: string; inner: string } | undefined {
+  private split(p: string): { layers: boolean; name?: string; inner: string } {
     const parts = p.split('/').filter((c) => c !== '');
     const layers = parts[0] === LAYERS_DIR;
     if (layers) parts.shift();

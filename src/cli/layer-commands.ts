@@ -70,13 +70,13 @@ export function registerLayerCommands(program: Command): void {
           const progress = usageProgress('importing', 'entries');
           let top: string;
           try {
-            ({ top } = await importImage(s, source, {
+            top = await importImage(s, source, {
               ...(opts.name === undefined ? {} : { name: opts.name }),
               onProgress: progress.update,
               onLayer: (i, n, chain, skipped) => {
                 if (process.stderr.isTTY === true) process.stderr.write(`layer ${i + 1}/${n} ${chain}${skipped ? ': present' : ''}\n`);
               },
-            }));
+            });
           } finally {
             progress.done();
           }

@@ -11,10 +11,7 @@ import type { Snapshotter, UsageProgress } from '../snapshotter/snapshotter';
 import { exists, importLayer } from './import';
 
 /** An image's layers, bottom first: where each layer tar is, and its diff ID. */
-interface ImageLayers {
-  readonly ref: string;
-  readonly layers: readonly { readonly file: string; readonly diffId: string }[];
-}
+type ImageLayers = readonly { readonly file: string; readonly diffId: string }[];
 
 const NAME_ANNOTATIONS = ['io.containerd.image.name', 'org.opencontainers.image.ref.name'];
 const INDEX_TYPES = ['application/vnd.oci.image.index.v1+json', 'application/vnd.docker.distribution.manifest.list.v2+json'];
@@ -39,17 +36,17 @@ export async function importImage(
   s: Snapshotter,
   source: string,
   opts: { name?: string; onLayer?: (i: number, n: number, chain: string, skipped: boolean) => void; onProgress?: UsageProgress } = {},
-): Promise<{ ref: string; top: string }> {
+): Promise<string> {
   const st = fs.statSync(source, { throwIfNoEntry: false }) ?? fail(notFound, `image ${source}: no such file or directory`);
   const temp = st.isDirectory() ? undefined : fs.mkdtempSync(path.join(os.tmpdir(), 'snapfs-image-'));
   try {
     const archive: Archive = temp === undefined ? { dir: source, links: new Map() } : await unpackArchive(source, temp, source);
     const image = fs.existsSync(path.join(archive.dir, 'index.json')) ? ociLayers(archive.dir, opts.name) : dockerLayers(archive, opts.name, source);
-    const chains = chainIds(image.layers.map((l) => l.diffId));
-    for (const [i, layer] of image.layers.entries()) {
+    const chains = chainIds(image.map((l) => l.diffId));
+    for (const [i, layer] of image.entries()) {
       const chain = chains[i]!;
       const skipped = exists(s, chain);
-      opts.onLayer?.(i, image.layers.length, chain, skipped);
+      opts.onLayer?.(i, image.length, chain, skipped);
       if (skipped) continue;
       await importLayer(s, fs.createReadStream(layer.file, { highWaterMark: READ_CHUNK }), chain, {
         diffId: layer.diffId,
@@ -58,7 +55,7 @@ export async function importImage(
         ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
       });
     }
-    return { ref: image.ref, top: chains[chains.length - 1] ?? fail(invalidArgument, `image ${source}: no layers`) };
+    return chains[chains.length - 1] ?? fail(invalidArgument, `image ${source}: no layers`);
   } finally {
     if (temp !== undefined) fs.rmSync(temp, { recursive: true, force: true });
   }
@@ -156,7 +153,6 @@ function ociLayers(dir: string, name: string | undefined): ImageLayers {
   if (candidates.length === 0) throw notFound(`image ${dir}: ${name === undefined ? 'no manifests' : `no image named ${JSON.stringify(name)}`}`);
   if (candidates.length > 1) throw invalidArgument(`image ${dir}: holds several images (${candidates.map((d) => named(d) ?? d.digest).join(', ')}); pick one with --name`);
   let manifest = candidates[0]!;
-  const ref = named(manifest) ?? manifest.digest;
   // A multi-platform index: this machine's platform.
   while (INDEX_TYPES.includes(manifest.mediaType ?? '')) {
     const inner = readJson<{ manifests?: Descriptor[] }>(blob(manifest.digest), `image ${dir}: index ${manifest.digest}`).manifests ?? [];
@@ -166,7 +162,7 @@ function ociLayers(dir: string, name: string | undefined): ImageLayers {
   const m = readJson<{ config: Descriptor; layers: Descriptor[] }>(blob(manifest.digest), `image ${dir}: manifest ${manifest.digest}`);
   if (typeof m?.config?.digest !== 'string' || !Array.isArray(m.layers) || !m.layers.every((l) => typeof l?.digest === 'string')) throw invalidArgument(`image ${dir}: manifest ${manifest.digest} is not an image manifest`);
   const config = readJson<{ rootfs?: { diff_ids?: string[] } }>(blob(m.config.digest), `image ${dir}: config ${m.config.digest}`);
-  return { ref, layers: pairLayers(dir, m.layers.map((l) => blob(l.digest)), config.rootfs?.diff_ids) };
+  return pairLayers(dir, m.layers.map((l) => blob(l.digest)), config.rootfs?.diff_ids);
 }
 
 function dockerLayers(archive: Archive, name: string | undefined, source: string): ImageLayers {
@@ -180,10 +176,10 @@ function dockerLayers(archive: Archive, name: string | undefined, source: string
   if (candidates.length > 1) throw invalidArgument(`image ${source}: holds several images (${candidates.map((m) => m.RepoTags?.[0] ?? m.Config).join(', ')}); pick one with --name`);
   const m = candidates[0]!;
   const config = readJson<{ rootfs?: { diff_ids?: string[] } }>(inside(archive, m.Config, source), `image ${source}: ${m.Config}`);
-  return { ref: m.RepoTags?.[0] ?? m.Config, layers: pairLayers(source, m.Layers.map((l) => inside(archive, l, source)), config.rootfs?.diff_ids) };
+  return pairLayers(source, m.Layers.map((l) => inside(archive, l, source)), config.rootfs?.diff_ids);
 }
 
-function pairLayers(source: string, files: string[], diffIds: string[] | undefined): ImageLayers['layers'] {
+function pairLayers(source: string, files: string[], diffIds: string[] | undefined): ImageLayers {
   if (!Array.isArray(diffIds) || diffIds.length !== files.length || !diffIds.every((d) => typeof d === 'string')) throw invalidArgument(`image ${source}: the config's diff_ids do not match the layers`);
   return files.map((file, i) => ({ file, diffId: diffIds[i]! }));
 }
