@@ -41,6 +41,7 @@ function buildLayers(base: string, manyFiles = true): { lowers: string[]; upper:
   fs.truncateSync(`${bottom}/sparse`, 64 << 20);
   sys.setxattr(`${bottom}/lower-xattr`, 'user.color', Buffer.from('red'), 0);
   sys.utimens(`${bottom}/lower-times`, 1_500_000_000, 111_111_111, 1_500_000_000, 222_222_222);
+  for (const name of ['setid-a', 'setid-b', 'setid-c', 'setid-d', 'setid-e']) file(`${bottom}/${name}`, 'set-ID\n');
   file(`${bottom}/linked-a`, 'one inode, two names\n');
   fs.linkSync(`${bottom}/linked-a`, `${bottom}/linked-b`);
 
@@ -53,6 +54,8 @@ function buildLayers(base: string, manyFiles = true): { lowers: string[]; upper:
   file(`${upper}/opaque/shown`, 'shown');
   return { lowers: [top, bottom], upper };
 }
+
+const AS_NOBODY = 'setpriv --reuid=65534 --regid=65534 --clear-groups';
 
 /** Steps run as a user would, with a shell in the mount; each compared with the kernel's overlay. */
 const STEPS: [string, string][] = [
@@ -88,6 +91,10 @@ const STEPS: [string, string][] = [
   ['writing into a sparse lower file keeps its holes', 'printf x | dd of=sparse bs=1 seek=1000 conv=notrunc 2>/dev/null && stat -c "%s %b" sparse'],
   ['hard links of a lower file', 'cat linked-b && ls -i linked-a linked-b | awk "{print \\$1}" | uniq | wc -l'],
   ['a device 0/0 is refused: it would be a whiteout', 'mknod wh c 0 0'],
+  // Writes, truncates and O_TRUNC opens by someone without CAP_FSETID drop the set-user-ID bit, and the set-group-ID bit of a group-executable file.
+  ['a write by a user drops set-ID bits', `chmod 6777 setid-a && chmod 6766 setid-b && ${AS_NOBODY} sh -c "echo more >> setid-a; echo more >> setid-b" && stat -c %a setid-a setid-b`],
+  ['a truncate and an O_TRUNC open by a user drop them too', `chmod 4777 setid-c setid-d && ${AS_NOBODY} sh -c "truncate -s 1 setid-c; : > setid-d" && stat -c %a setid-c setid-d`],
+  ['root keeps set-ID bits when writing', 'chmod 6755 setid-e && echo more >> setid-e && truncate -s 2 setid-e && stat -c %a setid-e'],
 ];
 
 describe('the copy-on-write view, step by step against the kernel overlay', { skip: !isRoot && 'the kernel overlay needs root' }, () => {

@@ -39,7 +39,7 @@ function describeLayer(dir: string): string[] {
         .listxattr(p)
         .filter((n) => !n.startsWith('security.'))
         .sort()
-        .map((n) => `${n}=${sys.getxattr(p, n).toString()}`)
+        .map((n) => `${n}=${String(sys.getxattr(p, n))}`)
         .join(',');
       const key = `${st.dev}:${st.ino}`;
       const linkedTo = st.isFile() && st.nlink > 1 ? inodes.get(key) : undefined;

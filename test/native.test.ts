@@ -55,10 +55,10 @@ describe('native system calls', () => {
       assert.deepEqual(sys.getxattr(d, 'user.empty'), Buffer.alloc(0));
       assert.deepEqual(sys.listxattr(d).filter((n) => n.startsWith('user.')).sort(), ['user.empty', 'user.snapfs.test']);
       sys.removexattr(d, 'user.snapfs.test');
-      assert.throws(() => sys.getxattr(d, 'user.snapfs.test'), { code: 'ENODATA' });
+      assert.equal(sys.getxattr(d, 'user.snapfs.test'), undefined);
       if (process.getuid?.() === 0) {
         sys.setxattr(d, 'trusted.overlay.opaque', Buffer.from('y'), 0);
-        assert.equal(sys.getxattr(d, 'trusted.overlay.opaque').toString(), 'y');
+        assert.equal(sys.getxattr(d, 'trusted.overlay.opaque')?.toString(), 'y');
       }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });

@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { kindOf } from '../errors';
 import { mergedLayers, MergedTree, ownLayer } from '../inspect/tree';
-import { answering, bytesOrErrno } from '../layerfs/callbacks';
+import { answering } from '../layerfs/callbacks';
 import { LayerFS } from '../layerfs/layerfs';
 import { pathComponents } from '../layerfs/resolver';
 import { sys } from '../native/sys';
@@ -22,7 +22,7 @@ export const LAYERS_DIR = '.layers';
 const ACTIVE_VIEW_MS = 1000;
 const VIEW_MS = 10_000;
 
-type Ops = Required<Pick<FuseOperations, 'getattr' | 'readdir' | 'readlink' | 'open' | 'read' | 'release' | 'getxattr' | 'listxattr'>>;
+type Ops = Required<Pick<FuseOperations, 'getattr' | 'readdir' | 'readlink' | 'open' | 'release' | 'getxattr' | 'listxattr'>>;
 
 interface View {
   readonly ops: Ops;
@@ -43,8 +43,8 @@ interface View {
  */
 export class BrowseFS {
   private readonly views = new Map<string, View>();
-  private readonly handles = new Map<number, { ops: Ops; inner: number }>();
-  private nextHandle = 1;
+  /** Open files: a view's handles are descriptors, which fuse-native reads itself (fdHandles). */
+  private readonly handles = new Map<number, Ops>();
   private readonly rootStat: FuseStat;
 
   constructor(
@@ -89,21 +89,15 @@ export class BrowseFS {
         this.route(p, cb, () => cb(-E.EISDIR), (v, inner) =>
           v.ops.open(inner, flags, (err, handle) => {
             if (err !== 0 || handle === undefined) return cb(err);
-            const h = this.nextHandle++;
-            this.handles.set(h, { ops: v.ops, inner: handle });
-            cb(0, h);
+            this.handles.set(handle, v.ops);
+            cb(0, handle);
           }),
         ),
-      read: (p, handle, buf, len, pos, cb) => {
-        const h = this.handles.get(handle);
-        if (h === undefined) return cb(-E.EBADF);
-        h.ops.read(this.split(p).inner, h.inner, buf, len, pos, cb);
-      },
       release: (p, handle, cb) => {
-        const h = this.handles.get(handle);
+        const ops = this.handles.get(handle);
         this.handles.delete(handle);
-        if (h === undefined) return cb(0);
-        h.ops.release(this.split(p).inner, h.inner, cb);
+        if (ops === undefined) return cb(0);
+        ops.release(this.split(p).inner, handle, cb);
       },
       getxattr: (p, name, position, cb) => this.route(p, cb, () => cb(-E.ENODATA), (v, inner) => v.ops.getxattr(inner, name, position, cb)),
       listxattr: (p, cb) => this.route(p, cb, () => cb(0, []), (v, inner) => v.ops.listxattr(inner, cb)),
@@ -213,7 +207,7 @@ function mergedOperations(stack: LayerStack): Ops {
 /** A layer directory exactly as stored: whiteouts and markers included, overlay's attributes too. */
 function rawOperations(dir: string): Ops {
   const real = (p: string): string => path.join(dir, p);
-  const files = new Map<number, number>();
+  const files = new Set<number>();
   return {
     getattr: answering((p: string): FuseStat => {
       const st = fs.lstatSync(real(p), { bigint: true });
@@ -223,13 +217,11 @@ function rawOperations(dir: string): Ops {
     readlink: answering((p: string) => fs.readlinkSync(real(p))),
     open: answering((p: string, _flags: number) => {
       const fd = fs.openSync(real(p), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
-      files.set(fd, fd);
+      files.add(fd);
       return fd;
     }),
-    read: (_p, fd, buf, len, pos, cb) => cb(bytesOrErrno(() => fs.readSync(files.get(fd) ?? -1, buf, 0, len, pos))),
     release: answering((_p: string, fd: number) => {
-      files.delete(fd);
-      fs.closeSync(fd);
+      if (files.delete(fd)) fs.closeSync(fd);
     }),
     getxattr: answering((p: string, name: string, _position: number) => sys.getxattr(real(p), name)),
     listxattr: answering((p: string) => sys.listxattr(real(p))),

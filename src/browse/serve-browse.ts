@@ -25,6 +25,7 @@ export function serveBrowse(req: BrowseRequest, onMounted: () => void): Promise<
     entryTimeout: CACHE_SECONDS,
     negativeTimeout: CACHE_SECONDS,
     autoCache: true,
+    fdHandles: true,
     extraOptions: ['ro'],
   });
   return runUntilUnmounted(fuse, req.mountpoint, () => {

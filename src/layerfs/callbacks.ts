@@ -9,8 +9,17 @@ export class FsError extends Error {
   }
 }
 
+// Failed lookups are common and their stacks never read: one instance per
+// errno spares capturing a stack each time.
+const thrown = new Map<number, FsError>();
+
 export const fail = (errno: number): never => {
-  throw new FsError(-errno);
+  let err = thrown.get(errno);
+  if (err === undefined) {
+    err = new FsError(-errno);
+    thrown.set(errno, err);
+  }
+  throw err;
 };
 
 /** A FUSE callback's error: the negative errno. Anything else is a bug: logged, and EIO. */
@@ -38,11 +47,3 @@ export const answering =
     cb(0, value);
   };
 
-/** read/write: the byte count, or the errno of what it threw. */
-export function bytesOrErrno(fn: () => number): number {
-  try {
-    return fn();
-  } catch (err) {
-    return errnoOf(err);
-  }
-}

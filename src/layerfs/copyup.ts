@@ -57,8 +57,10 @@ function copyMetadata(src: string, st: fs.BigIntStats, dst: string): void {
   if (!st.isSymbolicLink()) fs.chmodSync(dst, Number(st.mode) & 0o7777);
   for (const name of listXattrs(src)) {
     if (isPrivateXattr(name)) continue;
+    const value = sys.getxattr(src, name);
+    if (value === undefined) continue;
     try {
-      sys.setxattr(dst, name, sys.getxattr(src, name), 0);
+      sys.setxattr(dst, name, value, 0);
     } catch (err) {
       // trusted.* and security.* need privileges the rootless copy does not have.
       if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;

@@ -15,6 +15,7 @@ import { sys } from '../native/sys';
 export const WHITEOUT_PREFIX = '.wh.';
 export const OPAQUE_MARKER = '.wh..wh..opq';
 
+const NAME_MAX = 255;
 const OPAQUE_XATTRS = ['trusted.overlay.opaque', 'user.overlay.opaque', 'user.fuseoverlayfs.opaque'];
 
 /** Attributes that belong to the overlay format, never shown through a mount. */
@@ -30,9 +31,9 @@ export function isWhiteoutStat(st: fs.Stats | fs.BigIntStats): boolean {
 export function isOpaqueDir(dir: string): boolean {
   for (const name of OPAQUE_XATTRS) {
     try {
-      if (sys.getxattr(dir, name).toString() === 'y') return true;
+      if (sys.getxattr(dir, name)?.toString() === 'y') return true;
     } catch {
-      // absent, or the file system has no such attributes
+      // the file system has no such attributes
     }
   }
   return fs.existsSync(path.join(dir, OPAQUE_MARKER));
@@ -72,11 +73,11 @@ export function upperFormat(work: string): UpperFormat {
         fs.unlinkSync(own);
         removed = true;
       }
-      try {
-        fs.unlinkSync(path.join(dir, WHITEOUT_PREFIX + name));
+      // A name too long for the `.wh.` form never had it.
+      const marker = path.join(dir, WHITEOUT_PREFIX + name);
+      if (Buffer.byteLength(WHITEOUT_PREFIX + name) <= NAME_MAX && fs.lstatSync(marker, { throwIfNoEntry: false }) !== undefined) {
+        fs.unlinkSync(marker);
         removed = true;
-      } catch {
-        // none of that form
       }
       return removed;
     },

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { sys } from '../native/sys';
-import { answering, bytesOrErrno, fail } from './callbacks';
+import { answering, fail } from './callbacks';
 import { copyEntry, setTimes } from './copyup';
 import { major, minor } from './devices';
 import { isPrivateXattr, upperFormat, WHITEOUT_PREFIX, type UpperFormat } from './format';
@@ -14,7 +14,9 @@ import { childPath, parentOf, Resolver, type Node } from './resolver';
 const E = os.constants.errno;
 const WRITE_FLAGS = fs.constants.O_WRONLY | fs.constants.O_RDWR | fs.constants.O_TRUNC | fs.constants.O_APPEND;
 const NO_CHANGE = 0xffffffff; // chown's "leave as is" (-1 as an unsigned 32-bit number)
+const S_ISUID = 0o4000;
 const S_ISGID = 0o2000;
+const S_IXGRP = 0o010;
 
 export interface LayerFSOptions {
   /** Show every file as owned by root (fuse-overlayfs's squash_to_root). */
@@ -22,8 +24,17 @@ export interface LayerFSOptions {
   /** Ids as shown through the mount ↔ as stored in the layers (uidmapping/gidmapping). */
   readonly uids?: IdMap;
   readonly gids?: IdMap;
-  /** Who made the request being handled. */
-  readonly caller?: () => { uid: number; gid: number } | undefined;
+  /**
+   * Who made the request being handled, and whether it asks that set-ID
+   * bits go (a truncate or O_TRUNC open by a caller without CAP_FSETID).
+   */
+  readonly caller?: () => Caller | undefined;
+}
+
+export interface Caller {
+  readonly uid: number;
+  readonly gid: number;
+  readonly killSuidgid?: boolean;
 }
 
 /** What fuse-overlayfs takes: read-only layers (topmost first), and where writes go. */
@@ -41,6 +52,8 @@ export interface LayerStack {
  * or once frozen, every change is EROFS.
  *
  * Every method is synchronous on layer directories, never on the mount.
+ * Handles of open files are their descriptors in the upper or a lower
+ * layer: reads and writes go straight to them (fuse-native's fdHandles).
  */
 export class LayerFS {
   private readonly merged: Resolver;
@@ -48,7 +61,7 @@ export class LayerFS {
   private readonly work: string | undefined;
   private readonly format: UpperFormat | undefined;
   private readonly inodes: InodeTable;
-  private readonly files = new Map<number, number>(); // handle → descriptor
+  private readonly files = new Set<number>(); // descriptors handed out as handles
   /**
    * Files unlinked while open. libfuse keeps them reachable under a
    * `.fuse_hiddenNNN` name it renames them to; they are kept in the work
@@ -65,12 +78,11 @@ export class LayerFS {
   private readonly linkGroups = new Map<string, { upper: string; nlink: number }>();
   /** Upper inodes of those groups → the lower inode's key. */
   private readonly upperOfGroup = new Map<string, string>();
-  private nextHandle = 1;
   private frozen = false;
   private readonly squashToRoot: boolean;
   private readonly uids: IdMap;
   private readonly gids: IdMap;
-  private readonly caller: () => { uid: number; gid: number } | undefined;
+  private readonly caller: () => Caller | undefined;
 
   /**
    * `caller` tells who made the request being handled: what it creates is
@@ -94,26 +106,22 @@ export class LayerFS {
     return this.upper === undefined;
   }
 
-  /** From now on every change is EROFS; changes in flight have completed (calls are synchronous). */
+  /**
+   * From now on every change but a write is EROFS (writes, which never reach
+   * here, are refused by fuse-native); changes in flight have completed
+   * (calls are synchronous).
+   */
   freeze(): void {
     this.frozen = true;
   }
 
   operations(): FuseOperations {
-    const io =
-      (fn: (fd: number, buf: Buffer, len: number, pos: number) => number) =>
-      (_p: string, handle: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void): void => {
-        const fd = this.files.get(handle);
-        if (fd === undefined) return cb(-E.EBADF);
-        cb(bytesOrErrno(() => fn(fd, buf, len, pos)));
-      };
     const ops: FuseOperations = {
       getattr: answering((p: string) => this.getattr(p)),
       fgetattr: answering((p: string, handle: number) => this.fgetattr(p, handle)),
       readdir: answering((p: string) => this.readdir(p)),
       readlink: answering((p: string) => fs.readlinkSync(this.node(p).real)),
       open: answering((p: string, flags: number) => this.open(p, flags)),
-      read: io((fd, buf, len, pos) => fs.readSync(fd, buf, 0, len, pos)),
       release: answering((_p: string, handle: number) => this.release(handle)),
       statfs: answering((_p: string) => this.statfs()),
       getxattr: answering((p: string, name: string, _position: number) => this.getxattr(p, name)),
@@ -123,13 +131,8 @@ export class LayerFS {
     return {
       ...ops,
       create: answering((p: string, mode: number) => this.create(p, mode)),
-      write: io((fd, buf, len, pos) => {
-        if (this.frozen) fail(E.EROFS);
-        return fs.writeSync(fd, buf, 0, len, pos);
-      }),
-      flush: answering((_p: string, _handle: number) => undefined),
       fsync: answering((_p: string, _datasync: boolean, handle: number) => this.fsync(handle)),
-      truncate: answering((p: string, size: number) => fs.truncateSync(this.copyUp(p).real, size)),
+      truncate: answering((p: string, size: number) => this.truncate(p, size)),
       ftruncate: answering((_p: string, handle: number, size: number) => this.ftruncate(handle, size)),
       chmod: answering((p: string, mode: number) => fs.chmodSync(this.copyUp(p).real, mode)),
       chown: answering((p: string, uid: number, gid: number) => this.chown(p, uid, gid)),
@@ -155,9 +158,8 @@ export class LayerFS {
   }
 
   private fgetattr(p: string, handle: number): FuseStat {
-    const fd = this.files.get(handle);
-    if (fd === undefined || this.hidden.has(p)) return this.getattr(p);
-    return this.attr(fs.fstatSync(fd, { bigint: true }));
+    if (!this.files.has(handle) || this.hidden.has(p)) return this.getattr(p);
+    return this.attr(fs.fstatSync(handle, { bigint: true }));
   }
 
   private readdir(p: string): string[] {
@@ -170,13 +172,13 @@ export class LayerFS {
     const writing = (flags & WRITE_FLAGS) !== 0;
     if (writing) this.writable();
     const node = writing ? this.copyUp(p) : this.node(p);
-    return this.remember(fs.openSync(node.real, flags & ~(fs.constants.O_CREAT | fs.constants.O_EXCL)));
+    const fd = fs.openSync(node.real, flags & ~(fs.constants.O_CREAT | fs.constants.O_EXCL));
+    if ((flags & fs.constants.O_TRUNC) !== 0) this.killSetIds(fd);
+    return this.remember(fd);
   }
 
   private release(handle: number): void {
-    const fd = this.files.get(handle);
-    this.files.delete(handle);
-    if (fd !== undefined) fs.closeSync(fd);
+    if (this.files.delete(handle)) fs.closeSync(handle);
   }
 
   private statfs(): { bsize: number; frsize: number; blocks: number; bfree: number; bavail: number; files: number; ffree: number; favail: number; fsid: number; flag: number; namemax: number } {
@@ -184,9 +186,9 @@ export class LayerFS {
     return { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: 255 };
   }
 
-  private getxattr(p: string, name: string): Buffer {
-    if (isPrivateXattr(name)) fail(E.ENODATA);
-    return sys.getxattr(this.node(p).real, name);
+  /** undefined: no such attribute (ENODATA), answered without an exception. */
+  private getxattr(p: string, name: string): Buffer | undefined {
+    return isPrivateXattr(name) ? undefined : sys.getxattr(this.node(p).real, name);
   }
 
   // Changing
@@ -205,16 +207,38 @@ export class LayerFS {
   }
 
   private fsync(handle: number): void {
-    const fd = this.files.get(handle);
-    if (fd === undefined) fail(E.EBADF);
-    fs.fsyncSync(fd!);
+    if (!this.files.has(handle)) fail(E.EBADF);
+    fs.fsyncSync(handle);
+  }
+
+  private truncate(p: string, size: number): void {
+    const real = this.copyUp(p).real;
+    fs.truncateSync(real, size);
+    this.killSetIds(real);
   }
 
   private ftruncate(handle: number, size: number): void {
     this.writable();
-    const fd = this.files.get(handle);
-    if (fd === undefined) fail(E.EBADF);
-    fs.ftruncateSync(fd!, size);
+    if (!this.files.has(handle)) fail(E.EBADF);
+    fs.ftruncateSync(handle, size);
+    this.killSetIds(handle);
+  }
+
+  /**
+   * When the request asks for it (its caller lacks CAP_FSETID), the
+   * set-user-ID bit goes, and the set-group-ID bit of a file that is
+   * group-executable or not of the caller's group, as on any Linux file
+   * system. (fuse-native does the same for writes.)
+   */
+  private killSetIds(file: number | string): void {
+    const who = this.caller();
+    if (who?.killSuidgid !== true) return;
+    const st = typeof file === 'number' ? fs.fstatSync(file) : fs.statSync(file);
+    let kill = st.mode & S_ISUID;
+    if ((st.mode & S_ISGID) !== 0 && ((st.mode & S_IXGRP) !== 0 || st.gid !== this.gids.stored(who.gid))) kill |= S_ISGID;
+    if (kill === 0) return;
+    if (typeof file === 'number') fs.fchmodSync(file, st.mode & 0o7777 & ~kill);
+    else fs.chmodSync(file, st.mode & 0o7777 & ~kill);
   }
 
   private chown(p: string, uid: number, gid: number): void {
@@ -411,7 +435,7 @@ export class LayerFS {
   /** Whether some open handle is this node's file. */
   private isOpen(node: Node): boolean {
     const key = inodeKey(this.lstat(node));
-    for (const fd of this.files.values()) if (inodeKey(fs.fstatSync(fd, { bigint: true })) === key) return true;
+    for (const fd of this.files) if (inodeKey(fs.fstatSync(fd, { bigint: true })) === key) return true;
     return false;
   }
 
@@ -511,9 +535,8 @@ export class LayerFS {
   }
 
   private remember(fd: number): number {
-    const handle = this.nextHandle++;
-    this.files.set(handle, fd);
-    return handle;
+    this.files.add(fd);
+    return fd;
   }
 }
 

@@ -114,7 +114,8 @@ function attributesOf(file: string): Map<string, Buffer> {
   for (const name of names.sort()) {
     if (isPrivateXattr(name)) continue;
     try {
-      out.set(name, sys.getxattr(file, name));
+      const value = sys.getxattr(file, name);
+      if (value !== undefined) out.set(name, value);
     } catch {
       // gone, or not readable by us
     }

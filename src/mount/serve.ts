@@ -33,10 +33,13 @@ const UNMOUNT_POLL_MS = 500;
 // Attributes and pages of a read-only view never change either. On a
 // writable mount, though, libfuse's high-level API gives each name of a
 // hard-linked file its own kernel inode: a write through one name would
-// leave the other's cached attributes and pages stale. So there attributes
-// are asked for every time, and pages are dropped when they have changed.
+// leave the other's cached attributes and pages stale. So there only the
+// attributes of directories and of files with one name are kept (the
+// kernel drops them itself when it changes them), and pages are dropped
+// when a file has changed.
 const CACHE_SECONDS = 86_400;
-const MAX_WRITE = 128 * 1024;
+// The most the patched fuse-native asks the kernel for (FUSE_MAX_PAGES).
+const MAX_WRITE = 1024 * 1024;
 
 /**
  * Serves `req` until it is unmounted: by SIGTERM/SIGINT (we unmount), or by
@@ -64,16 +67,21 @@ export function serve(req: MountRequest, onMounted: (fs: LayerFS) => void): Prom
     kernelCache: layerfs.readOnly,
     autoCache: !layerfs.readOnly,
     attrTimeout: layerfs.readOnly ? CACHE_SECONDS : 0,
+    singleNameAttrTimeout: CACHE_SECONDS,
     entryTimeout: CACHE_SECONDS,
     negativeTimeout: CACHE_SECONDS,
     bigWrites: true,
     maxWrite: MAX_WRITE,
     maxRead: MAX_WRITE,
     atomicOTrunc: true,
+    fdHandles: true,
     extraOptions: [...(layerfs.readOnly ? ['ro'] : []), ...mountFlags(req)],
   });
   return runUntilUnmounted(fuse, req.mountpoint, () => {
-    const closeControl = req.stack.work !== undefined && !layerfs.readOnly ? serveControl(req.stack.work, req.mountpoint, () => layerfs.freeze()) : () => Promise.resolve();
+    const closeControl = req.stack.work !== undefined && !layerfs.readOnly ? serveControl(req.stack.work, req.mountpoint, () => {
+            layerfs.freeze();
+            fuse.refuseWrites();
+          }) : () => Promise.resolve();
     onMounted(layerfs);
     return closeControl;
   });

@@ -103,7 +103,7 @@ static napi_value js_utimens(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* getxattr(path, name) -> Buffer; throws ENODATA when absent. */
+/* getxattr(path, name) -> Buffer, or undefined when absent (no exception: lookups ask often). */
 static napi_value js_getxattr(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   char path[PATH_BYTES], name[NAME_BYTES];
@@ -111,6 +111,7 @@ static napi_value js_getxattr(napi_env env, napi_callback_info info) {
       !get_string(env, argv[1], name, sizeof name)) return NULL;
   for (;;) {
     ssize_t size = lgetxattr(path, name, NULL, 0);
+    if (size < 0 && errno == ENODATA) return NULL;
     if (size < 0) return throw_errno(env, errno, "lgetxattr", path);
     void *data;
     napi_value buffer;

@@ -11,7 +11,8 @@ export interface Sys {
   mknod(file: string, mode: number, major: number, minor: number): void;
   /** Seconds and nanoseconds; UTIME_OMIT (or UTIME_NOW, as FUSE passes them) for nanoseconds leaves a time unchanged (or sets now). */
   utimens(file: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
-  getxattr(file: string, name: string): Buffer;
+  /** undefined when the file has no such attribute. */
+  getxattr(file: string, name: string): Buffer | undefined;
   setxattr(file: string, name: string, value: Buffer, flags: number): void;
   listxattr(file: string): string[];
   removexattr(file: string, name: string): void;

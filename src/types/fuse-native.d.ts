@@ -1,6 +1,7 @@
 /**
  * Types for fuse-native 2.2.6 as patched by scripts/patches (64-bit inode
- * numbers and sizes, nanosecond times, utimens with both times, more options).
+ * numbers and sizes, nanosecond times, utimens with both times, more options,
+ * descriptor handles, set-ID kill requests).
  */
 declare module 'fuse-native' {
   /** Numbers or bigints; times from `<x>timeNs` (bigint) when present, else `<x>time`. */
@@ -103,6 +104,17 @@ declare module 'fuse-native' {
     extraOptions?: string[];
     /** Milliseconds before an unanswered operation fails with EIO; false for none. */
     timeout?: number | false;
+    /**
+     * open and create answer with an open descriptor of the file itself:
+     * read and write then go straight to it, never to `read`/`write` here.
+     */
+    fdHandles?: boolean;
+    /**
+     * Seconds the kernel may keep the attributes of directories and of files
+     * with one name, whatever attrTimeout says for the rest: libfuse gives
+     * each name of a hard-linked file a kernel inode of its own.
+     */
+    singleNameAttrTimeout?: number;
   }
 
   class Fuse {
@@ -110,8 +122,15 @@ declare module 'fuse-native' {
     mount(cb: (err: Error | null) => void): void;
     unmount(cb: (err: Error | null) => void): void;
     static unmount(mnt: string, cb: (err: Error | null) => void): void;
-    /** Who made the request being handled (set before each operation runs). */
-    readonly caller?: { uid: number; gid: number };
+    /** With fdHandles: every write from now on is EROFS. */
+    refuseWrites(): void;
+    /**
+     * Who made the request being handled (set before each operation runs),
+     * and whether it asks that set-ID bits go (open with O_TRUNC, truncate
+     * and write by a caller without CAP_FSETID: the kernel leaves that to
+     * the file system).
+     */
+    readonly caller?: { uid: number; gid: number; killSuidgid: boolean };
     static readonly ENOENT: number;
   }
   export default Fuse;
