@@ -166,30 +166,41 @@ function workloads(): Workload[] {
   ].filter((w) => w.name.includes(only));
 }
 
-function measure(w: Workload, side: Side): number {
-  const mnt = path.join(base, 'mnt', side);
+/**
+ * Median time of each side on `w`. Runs take turns (a run of each side, then
+ * the next round), so that the disk's slow and fast spells, which last
+ * seconds on a shared machine, fall on every side alike.
+ */
+function measure(w: Workload): Record<Side, number> {
   const stack = w.stack();
-  const times: number[] = [];
+  const mnt = (side: Side): string => path.join(base, 'mnt', side);
+  const times = Object.fromEntries(SIDES.map((side) => [side, [] as number[]])) as Record<Side, number[]>;
   if (w.cold) {
     for (let r = 0; r < runs; r++) {
-      mount(side, stack, mnt, w.writable);
-      try {
-        dropCaches();
-        times.push(millis(() => sh(w.command, mnt)));
-      } finally {
-        unmount(mnt);
+      for (const side of SIDES) {
+        mount(side, stack, mnt(side), w.writable);
+        try {
+          dropCaches();
+          times[side].push(millis(() => sh(w.command, mnt(side))));
+        } finally {
+          unmount(mnt(side));
+        }
       }
     }
   } else {
-    mount(side, stack, mnt, w.writable);
+    const mounted: Side[] = [];
     try {
-      sh(w.command, mnt);
-      for (let r = 0; r < runs; r++) times.push(millis(() => sh(w.command, mnt)));
+      for (const side of SIDES) {
+        mount(side, stack, mnt(side), w.writable);
+        mounted.push(side);
+        sh(w.command, mnt(side));
+      }
+      for (let r = 0; r < runs; r++) for (const side of SIDES) times[side].push(millis(() => sh(w.command, mnt(side))));
     } finally {
-      unmount(mnt);
+      for (const side of mounted) unmount(mnt(side));
     }
   }
-  return median(times);
+  return Object.fromEntries(SIDES.map((side) => [side, median(times[side])])) as Record<Side, number>;
 }
 
 /** snapfs view over a parent against the full copy containerd's native snapshotter makes. */
@@ -244,7 +255,7 @@ function main(): void {
   console.log(`snapfs layer benchmark, scale ${scale}, median of ${runs} runs (${base})\n`);
   out(rows[0]!);
   for (const w of workloads()) {
-    const t = Object.fromEntries(SIDES.map((side) => [side, measure(w, side)])) as Record<Side, number>;
+    const t = measure(w);
     out([w.name, t.overlay.toFixed(1), t['fuse-overlayfs'].toFixed(1), t.snapfs.toFixed(1), `${(t.snapfs / t['fuse-overlayfs']).toFixed(2)}×`, `${(t.snapfs / t.overlay).toFixed(2)}×`]);
   }
   if (only === '' || 'prepare'.includes(only)) out(prepareCost());

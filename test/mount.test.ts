@@ -203,6 +203,19 @@ describe('mounts of snapshots', { skip: !isRoot && 'compares with the kernel ove
       let writerErr = '';
       writer.stderr.on('data', (d: Buffer) => (writerErr += d.toString()));
       const writerDone = new Promise((r) => writer.once('exit', r));
+      // And one writing through a file it opened before the commit.
+      const streamer = spawn('python3', ['-c', [
+        'import errno, os, sys',
+        "fd = os.open('stream', os.O_WRONLY | os.O_CREAT, 0o644)",
+        'while True:',
+        '    try:',
+        "        os.write(fd, b'x' * 4096)",
+        '    except OSError as e:',
+        '        sys.exit(errno.errorcode[e.errno])',
+      ].join('\n')], { cwd: mnt, stdio: ['ignore', 'ignore', 'pipe'] });
+      let streamerErr = '';
+      streamer.stderr.on('data', (d: Buffer) => (streamerErr += d.toString()));
+      const streamerDone = new Promise((r) => streamer.once('exit', r));
       // And a page written through mmap, never synced by its writer.
       const mapper = spawn('python3', ['-c', [
         'import mmap, os, sys, time',
@@ -220,11 +233,17 @@ describe('mounts of snapshots', { skip: !isRoot && 'compares with the kernel ove
       assert.equal(fs.readFileSync(path.join(upper, 'mapped')).subarray(0, 5).toString(), 'mmap!', 'pages written through mmap reached the layer');
       await writerDone;
       assert.equal(writerErr.trim(), 'EROFS');
+      const stillWriting = await Promise.race([streamerDone.then(() => false), new Promise((r) => setTimeout(r, 5000, true))]);
+      if (stillWriting === true) streamer.kill();
+      assert.equal(streamerErr.trim(), 'EROFS', 'a file open for writing before the commit is refused too');
+      const streamed = fs.statSync(path.join(upper, 'stream')).size;
+      assert.ok(streamed > 0 && streamed % 4096 === 0, `only whole writes reached the layer (${streamed} bytes)`);
       const frozen = fs.readFileSync(path.join(upper, 'log'), 'utf8');
       assert.match(frozen, /^line 0\n(line \d+\n)+$/, 'every line that was written is whole');
       await assert.rejects(run('touch', [path.join(mnt, 'later')]), /Read-only file system/);
       await new Promise((r) => setTimeout(r, 200));
       assert.equal(fs.readFileSync(path.join(upper, 'log'), 'utf8'), frozen, 'the committed layer does not change');
+      assert.equal(fs.statSync(path.join(upper, 'stream')).size, streamed, 'nor does the file written through');
       const usage = JSON.parse(await ok(root, ['usage', '--json', 'busy-done'])) as { size: number };
       const du = Number((await run('du', ['-s', '-B1', upper])).stdout.split('\t')[0]);
       assert.equal(usage.size, du, 'the usage measured at commit is the layer as it stays');
