@@ -68,6 +68,7 @@ export function serve(req: MountRequest, onMounted: (fs: LayerFS) => void): Prom
     autoCache: !layerfs.readOnly,
     attrTimeout: layerfs.readOnly ? CACHE_SECONDS : 0,
     singleNameAttrTimeout: CACHE_SECONDS,
+    cacheDirs: layerfs.readOnly,
     entryTimeout: CACHE_SECONDS,
     negativeTimeout: CACHE_SECONDS,
     bigWrites: true,

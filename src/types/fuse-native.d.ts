@@ -115,6 +115,8 @@ declare module 'fuse-native' {
      * each name of a hard-linked file a kernel inode of its own.
      */
     singleNameAttrTimeout?: number;
+    /** Directories never change: the kernel may keep what it read of them (FOPEN_CACHE_DIR). */
+    cacheDirs?: boolean;
   }
 
   class Fuse {
