@@ -79,6 +79,7 @@ export class LayerFS {
   /** Upper inodes of those groups → the lower inode's key. */
   private readonly upperOfGroup = new Map<string, string>();
   private frozen = false;
+  private readonly asRoot = process.getuid?.() === 0;
   private readonly squashToRoot: boolean;
   private readonly uids: IdMap;
   private readonly gids: IdMap;
@@ -424,10 +425,14 @@ export class LayerFS {
   /** A new entry belongs to whoever made it; its group is the directory's in a set-group-ID one. */
   private giveToCaller(real: string): void {
     const who = this.caller();
-    if (who === undefined || process.getuid?.() !== 0) return;
+    if (who === undefined || !this.asRoot) return;
     const uid = this.uids.stored(who.uid) ?? fail(E.EINVAL);
+    const callerGid = this.gids.stored(who.gid) ?? fail(E.EINVAL);
+    // Made by this daemon as root, the entry is root's already, with the
+    // directory's group in a set-group-ID one, as below.
+    if (uid === 0 && callerGid === 0) return;
     const parent = fs.statSync(path.dirname(real));
-    const gid = (parent.mode & S_ISGID) !== 0 ? parent.gid : this.gids.stored(who.gid) ?? fail(E.EINVAL);
+    const gid = (parent.mode & S_ISGID) !== 0 ? parent.gid : callerGid;
     const st = fs.lstatSync(real);
     if (st.uid !== uid || st.gid !== gid) fs.lchownSync(real, uid, gid);
   }
