@@ -79,10 +79,12 @@ export function serve(req: MountRequest, onMounted: (fs: LayerFS) => void): Prom
     extraOptions: [...(layerfs.readOnly ? ['ro'] : []), ...mountFlags(req)],
   });
   return runUntilUnmounted(fuse, req.mountpoint, () => {
-    const closeControl = req.stack.work !== undefined && !layerfs.readOnly ? serveControl(req.stack.work, req.mountpoint, () => {
-            layerfs.freeze();
-            fuse.refuseWrites();
-          }) : () => Promise.resolve();
+    // Writes never reach LayerFS: fuse-native refuses them itself.
+    const freeze = (): void => {
+      layerfs.freeze();
+      fuse.refuseWrites();
+    };
+    const closeControl = req.stack.work !== undefined && !layerfs.readOnly ? serveControl(req.stack.work, req.mountpoint, freeze) : () => Promise.resolve();
     onMounted(layerfs);
     return closeControl;
   });

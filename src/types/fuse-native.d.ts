@@ -127,10 +127,10 @@ declare module 'fuse-native' {
     /** With fdHandles: every write from now on is EROFS. */
     refuseWrites(): void;
     /**
-     * Who made the request being handled (set before each operation runs),
-     * and whether it asks that set-ID bits go (open with O_TRUNC, truncate
-     * and write by a caller without CAP_FSETID: the kernel leaves that to
-     * the file system).
+     * Who made the request being handled (while an operation runs), and
+     * whether it asks that set-ID bits go (open with O_TRUNC, truncate and
+     * write by a caller without CAP_FSETID: the kernel leaves that to the
+     * file system).
      */
     readonly caller?: { uid: number; gid: number; killSuidgid: boolean };
     static readonly ENOENT: number;
