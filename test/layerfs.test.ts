@@ -41,6 +41,8 @@ function buildLayers(base: string, manyFiles = true): { lowers: string[]; upper:
   fs.truncateSync(`${bottom}/sparse`, 64 << 20);
   sys.setxattr(`${bottom}/lower-xattr`, 'user.color', Buffer.from('red'), 0);
   sys.utimens(`${bottom}/lower-times`, 1_500_000_000, 111_111_111, 1_500_000_000, 222_222_222);
+  file(`${bottom}/lower-1960`, 'old\n');
+  sys.utimens(`${bottom}/lower-1960`, -315_000_000, 5, -315_000_000, 123_456_789);
   for (const name of ['setid-a', 'setid-b', 'setid-c', 'setid-d', 'setid-e']) file(`${bottom}/${name}`, 'set-ID\n');
   file(`${bottom}/linked-a`, 'one inode, two names\n');
   fs.linkSync(`${bottom}/linked-a`, `${bottom}/linked-b`);
@@ -65,6 +67,7 @@ const STEPS: [string, string][] = [
   ['chmod', 'chmod 600 lower-exec'],
   ['chown', 'chown 123:456 lower-owned'],
   ['utimens with nanoseconds', 'touch -d "2020-01-02 03:04:05.123456789" lower-times && stat -c %y lower-times'],
+  ['times before 1970, set and kept by copy-up', 'touch -d "1960-01-02 03:04:05.123456789" new-1960 && chmod 600 lower-1960 && stat -c %y new-1960 lower-1960'],
   ['setxattr', 'python3 -c "import os; os.setxattr(\'lower-xattr\', \'user.k\', b\'v\'); print(sorted(os.listxattr(\'lower-xattr\')))"'],
   ['removexattr', 'python3 -c "import os; os.removexattr(\'lower-xattr\', \'user.color\'); print(os.listxattr(\'lower-xattr\'))"'],
   ['link of a lower file', 'ln lower-link-src hl && echo more >> hl && cat lower-link-src'],

@@ -70,7 +70,11 @@ function copyMetadata(src: string, st: fs.BigIntStats, dst: string): void {
 }
 
 export function setTimes(file: string, st: fs.BigIntStats): void {
-  const split = (ns: bigint): [number, number] => [Number(ns / 1_000_000_000n), Number(ns % 1_000_000_000n)];
+  // Before 1970, seconds round down and nanoseconds stay positive.
+  const split = (ns: bigint): [number, number] => {
+    const nsec = ((ns % 1_000_000_000n) + 1_000_000_000n) % 1_000_000_000n;
+    return [Number((ns - nsec) / 1_000_000_000n), Number(nsec)];
+  };
   const [as, an] = split(st.atimeNs);
   const [ms, mn] = split(st.mtimeNs);
   sys.utimens(file, as, an, ms, mn);
