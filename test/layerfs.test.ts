@@ -94,7 +94,7 @@ const STEPS: [string, string][] = [
   ['writing into a sparse lower file keeps its holes', 'printf x | dd of=sparse bs=1 seek=1000 conv=notrunc 2>/dev/null && stat -c "%s %b" sparse'],
   ['hard links of a lower file', 'cat linked-b && ls -i linked-a linked-b | awk "{print \\$1}" | uniq | wc -l'],
   ['a device 0/0 is refused: it would be a whiteout', 'mknod wh c 0 0'],
-  // Writes, truncates and O_TRUNC opens by someone without CAP_FSETID drop the set-user-ID bit, and the set-group-ID bit of a group-executable file.
+  // Writes, truncates and O_TRUNC opens by someone without CAP_FSETID drop the set-user-ID bit, and the set-group-ID bit of a file that is group-executable or not of their group.
   ['a write by a user drops set-ID bits', `chmod 6777 setid-a && chmod 6766 setid-b && ${AS_NOBODY} sh -c "echo more >> setid-a; echo more >> setid-b" && stat -c %a setid-a setid-b`],
   ['a truncate and an O_TRUNC open by a user drop them too', `chmod 4777 setid-c setid-d && ${AS_NOBODY} sh -c "truncate -s 1 setid-c; : > setid-d" && stat -c %a setid-c setid-d`],
   ['root keeps set-ID bits when writing', 'chmod 6755 setid-e && echo more >> setid-e && truncate -s 2 setid-e && stat -c %a setid-e'],
