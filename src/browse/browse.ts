@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { kindOf } from '../errors';
 import { mergedLayers, MergedTree, ownLayer } from '../inspect/tree';
 import { answering } from '../layerfs/callbacks';
+import { NAME_MAX } from '../layerfs/format';
 import { LayerFS } from '../layerfs/layerfs';
 import { pathComponents } from '../layerfs/resolver';
 import { sys } from '../native/sys';
@@ -103,7 +104,7 @@ export class BrowseFS {
       listxattr: (p, cb) => this.route(p, cb, () => cb(0, []), (v, inner) => v.ops.listxattr(inner, cb)),
       statfs: (_p, cb) => {
         const s = fs.statfsSync(this.root);
-        cb(0, { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: 255 });
+        cb(0, { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: NAME_MAX });
       },
     };
   }

@@ -15,7 +15,8 @@ import { sys } from '../native/sys';
 export const WHITEOUT_PREFIX = '.wh.';
 export const OPAQUE_MARKER = '.wh..wh..opq';
 
-const NAME_MAX = 255;
+/** The longest name a layer's file system takes, in bytes (Linux's NAME_MAX). */
+export const NAME_MAX = 255;
 const OPAQUE_XATTRS = ['trusted.overlay.opaque', 'user.overlay.opaque', 'user.fuseoverlayfs.opaque'];
 
 /** Attributes that belong to the overlay format, never shown through a mount. */
@@ -75,7 +76,7 @@ export function upperFormat(work: string): UpperFormat {
       }
       // A name too long for the `.wh.` form never had it.
       const marker = path.join(dir, WHITEOUT_PREFIX + name);
-      if (Buffer.byteLength(WHITEOUT_PREFIX + name) <= NAME_MAX && fs.lstatSync(marker, { throwIfNoEntry: false }) !== undefined) {
+      if (WHITEOUT_PREFIX.length + Buffer.byteLength(name) <= NAME_MAX && fs.lstatSync(marker, { throwIfNoEntry: false }) !== undefined) {
         fs.unlinkSync(marker);
         removed = true;
       }

@@ -6,7 +6,7 @@ import { sys } from '../native/sys';
 import { answering, fail } from './callbacks';
 import { copyEntry, setTimes } from './copyup';
 import { major, minor } from './devices';
-import { isPrivateXattr, upperFormat, WHITEOUT_PREFIX, type UpperFormat } from './format';
+import { isPrivateXattr, NAME_MAX, upperFormat, WHITEOUT_PREFIX, type UpperFormat } from './format';
 import { IDENTITY, type IdMap } from './idmap';
 import { InodeTable, inodeKey } from './inodes';
 import { childPath, parentOf, Resolver, type Node } from './resolver';
@@ -184,7 +184,7 @@ export class LayerFS {
 
   private statfs(): { bsize: number; frsize: number; blocks: number; bfree: number; bavail: number; files: number; ffree: number; favail: number; fsid: number; flag: number; namemax: number } {
     const s = fs.statfsSync(this.merged.layers[0]!);
-    return { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: 255 };
+    return { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: NAME_MAX };
   }
 
   /** undefined: no such attribute (ENODATA), answered without an exception. */
