@@ -15,10 +15,15 @@ export function nowNs(): bigint {
   return t;
 }
 
+/** Whole seconds and nanoseconds (0 to 999,999,999); before 1970 the seconds round down. */
+export function secondsAndNanos(ns: bigint): [bigint, number] {
+  const nanos = ((ns % 1_000_000_000n) + 1_000_000_000n) % 1_000_000_000n;
+  return [(ns - nanos) / 1_000_000_000n, Number(nanos)];
+}
+
 /** RFC 3339 with all nine fractional digits, in UTC, as containerd prints. */
 export function formatNs(ns: bigint): string {
-  const ms = Number(ns / 1_000_000n);
-  const base = new Date(ms).toISOString().slice(0, 19);
-  const frac = (ns % 1_000_000_000n).toString().padStart(9, '0');
-  return `${base}.${frac}Z`;
+  const [seconds, nanos] = secondsAndNanos(ns);
+  const base = new Date(Number(seconds) * 1000).toISOString().slice(0, 19);
+  return `${base}.${String(nanos).padStart(9, '0')}Z`;
 }

@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import * as path from 'node:path';
+import { secondsAndNanos } from '../clock';
 import { kindOf, messageOf, systemFailure, type ErrorKind } from '../errors';
 import type { Info, Kind, Labels, Mount, Snapshotter } from '../snapshotter/snapshotter';
 
@@ -71,7 +72,8 @@ export function statusOf(err: unknown): grpc.StatusObject {
 const KINDS: Readonly<Record<Kind, InfoMessage['kind']>> = { view: 'VIEW', active: 'ACTIVE', committed: 'COMMITTED' };
 
 function timestamp(ns: bigint): Timestamp {
-  return { seconds: (ns / 1_000_000_000n).toString(), nanos: Number(ns % 1_000_000_000n) };
+  const [seconds, nanos] = secondsAndNanos(ns);
+  return { seconds: seconds.toString(), nanos };
 }
 
 function infoMessage(info: Info): InfoMessage {

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { secondsAndNanos } from '../clock';
 import { sys } from '../native/sys';
 import { isPrivateXattr } from './format';
 
@@ -70,14 +71,9 @@ function copyMetadata(src: string, st: fs.BigIntStats, dst: string): void {
 }
 
 export function setTimes(file: string, st: fs.BigIntStats): void {
-  // Before 1970, seconds round down and nanoseconds stay positive.
-  const split = (ns: bigint): [number, number] => {
-    const nsec = ((ns % 1_000_000_000n) + 1_000_000_000n) % 1_000_000_000n;
-    return [Number((ns - nsec) / 1_000_000_000n), Number(nsec)];
-  };
-  const [as, an] = split(st.atimeNs);
-  const [ms, mn] = split(st.mtimeNs);
-  sys.utimens(file, as, an, ms, mn);
+  const [as, an] = secondsAndNanos(st.atimeNs);
+  const [ms, mn] = secondsAndNanos(st.mtimeNs);
+  sys.utimens(file, Number(as), an, Number(ms), mn);
 }
 
 function listXattrs(file: string): string[] {
