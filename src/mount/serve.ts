@@ -67,7 +67,8 @@ export function serve(req: MountRequest, onMounted: (fs: LayerFS) => void): Prom
     kernelCache: layerfs.readOnly,
     autoCache: !layerfs.readOnly,
     attrTimeout: layerfs.readOnly ? CACHE_SECONDS : 0,
-    singleNameAttrTimeout: CACHE_SECONDS,
+    // 0: off, where attrTimeout already keeps everything.
+    singleNameAttrTimeout: layerfs.readOnly ? 0 : CACHE_SECONDS,
     cacheDirs: layerfs.readOnly,
     entryTimeout: CACHE_SECONDS,
     negativeTimeout: CACHE_SECONDS,
