@@ -56,6 +56,7 @@ const GRPC_CODES: Readonly<Record<ErrorKind, grpc.status>> = {
   FailedPrecondition: grpc.status.FAILED_PRECONDITION,
   NotImplemented: grpc.status.UNIMPLEMENTED,
   Unavailable: grpc.status.UNAVAILABLE,
+  ResourceExhausted: grpc.status.RESOURCE_EXHAUSTED,
   Unknown: grpc.status.UNKNOWN,
 };
 
