@@ -37,6 +37,7 @@ function describeLayer(dir: string): string[] {
       const st = fs.lstatSync(p);
       const attrs = sys
         .listxattr(p)
+        .map(String)
         .filter((n) => !n.startsWith('security.'))
         .sort()
         .map((n) => `${n}=${String(sys.getxattr(p, n))}`)

@@ -1,7 +1,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { promisify } from 'node:util';
-import type { LayerStack } from '../src/layerfs/layerfs';
+import type { LayerDirs } from '../src/layerfs/layerfs';
 import { CLI } from './helpers';
 
 export const run = promisify(execFile);
@@ -17,7 +17,7 @@ export async function unmountAll(dir: string): Promise<void> {
 }
 
 /** Serves `stack` at `mountpoint` from a child process; resolves once the mount is live. */
-export async function serveStack(stack: LayerStack, mountpoint: string): Promise<ChildProcess> {
+export async function serveStack(stack: LayerDirs, mountpoint: string): Promise<ChildProcess> {
   const child = spawn(process.execPath, [CLI, '__serve', JSON.stringify({ stack, mountpoint, allowOther: false })], {
     stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
   });

@@ -1,143 +1,199 @@
-import type { FuseOperations, FuseStat } from 'fuse-native';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import * as path from 'node:path';
 import { kindOf } from '../errors';
-import { mergedLayers, MergedTree, ownLayer } from '../inspect/tree';
-import { answering } from '../layerfs/callbacks';
-import { NAME_MAX } from '../layerfs/format';
-import { LayerFS } from '../layerfs/layerfs';
-import { pathComponents } from '../layerfs/resolver';
-import { sys } from '../native/sys';
+import { fail } from '../fuse/errno';
+import type { Attr, AttrAnswer, DirEntry, Entry, FileSystem, Opened, Request, StatFs } from '../fuse/session';
+import { mergedLayers, MergedTree, ownLayer, pathComponents } from '../inspect/tree';
+import { NAME_MAX } from '../overlay/format';
+import { S_IFLNK } from '../native/sys';
 import type { LayerStack, Snapshotter } from '../snapshotter/snapshotter';
 import { keyOfName, nameOfKey } from './names';
 
 const E = os.constants.errno;
 /** Where each snapshot's own layer is shown, as it is on disk (whiteouts included). */
 export const LAYERS_DIR = '.layers';
+const S_IFMT = 0o170000;
+const ROOT = 1;
+const LAYERS = 2;
+/** Node ids of a view's files: its serial number, then the file's own node id in the view. */
+const SPAN = 2 ** 32;
+/** Snapshots come and go while mounted: names and attributes are kept briefly. */
+export const CACHE_SECONDS = 1;
 /**
  * How long a snapshot's view is used before it is checked against the
- * metastore: an active snapshot's layer may change under the mount, and a
- * key may be removed and made again.
+ * metastore (a key may be removed and made again, over other layers).
  */
 const ACTIVE_VIEW_MS = 1000;
 const VIEW_MS = 10_000;
 
-type Ops = Required<Pick<FuseOperations, 'getattr' | 'readdir' | 'readlink' | 'open' | 'release' | 'getxattr' | 'listxattr'>>;
-
+/** One snapshot as a directory: its merged tree, or its own layer as stored. */
 interface View {
-  readonly ops: Ops;
-  /** The snapshot's merged tree, to resolve symlink targets in. */
+  readonly serial: number;
   readonly tree: MergedTree;
+  /** The directory name of its snapshot, to place confined symlink targets under. */
+  readonly name: string;
   /** Its layer directories when it was made: a key removed and made again has others. */
-  readonly layers: string;
+  readonly signature: string;
   expires: number;
+  /** Entries of it the kernel holds; a view replaced meanwhile is closed once none is left. */
+  lookups: number;
+  current: boolean;
 }
 
 /**
  * One read-only file system showing every snapshot of a root: `/NAME` is
  * the merged tree of the snapshot whose key NAME encodes (see names.ts),
  * `/.layers/NAME` its own layer as stored. Snapshots made or removed while
- * mounted come and go. Symlinks are shown so that following them stays in
- * the snapshot they belong to: an absolute target, or one climbing above
- * the snapshot's root, is given as a path under the mount point.
+ * mounted come and go. Each snapshot is a view (a MergedTree) whose files
+ * are reached by descriptors only; symlinks are shown so that following
+ * them stays in the snapshot they belong to: an absolute target, or one
+ * climbing above the snapshot's root, is given as a path under the mount
+ * point.
  */
-export class BrowseFS {
+export class BrowseFS implements FileSystem {
   private readonly views = new Map<string, View>();
-  /** Open files: a view's handles are descriptors, which fuse-native reads itself (fdHandles). */
-  private readonly handles = new Map<number, Ops>();
-  private readonly rootStat: FuseStat;
+  private readonly bySerial = new Map<number, View>();
+  private readonly freeSerials: number[] = [];
+  private nextSerial = 1;
+  private readonly listings = new Map<number, DirEntry[]>();
+  private nextListing = 1;
+  private readonly rootAttr: Attr;
+  private readonly mountpoint: Buffer;
 
   constructor(
     private readonly snapshotter: Snapshotter,
     private readonly root: string,
-    private readonly mountpoint: string,
+    mountpoint: string,
   ) {
+    this.mountpoint = Buffer.from(mountpoint);
     const now = BigInt(Date.now()) * 1_000_000n;
-    this.rootStat = { mode: fs.constants.S_IFDIR | 0o555, nlink: 2, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, size: 0, atimeNs: now, mtimeNs: now, ctimeNs: now };
+    const st = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
+    this.rootAttr = { ino: ROOT, size: 0, blocks: 0, atimeNs: now, mtimeNs: now, ctimeNs: now, mode: fs.constants.S_IFDIR | 0o555, nlink: 2, uid: st.uid, gid: st.gid, rdev: 0, blksize: 4096 };
   }
 
-  operations(): FuseOperations {
-    return {
-      getattr: (p, cb) =>
-        this.route(p, cb, () => cb(0, this.rootStat), (v, inner, name) =>
-          v.ops.getattr(inner, (err, st) => {
-            if (err !== 0 || st === undefined || (Number(st.mode) & fs.constants.S_IFMT) !== fs.constants.S_IFLNK) return cb(err, st);
-            // A symlink's size is the length of the target it is shown with.
-            v.ops.readlink(inner, (e, target) => cb(e, e === 0 && target !== undefined ? { ...st, size: Buffer.byteLength(this.confined(v, name, inner, target)) } : st));
-          }),
-        ),
-      readdir: (p, cb) =>
-        this.route(
-          p,
-          cb,
-          (layers) => {
-            let names: string[];
-            try {
-              names = this.names(layers);
-            } catch {
-              return cb(-E.EIO);
-            }
-            cb(0, ['.', '..', ...(layers ? [] : [LAYERS_DIR]), ...names]);
-          },
-          (v, inner) => v.ops.readdir(inner, cb),
-        ),
-      readlink: (p, cb) =>
-        this.route(p, cb, () => cb(-E.EINVAL), (v, inner, name) =>
-          v.ops.readlink(inner, (err, target) => (err !== 0 || target === undefined ? cb(err) : cb(0, this.confined(v, name, inner, target)))),
-        ),
-      open: (p, flags, cb) =>
-        this.route(p, cb, () => cb(-E.EISDIR), (v, inner) =>
-          v.ops.open(inner, flags, (err, handle) => {
-            if (err !== 0 || handle === undefined) return cb(err);
-            this.handles.set(handle, v.ops);
-            cb(0, handle);
-          }),
-        ),
-      release: (p, handle, cb) => {
-        const ops = this.handles.get(handle);
-        this.handles.delete(handle);
-        if (ops === undefined) return cb(0);
-        ops.release(this.split(p).inner, handle, cb);
-      },
-      getxattr: (p, name, position, cb) => this.route(p, cb, () => cb(-E.ENODATA), (v, inner) => v.ops.getxattr(inner, name, position, cb)),
-      listxattr: (p, cb) => this.route(p, cb, () => cb(0, []), (v, inner) => v.ops.listxattr(inner, cb)),
-      statfs: (_p, cb) => {
-        const s = fs.statfsSync(this.root);
-        cb(0, { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: NAME_MAX });
-      },
-    };
+  close(): void {
+    for (const view of this.bySerial.values()) view.tree.close();
+    this.bySerial.clear();
+    this.views.clear();
   }
 
-  /** Sends `p` to the listing of `/` or `/.layers` (`top`), or to a snapshot's view with the path inside it. */
-  private route(p: string, fail: (err: number) => void, top: (layers: boolean) => void, inView: (view: View, inner: string, name: string) => void): void {
-    const at = this.split(p);
-    if (at.name === undefined) return top(at.layers);
-    let view: View | undefined;
-    try {
-      view = this.view(at.name, at.layers);
-    } catch (err) {
-      return fail(kindOf(err) === 'NotFound' ? -E.ENOENT : -E.EIO);
+  lookup(req: Request, parent: number, name: Buffer): Entry {
+    if (parent === ROOT || parent === LAYERS) {
+      if (parent === ROOT && name.toString('latin1') === LAYERS_DIR) return { ino: LAYERS, attr: { ...this.rootAttr, ino: LAYERS }, entryTimeout: CACHE_SECONDS, attrTimeout: CACHE_SECONDS };
+      const view = this.view(name.toString('latin1'), parent === LAYERS);
+      if (view === undefined) return { ino: 0, entryTimeout: CACHE_SECONDS, attrTimeout: 0 };
+      const { attr } = view.tree.fs.getattr(req, 1);
+      view.lookups++;
+      return { ino: view.serial * SPAN + 1, attr: { ...attr, ino: view.serial * SPAN + 1 }, entryTimeout: CACHE_SECONDS, attrTimeout: CACHE_SECONDS };
     }
-    if (view === undefined) return fail(-E.ENOENT);
-    inView(view, at.inner, at.name);
+    const [view, inner] = this.inside(parent);
+    const e = view.tree.fs.lookup(req, inner, name);
+    if (e.ino === 0 || e.attr === undefined) return e;
+    view.lookups++;
+    return { ...e, ino: view.serial * SPAN + e.ino, attr: this.shown(view, e.attr) };
   }
 
-  /** `/NAME/rest` or `/.layers/NAME/rest` → NAME and `/rest`; the listings have no name. */
-  private split(p: string): { layers: boolean; name?: string; inner: string } {
-    const parts = p.split('/').filter((c) => c !== '');
-    const layers = parts[0] === LAYERS_DIR;
-    if (layers) parts.shift();
-    const name = parts.shift();
-    if (name === undefined) return { layers, inner: '/' };
-    return { layers, name, inner: `/${parts.join('/')}` };
+  forget(ino: number, nlookup: number): void {
+    if (ino === ROOT || ino === LAYERS) return;
+    const view = this.bySerial.get(Math.floor(ino / SPAN));
+    if (view === undefined) return;
+    if (ino % SPAN !== 1) view.tree.fs.forget(ino % SPAN, nlookup);
+    view.lookups -= nlookup;
+    this.closeIfUnused(view);
+  }
+
+  getattr(req: Request, ino: number): AttrAnswer {
+    if (ino === ROOT || ino === LAYERS) return { attr: { ...this.rootAttr, ino }, timeout: CACHE_SECONDS };
+    const [view, inner] = this.inside(ino);
+    return { attr: this.shown(view, view.tree.fs.getattr(req, inner).attr), timeout: CACHE_SECONDS };
+  }
+
+  readlink(req: Request, ino: number): Buffer {
+    if (ino === ROOT || ino === LAYERS) fail(E.EINVAL);
+    const [view, inner] = this.inside(ino);
+    return this.confined(view, inner, view.tree.fs.readlink(req, inner));
+  }
+
+  open(req: Request, ino: number, flags: number): Opened {
+    if (ino === ROOT || ino === LAYERS) fail(E.EISDIR);
+    const [view, inner] = this.inside(ino);
+    return view.tree.fs.open(req, inner, flags, false);
+  }
+
+  release(req: Request, ino: number, fh: number): void {
+    const view = this.bySerial.get(Math.floor(ino / SPAN));
+    view?.tree.fs.release(req, ino % SPAN, fh);
+  }
+
+  opendir(req: Request, ino: number): Opened {
+    if (ino !== ROOT && ino !== LAYERS) {
+      const [view, inner] = this.inside(ino);
+      return view.tree.fs.opendir(req, inner);
+    }
+    const dots: DirEntry[] = ['.', '..'].map((n) => ({ name: Buffer.from(n), ino: ROOT, mode: fs.constants.S_IFDIR }));
+    const extra: DirEntry[] = ino === ROOT ? [{ name: Buffer.from(LAYERS_DIR), ino: LAYERS, mode: fs.constants.S_IFDIR }] : [];
+    let names: string[];
+    try {
+      names = this.names(ino === LAYERS);
+    } catch {
+      fail(E.EIO);
+    }
+    const fh = this.nextListing++;
+    this.listings.set(fh, [...dots, ...extra, ...names.map((n) => ({ name: Buffer.from(n), ino: ROOT, mode: fs.constants.S_IFDIR }))]);
+    return { fh };
+  }
+
+  readdir(req: Request, ino: number, fh: number): DirEntry[] {
+    if (ino === ROOT || ino === LAYERS) return this.listings.get(fh) ?? fail(E.EBADF);
+    const [view, inner] = this.inside(ino);
+    return view.tree.fs.readdir(req, inner, fh).map((d) => ({ ...d, ino: view.serial * SPAN + d.ino }));
+  }
+
+  releasedir(req: Request, ino: number, fh: number): void {
+    if (ino === ROOT || ino === LAYERS) return void this.listings.delete(fh);
+    this.bySerial.get(Math.floor(ino / SPAN))?.tree.fs.releasedir(req, ino % SPAN, fh);
+  }
+
+  getxattr(req: Request, ino: number, name: Buffer): Buffer {
+    if (ino === ROOT || ino === LAYERS) fail(E.ENODATA);
+    const [view, inner] = this.inside(ino);
+    return view.tree.fs.getxattr(req, inner, name);
+  }
+
+  listxattr(req: Request, ino: number): Buffer[] {
+    if (ino === ROOT || ino === LAYERS) return [];
+    const [view, inner] = this.inside(ino);
+    return view.tree.fs.listxattr(req, inner);
+  }
+
+  statfs(): StatFs {
+    const s = fs.statfsSync(this.root);
+    return { blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, bsize: s.bsize, namelen: NAME_MAX, frsize: s.bsize };
+  }
+
+  /** The view and its own node id of a node id below a snapshot's directory. */
+  private inside(ino: number): [View, number] {
+    const view = this.bySerial.get(Math.floor(ino / SPAN)) ?? fail(E.ESTALE);
+    return [view, ino % SPAN];
+  }
+
+  /** A view's attributes as this mount shows them: its node ids, and a symlink's size that of the target shown. */
+  private shown(view: View, attr: Attr): Attr {
+    const ino = view.serial * SPAN + attr.ino;
+    if ((attr.mode & S_IFMT) !== S_IFLNK) return { ...attr, ino };
+    const target = this.confined(view, attr.ino, view.tree.readlink(view.tree.fs.tree.inode(attr.ino)));
+    return { ...attr, ino, size: target.length };
   }
 
   private names(layers: boolean): string[] {
     const infos = this.snapshotter.walk();
     // Views of snapshots gone since are dropped here, where every key is at hand.
     const keys = new Set(infos.map((info) => info.name));
-    for (const id of this.views.keys()) if (!keys.has(id.slice(id.indexOf(':') + 1))) this.views.delete(id);
+    for (const [id, view] of this.views) {
+      if (keys.has(id.slice(id.indexOf(':') + 1))) continue;
+      this.views.delete(id);
+      this.retire(view);
+    }
     return infos.filter((info) => !layers || info.kind !== 'view').map((info) => nameOfKey(info.name));
   }
 
@@ -151,22 +207,46 @@ export class BrowseFS {
     try {
       stack = this.snapshotter.layers(key);
     } catch (err) {
-      this.views.delete(id);
-      throw err;
+      if (cached !== undefined) {
+        this.views.delete(id);
+        this.retire(cached);
+      }
+      if (kindOf(err) === 'NotFound') return undefined;
+      fail(E.EIO);
     }
     const expires = Date.now() + (stack.kind === 'active' ? ACTIVE_VIEW_MS : VIEW_MS);
     const signature = JSON.stringify(stack);
-    // Unchanged (the same layer directories, and not an active layer that may have changed): keep its caches.
-    if (cached !== undefined && cached.layers === signature && stack.kind !== 'active') {
+    if (cached !== undefined && cached.signature === signature) {
       cached.expires = expires;
       return cached;
     }
+    if (cached !== undefined) this.retire(cached);
     const own = ownLayer(stack).own;
     if (layers && own === undefined) return undefined;
-    const tree = new MergedTree(mergedLayers(stack), `snapshot ${JSON.stringify(key)}`);
-    const view: View = { ops: layers ? rawOperations(own!) : mergedOperations(stack), tree, layers: signature, expires };
+    const serial = this.freeSerials.pop() ?? this.nextSerial++;
+    // An active snapshot's layer is written through its own mount meanwhile: asked, never listed ahead.
+    const tree = new MergedTree(layers ? [own!] : mergedLayers(stack), `snapshot ${JSON.stringify(key)}`, {
+      raw: layers,
+      changingTop: stack.kind === 'active',
+      cacheSeconds: CACHE_SECONDS,
+    });
+    const view: View = { serial, tree, name, signature, expires, lookups: 0, current: true };
     this.views.set(id, view);
+    this.bySerial.set(serial, view);
     return view;
+  }
+
+  /** A view no name leads to any more: closed once the kernel holds none of its files. */
+  private retire(view: View): void {
+    view.current = false;
+    this.closeIfUnused(view);
+  }
+
+  private closeIfUnused(view: View): void {
+    if (view.current || view.lookups > 0) return;
+    this.bySerial.delete(view.serial);
+    this.freeSerials.push(view.serial);
+    view.tree.close();
   }
 
   /**
@@ -176,55 +256,35 @@ export class BrowseFS {
    * and given as a path under the mount point, where the kernel finds the
    * same thing; a target that does not resolve is placed there lexically.
    */
-  private confined(view: View, name: string, linkPath: string, target: string): string {
-    const parts = target.split('/');
-    if (!target.startsWith('/') && !parts.includes('..')) return target;
-    const from = target.startsWith('/') ? target : `${path.posix.dirname(linkPath)}/${target}`;
-    let resolved: string;
+  private confined(view: View, inner: number, target: Buffer): Buffer {
+    const absolute = target[0] === 0x2f;
+    if (!absolute && !pathComponents(target).some(isDotDot)) return target;
+    const linkPath = view.tree.pathOf(view.tree.fs.tree.inode(inner));
+    const from = absolute ? target : Buffer.concat([dirname(linkPath), Buffer.from('/'), target]);
+    let resolved: Buffer;
     try {
       resolved = view.tree.resolve(from, false).path;
     } catch {
       resolved = lexical(from);
     }
-    return path.posix.join(this.mountpoint, name, ...resolved.split('/').filter((c) => c !== ''));
+    const inside = resolved.length === 1 ? Buffer.alloc(0) : resolved;
+    return Buffer.concat([this.mountpoint, Buffer.from(`/${view.name}`), inside]);
   }
+}
+
+const isDotDot = (c: Buffer): boolean => c.length === 2 && c[0] === 0x2e && c[1] === 0x2e;
+
+function dirname(p: Buffer): Buffer {
+  const at = p.lastIndexOf(0x2f);
+  return at <= 0 ? Buffer.from('/') : p.subarray(0, at);
 }
 
 /** `p` with `.` and `..` applied as words, `..` stopping at the root. */
-function lexical(p: string): string {
-  const out: string[] = [];
+function lexical(p: Buffer): Buffer {
+  const out: Buffer[] = [];
   for (const c of pathComponents(p)) {
-    if (c === '..') out.pop();
+    if (isDotDot(c)) out.pop();
     else out.push(c);
   }
-  return `/${out.join('/')}`;
-}
-
-/** A snapshot's merged tree, read-only, as a mount of it shows it. */
-function mergedOperations(stack: LayerStack): Ops {
-  return new LayerFS({ lowers: mergedLayers(stack) }).operations() as Ops;
-}
-
-/** A layer directory exactly as stored: whiteouts and markers included, overlay's attributes too. */
-function rawOperations(dir: string): Ops {
-  const real = (p: string): string => path.join(dir, p);
-  const files = new Set<number>();
-  return {
-    getattr: answering((p: string): FuseStat => {
-      const st = fs.lstatSync(real(p), { bigint: true });
-      return { mode: st.mode, uid: st.uid, gid: st.gid, size: st.size, nlink: st.nlink, rdev: st.rdev, blksize: st.blksize, blocks: st.blocks, atimeNs: st.atimeNs, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs };
-    }),
-    readdir: answering((p: string) => ['.', '..', ...fs.readdirSync(real(p))]),
-    readlink: answering((p: string) => fs.readlinkSync(real(p))),
-    open: answering((p: string, _flags: number) => {
-      const fd = fs.openSync(real(p), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
-      files.add(fd);
-      return fd;
-    }),
-    release: answering((_p: string, fd: number) => {
-      if (files.delete(fd)) fs.closeSync(fd);
-    }),
-    getxattr: answering((p: string, name: string, _position: number) => sys.getxattr(real(p), name)),
-    listxattr: answering((p: string) => sys.listxattr(real(p))),
-  };
+  return Buffer.concat(out.length === 0 ? [Buffer.from('/')] : out.flatMap((c) => [Buffer.from('/'), c]));
 }

@@ -1,5 +1,5 @@
-import Fuse from 'fuse-native';
-import { runUntilUnmounted } from '../mount/serve';
+import { mountFileSystem } from '../fuse/mount';
+import { MOUNT_INIT_FLAGS, SPIN_MICROS, untilUnmounted } from '../mount/serve';
 import { Snapshotter } from '../snapshotter/snapshotter';
 import { BrowseFS } from './browse';
 
@@ -9,27 +9,21 @@ export interface BrowseRequest {
   readonly mountpoint: string;
 }
 
-// Snapshots come and go while mounted: names and attributes are kept briefly.
-const CACHE_SECONDS = 1;
-
-export function serveBrowse(req: BrowseRequest, onMounted: () => void): Promise<void> {
+export async function serveBrowse(req: BrowseRequest, onMounted: () => void): Promise<void> {
   const snapshotter = new Snapshotter(req.browse);
-  const fuse = new Fuse(req.mountpoint, new BrowseFS(snapshotter, req.browse, req.mountpoint).operations(), {
-    fsname: 'snapfs-browse',
-    subtype: 'snapfs',
-    timeout: false,
-    // Root's browse mount is everyone's, with the kernel checking each file's permissions.
-    allowOther: process.getuid?.() === 0,
-    defaultPermissions: true,
-    attrTimeout: CACHE_SECONDS,
-    entryTimeout: CACHE_SECONDS,
-    negativeTimeout: CACHE_SECONDS,
-    autoCache: true,
-    fdHandles: true,
-    extraOptions: ['ro'],
-  });
-  return runUntilUnmounted(fuse, req.mountpoint, () => {
+  const browse = new BrowseFS(snapshotter, req.browse, req.mountpoint);
+  try {
+    const served = await mountFileSystem(
+      req.mountpoint,
+      browse,
+      // Root's browse mount is everyone's, with the kernel checking each file's permissions.
+      { fsname: 'snapfs-browse', subtype: 'snapfs', readOnly: true, allowOther: process.getuid?.() === 0, flags: ['nosuid', 'nodev'] },
+      { initFlags: MOUNT_INIT_FLAGS, spinMicros: SPIN_MICROS },
+    );
     onMounted();
-    return () => snapshotter.close();
-  });
+    await untilUnmounted(served, req.mountpoint);
+  } finally {
+    browse.close();
+    snapshotter.close();
+  }
 }

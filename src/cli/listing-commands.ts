@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { invalidArgument, kindOf } from '../errors';
 import type { Info, Snapshotter, Usage, UsageProgress } from '../snapshotter/snapshotter';
 import { collect } from './args';
-import { listSnapshotPath } from './inspect-commands';
+import { listSnapshotPath, pathArg } from './inspect-commands';
 import { wantsJson, withSnapshotter } from './context';
 import { humanBytes, infoJson, printJson, printLines, table } from './output';
 import { usageProgress } from './progress';
@@ -15,12 +15,13 @@ export function registerListingCommands(program: Command): void {
     .description("list snapshots (Walk; several --filter match any of them), or with KEY the files at PATH of that snapshot's merged tree")
     .option('--filter <expr>', 'containerd filter, e.g. kind==committed,labels."k"==v (repeatable)', collect, [])
     .option('-l, --long', 'with KEY: mode, links, owner, size, time')
+    .option('--escaped', 'with KEY: PATH holds \\xHH escapes for bytes (names that are not UTF-8)')
     .option('--json', 'print JSON')
-    .action(async (key: string | undefined, p: string | undefined, opts: { filter: string[]; long?: boolean }, cmd: Command) => {
+    .action(async (key: string | undefined, p: string | undefined, opts: { filter: string[]; long?: boolean; escaped?: boolean }, cmd: Command) => {
       await withSnapshotter(cmd, (s) => {
         if (key !== undefined) {
           if (opts.filter.length > 0) throw invalidArgument('ls: --filter lists snapshots; it does not go with KEY');
-          return listSnapshotPath(s, key, p ?? '/', opts.long === true, wantsJson(cmd));
+          return listSnapshotPath(s, key, pathArg(p ?? '/', opts.escaped === true), opts.long === true, wantsJson(cmd));
         }
         const infos = s.walk(opts.filter);
         if (wantsJson(cmd)) return printJson(infos.map(infoJson));

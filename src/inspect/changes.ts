@@ -1,38 +1,64 @@
 import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { isOpaqueDir } from '../layerfs/format';
-import { childPath, classify, Resolver } from '../layerfs/resolver';
+import { O_PATH, readdirFd, sys } from '../native/sys';
+import { classify, isOpaque } from '../overlay/format';
+import { MergedTree } from './tree';
 
 /** A path of a layer as `docker diff` reports it: Added, Changed or Deleted against the layers below. */
 export interface Change {
   readonly kind: 'A' | 'C' | 'D';
-  readonly path: string;
+  readonly path: Buffer;
 }
+
+const child = (at: Buffer, name: Buffer): Buffer => Buffer.concat([at.length === 1 ? Buffer.alloc(0) : at, Buffer.from('/'), name]);
 
 /**
  * What layer directory `own` changes in the tree of the layers `below` it
  * (topmost first), in path order: entries it adds or replaces, whiteouts
  * as deletions, and for an opaque directory every name below it hides.
+ * The layer is walked by descriptors, never following what it holds.
  */
 export function layerChanges(own: string, below: readonly string[]): Change[] {
-  const lower = below.length === 0 ? undefined : new Resolver(below);
-  const existsBelow = (p: string): boolean => lower?.lookup(p) !== undefined;
-  const byPath = (a: { change: Change }, b: { change: Change }): number => (a.change.path < b.change.path ? -1 : a.change.path > b.change.path ? 1 : 0);
-  const walk = (dir: string, at: string): Change[] => {
-    const items: { change: Change; subdir?: string }[] = [];
+  const lower = below.length === 0 ? undefined : new MergedTree(below, 'below');
+  const lowerAt = (p: Buffer): ReturnType<MergedTree['resolve']> | undefined => {
+    try {
+      return lower?.resolve(p, false);
+    } catch {
+      return undefined;
+    }
+  };
+  const walk = (dirfd: number, at: Buffer): Change[] => {
+    const items: { change: Change; subdir?: Buffer }[] = [];
     const named = new Set<string>();
-    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-      const entry = classify(dir, e);
+    for (const e of readdirFd(dirfd)) {
+      const entry = classify(dirfd, e);
       if (entry === undefined) continue;
-      named.add(entry.name);
-      const p = childPath(at, entry.name);
+      named.add(entry.name.toString('latin1'));
+      const p = child(at, entry.name);
       if (entry.kind === 'whiteout') items.push({ change: { kind: 'D', path: p } });
-      else items.push({ change: { kind: existsBelow(p) ? 'C' : 'A', path: p }, ...(entry.kind === 'dir' ? { subdir: path.join(dir, e.name) } : {}) });
+      else items.push({ change: { kind: lowerAt(p) !== undefined ? 'C' : 'A', path: p }, ...(entry.kind === 'dir' ? { subdir: Buffer.from(entry.name) } : {}) });
     }
     // An opaque directory hides every name the layers below hold there.
-    const hidden = lower !== undefined && isOpaqueDir(dir) ? lower.lookup(at) : undefined;
-    if (hidden?.isDir) for (const name of lower!.readdir(hidden, at)) if (!named.has(name)) items.push({ change: { kind: 'D', path: childPath(at, name) } });
-    return items.sort(byPath).flatMap((i) => [i.change, ...(i.subdir === undefined ? [] : walk(i.subdir, i.change.path))]);
+    const hidden = lower !== undefined && isOpaque(dirfd) ? lowerAt(at) : undefined;
+    if (hidden?.inode.isDir === true) {
+      for (const name of lower!.list(hidden)) if (!named.has(name.toString('latin1'))) items.push({ change: { kind: 'D', path: child(at, name) } });
+    }
+    return items
+      .sort((a, b) => Buffer.compare(a.change.path, b.change.path))
+      .flatMap((i) => {
+        if (i.subdir === undefined) return [i.change];
+        const fd = sys.openAt(dirfd, i.subdir, O_PATH | fs.constants.O_DIRECTORY, 0);
+        try {
+          return [i.change, ...walk(fd, i.change.path)];
+        } finally {
+          fs.closeSync(fd);
+        }
+      });
   };
-  return walk(own, '/');
+  const root = fs.openSync(own, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  try {
+    return walk(root, Buffer.from('/'));
+  } finally {
+    fs.closeSync(root);
+    lower?.close();
+  }
 }

@@ -1,22 +1,31 @@
-import type { FuseOperations, FuseStat, FuseTime } from 'fuse-native';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import * as path from 'node:path';
-import { sys } from '../native/sys';
-import { answering, fail } from './callbacks';
+import { fail } from '../fuse/errno';
+import type { AttrAnswer, DirEntry, Entry, FileSystem, Opened, Request, SetAttr, SetTime, StatFs } from '../fuse/session';
+import type { Attr } from '../fuse/protocol';
+import { DT_DIR, fstat, isDir, O_PATH, readdirFd, statAt, sys, type Stat } from '../native/sys';
+import { isPrivateXattr, isReservedName, NAME_MAX, probe, upperFormat, type UpperFormat } from '../overlay/format';
 import { copyEntry, setTimes } from './copyup';
 import { major, minor } from './devices';
-import { isPrivateXattr, NAME_MAX, upperFormat, WHITEOUT_PREFIX, type UpperFormat } from './format';
 import { IDENTITY, type IdMap } from './idmap';
-import { InodeTable, inodeKey } from './inodes';
-import { childPath, parentOf, Resolver, type Node } from './resolver';
+import { fileKey, type Inode } from './inode';
+import { Tree, type LayerDirs, type TreeOptions } from './tree';
 
 const E = os.constants.errno;
-const WRITE_FLAGS = fs.constants.O_WRONLY | fs.constants.O_RDWR | fs.constants.O_TRUNC | fs.constants.O_APPEND;
-const NO_CHANGE = 0xffffffff; // chown's "leave as is" (-1 as an unsigned 32-bit number)
+const C = fs.constants;
+const WRITE_FLAGS = C.O_WRONLY | C.O_RDWR | C.O_TRUNC | C.O_APPEND;
+/** What an open(2) asks that the file system does itself, or that makes no sense on a layer's file. */
+const OPEN_IGNORED = C.O_CREAT | C.O_EXCL | C.O_NOCTTY;
 const S_ISUID = 0o4000;
 const S_ISGID = 0o2000;
 const S_IXGRP = 0o010;
+const S_IFMT = 0o170000;
+const NO_CHANGE = -1;
+const RENAME_NOREPLACE = 1;
+/** A day: what never changes behind the kernel's back may be kept that long. */
+const DAY = 86_400;
+
+export type { LayerDirs };
 
 export interface LayerFSOptions {
   /** Show every file as owned by root (fuse-overlayfs's squash_to_root). */
@@ -25,527 +34,652 @@ export interface LayerFSOptions {
   readonly uids?: IdMap;
   readonly gids?: IdMap;
   /**
-   * Who made the request being handled, and whether it asks that set-ID
-   * bits go (a truncate or O_TRUNC open by a caller without CAP_FSETID).
+   * Seconds the kernel may keep names and attributes (a day by default).
+   * On a writable mount, attributes of set-ID files are never kept: their
+   * bits go on writes the kernel does not see as changes of the mode.
    */
-  readonly caller?: () => Caller | undefined;
+  readonly cacheSeconds?: number;
 }
 
-export interface Caller {
-  readonly uid: number;
-  readonly gid: number;
-  readonly killSuidgid?: boolean;
-}
+export type { TreeOptions };
 
-/** What fuse-overlayfs takes: read-only layers (topmost first), and where writes go. */
-export interface LayerStack {
-  readonly lowers: readonly string[];
-  readonly upper?: string;
-  readonly work?: string;
+/** A lower file with several names, once one was copied up or removed. */
+interface LinkGroup {
+  /** Its one copy, in the work directory's index, once copied up. */
+  index: Buffer | undefined;
+  /**
+   * The link count the merged tree shows (as overlayfs's index=on keeps
+   * it): the lower count, plus links made, minus names removed.
+   */
+  nlink: number;
 }
 
 /**
- * The merged file system of a layer stack, as overlayfs presents it: reads
- * resolve through the layers; every change lands in the upper layer, after
- * copying the entry (and its parent directories) up from below; deletions
- * of what the layers below hold leave whiteouts. Without an upper layer,
- * or once frozen, every change is EROFS.
+ * The merged file system of a layer stack, as overlayfs presents it, by
+ * node id (see Tree): reads resolve through the layers; every change lands
+ * in the upper layer, after copying the entry (and its parent
+ * directories) up from below; deletions of what the layers below hold
+ * leave whiteouts. Without an upper layer, or once frozen, every change is
+ * EROFS. Handles of open files are their descriptors in the layer that
+ * holds them: reads and writes go straight to them (the FUSE session
+ * serves them in C).
  *
- * Every method is synchronous on layer directories, never on the mount.
- * Handles of open files are their descriptors in the upper or a lower
- * layer: reads and writes go straight to them (fuse-native's fdHandles).
+ * Every method is synchronous on layer directories, never on the mount:
+ * so it can be used in process, without a mount (inspect, browse, tests).
  */
-export class LayerFS {
-  private readonly merged: Resolver;
-  private readonly upper: string | undefined;
-  private readonly work: string | undefined;
+export class LayerFS implements FileSystem {
+  readonly tree: Tree;
   private readonly format: UpperFormat | undefined;
-  private readonly inodes: InodeTable;
-  private readonly files = new Set<number>(); // descriptors handed out as handles
-  /**
-   * Files unlinked while open. libfuse keeps them reachable under a
-   * `.fuse_hiddenNNN` name it renames them to; they are kept in the work
-   * directory instead, so that the upper layer never holds them.
-   */
-  private readonly hidden = new Map<string, string>();
-  /**
-   * Lower inodes with several names, once one name was copied up or
-   * removed: the upper file all names now share ('' while none is up), and
-   * the link count the merged tree shows
-   * (as overlayfs's index=on keeps it: the lower count, plus links made,
-   * minus names removed, however many names were brought up so far).
-   */
-  private readonly linkGroups = new Map<string, { upper: string; nlink: number }>();
-  /** Upper inodes of those groups → the lower inode's key. */
-  private readonly upperOfGroup = new Map<string, string>();
+  private readonly files = new Set<number>();
+  private readonly listings = new Map<number, DirEntry[]>();
+  private nextListing = 1;
+  private readonly groups = new Map<number, LinkGroup>();
   private frozen = false;
   private readonly asRoot = process.getuid?.() === 0;
   private readonly squashToRoot: boolean;
   private readonly uids: IdMap;
   private readonly gids: IdMap;
-  private readonly caller: () => Caller | undefined;
+  private readonly cache: number;
 
-  /**
-   * `caller` tells who made the request being handled: what it creates is
-   * theirs, as on any file system (only a daemon running as root can give
-   * it away; a rootless one owns all it makes).
-   */
-  constructor(stack: LayerStack, opts: LayerFSOptions = {}) {
+  constructor(layers: LayerDirs, opts: LayerFSOptions & TreeOptions = {}) {
     this.squashToRoot = opts.squashToRoot === true;
     this.uids = opts.uids ?? IDENTITY;
     this.gids = opts.gids ?? IDENTITY;
-    this.caller = opts.caller ?? (() => undefined);
-    if (stack.upper !== undefined && stack.work === undefined) throw new Error('an upper layer needs a work directory');
-    this.upper = stack.upper;
-    this.work = stack.work;
-    this.merged = stack.upper === undefined ? new Resolver(stack.lowers) : new Resolver([stack.upper, ...stack.lowers], true);
-    this.format = this.work === undefined ? undefined : upperFormat(this.work);
-    this.inodes = new InodeTable(fs.lstatSync(this.merged.layers[0]!, { bigint: true }));
+    this.cache = opts.cacheSeconds ?? DAY;
+    this.tree = new Tree(layers, opts);
+    this.format = this.tree.work === undefined ? undefined : upperFormat(this.tree.work);
   }
 
   get readOnly(): boolean {
-    return this.upper === undefined;
+    return !this.tree.writable;
   }
 
-  /**
-   * From now on every change but a write is EROFS (writes, which never reach
-   * here, are refused by fuse-native); changes in flight have completed
-   * (calls are synchronous).
-   */
+  /** From now on every change is EROFS (writes are refused by the session). */
   freeze(): void {
     this.frozen = true;
   }
 
-  operations(): FuseOperations {
-    const ops: FuseOperations = {
-      getattr: answering((p: string) => this.getattr(p)),
-      fgetattr: answering((p: string, handle: number) => this.fgetattr(p, handle)),
-      readdir: answering((p: string) => this.readdir(p)),
-      readlink: answering((p: string) => fs.readlinkSync(this.node(p).real)),
-      open: answering((p: string, flags: number) => this.open(p, flags)),
-      release: answering((_p: string, handle: number) => this.release(handle)),
-      statfs: answering((_p: string) => this.statfs()),
-      getxattr: answering((p: string, name: string, _position: number) => this.getxattr(p, name)),
-      listxattr: answering((p: string) => sys.listxattr(this.node(p).real).filter((n) => !isPrivateXattr(n))),
-    };
-    if (this.readOnly) return ops;
-    return {
-      ...ops,
-      create: answering((p: string, mode: number) => this.create(p, mode)),
-      fsync: answering((_p: string, _datasync: boolean, handle: number) => this.fsync(handle)),
-      truncate: answering((p: string, size: number) => this.truncate(p, size)),
-      ftruncate: answering((_p: string, handle: number, size: number) => this.ftruncate(handle, size)),
-      chmod: answering((p: string, mode: number) => fs.chmodSync(this.copyUp(p).real, mode)),
-      chown: answering((p: string, uid: number, gid: number) => this.chown(p, uid, gid)),
-      utimens: answering((p: string, atime: FuseTime, mtime: FuseTime) => this.utimens(p, atime, mtime)),
-      mkdir: answering((p: string, mode: number) => this.mkdir(p, mode)),
-      mknod: answering((p: string, mode: number, dev: number) => this.mknod(p, mode, dev)),
-      symlink: answering((target: string, p: string) => this.symlink(target, p)),
-      link: answering((src: string, dst: string) => this.link(src, dst)),
-      unlink: answering((p: string) => this.remove(p, false)),
-      rmdir: answering((p: string) => this.remove(p, true)),
-      rename: answering((src: string, dst: string) => this.rename(src, dst)),
-      setxattr: answering((p: string, name: string, value: Buffer, _pos: number, flags: number) => this.setxattr(p, name, value, flags)),
-      removexattr: answering((p: string, name: string) => this.removexattr(p, name)),
-    };
+  /** Closes every descriptor (open files included): the file system is not used again. */
+  close(): void {
+    for (const fd of this.files) fs.closeSync(fd);
+    this.files.clear();
+    this.tree.close();
   }
 
-  // Reading
+  // Names and attributes
 
-  private getattr(p: string): FuseStat {
-    const attr = this.attr(this.lstat(this.node(p)));
-    // A hidden file's only names are gone; the one in the work directory does not count.
-    return this.hidden.has(p) ? { ...attr, nlink: BigInt(attr.nlink ?? 1) - 1n } : attr;
+  lookup(_req: Request, parent: number, name: Buffer): Entry {
+    if (name.length > NAME_MAX) fail(E.ENAMETOOLONG);
+    const dir = this.tree.inode(parent);
+    // The layer format's own names are no entries of the merged tree.
+    const found = isReservedName(name) && !this.tree.raw ? undefined : this.find(dir, name);
+    if (found === undefined) return { ino: 0, entryTimeout: this.cache, attrTimeout: 0 };
+    this.materialize(dir, name, found.inode, found.layer);
+    return this.entry(found.inode);
   }
 
-  private fgetattr(p: string, handle: number): FuseStat {
-    if (!this.files.has(handle) || this.hidden.has(p)) return this.getattr(p);
-    return this.attr(fs.fstatSync(handle, { bigint: true }));
+  forget(ino: number, nlookup: number): void {
+    this.tree.forget(ino, nlookup);
   }
 
-  private readdir(p: string): string[] {
-    const dir = this.node(p);
-    if (!dir.isDir) fail(E.ENOTDIR);
-    return ['.', '..', ...this.merged.readdir(dir, p)];
+  getattr(_req: Request, ino: number): AttrAnswer {
+    const inode = this.tree.inode(ino);
+    const st = this.tree.stat(inode);
+    return { attr: this.attr(inode, st), timeout: this.attrTimeout(st) };
   }
 
-  private open(p: string, flags: number): number {
-    const writing = (flags & WRITE_FLAGS) !== 0;
-    if (writing) this.writable();
-    const node = writing ? this.copyUp(p) : this.node(p);
-    const fd = fs.openSync(node.real, flags & ~(fs.constants.O_CREAT | fs.constants.O_EXCL));
-    if ((flags & fs.constants.O_TRUNC) !== 0) this.killSetIds(fd);
-    return this.remember(fd);
+  readlink(_req: Request, ino: number): Buffer {
+    const at = this.tree.place(this.tree.inode(ino));
+    return sys.readlinkAt(at.dirfd, at.name);
   }
 
-  private release(handle: number): void {
-    if (this.files.delete(handle)) fs.closeSync(handle);
+  statfs(): StatFs {
+    const s = fs.statfsSync(`/proc/self/fd/${this.tree.roots[0]!}`);
+    return { blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, bsize: s.bsize, namelen: NAME_MAX, frsize: s.bsize };
   }
 
-  private statfs(): { bsize: number; frsize: number; blocks: number; bfree: number; bavail: number; files: number; ffree: number; favail: number; fsid: number; flag: number; namemax: number } {
-    const s = fs.statfsSync(this.merged.layers[0]!);
-    return { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: NAME_MAX };
+  getxattr(_req: Request, ino: number, name: Buffer): Buffer {
+    if (isPrivateXattr(name) && !this.tree.raw) fail(E.ENODATA);
+    return this.withPath(this.tree.inode(ino), (fd) => sys.getxattr(fd, name)) ?? fail(E.ENODATA);
   }
 
-  /** undefined: no such attribute (ENODATA), answered without an exception. */
-  private getxattr(p: string, name: string): Buffer | undefined {
-    return isPrivateXattr(name) ? undefined : sys.getxattr(this.node(p).real, name);
+  listxattr(_req: Request, ino: number): Buffer[] {
+    return this.withPath(this.tree.inode(ino), (fd) => sys.listxattr(fd)).filter((n) => this.tree.raw || !isPrivateXattr(n));
   }
 
-  // Changing
+  // Open files and directories
 
-  private create(p: string, mode: number): number {
-    const real = this.makeRoom(p);
-    const fd = fs.openSync(real, fs.constants.O_CREAT | fs.constants.O_RDWR, mode);
-    this.merged.set(p, { layer: 0, real, isDir: false, dirLayers: [] });
+  open(req: Request, ino: number, flags: number, killSuidgid: boolean): Opened {
+    const inode = this.tree.inode(ino);
+    if ((flags & WRITE_FLAGS) !== 0) this.copyUp(inode);
+    const at = this.tree.place(inode);
+    const want = flags & ~OPEN_IGNORED;
+    const fd = at.name === '' ? sys.reopen(at.dirfd, want) : sys.openAt(at.dirfd, at.name, want, 0);
     try {
-      this.giveToCaller(real);
+      if ((flags & C.O_TRUNC) !== 0 && killSuidgid) this.killSetIds(fd, req);
     } catch (err) {
       fs.closeSync(fd);
       throw err;
     }
-    return this.remember(fd);
+    this.files.add(fd);
+    return { fh: fd, keepCache: true };
   }
 
-  private fsync(handle: number): void {
-    if (!this.files.has(handle)) fail(E.EBADF);
-    fs.fsyncSync(handle);
+  release(_req: Request, _ino: number, fh: number): void {
+    if (this.files.delete(fh)) fs.closeSync(fh);
   }
 
-  private truncate(p: string, size: number): void {
-    const real = this.copyUp(p).real;
-    fs.truncateSync(real, size);
-    this.killSetIds(real);
+  fsync(_req: Request, _ino: number, fh: number, datasync: boolean): void {
+    if (!this.files.has(fh)) fail(E.EBADF);
+    if (datasync) fs.fdatasyncSync(fh);
+    else fs.fsyncSync(fh);
   }
 
-  private ftruncate(handle: number, size: number): void {
-    this.writable();
-    if (!this.files.has(handle)) fail(E.EBADF);
-    fs.ftruncateSync(handle, size);
-    this.killSetIds(handle);
+  opendir(_req: Request, ino: number): Opened {
+    const dir = this.tree.inode(ino);
+    if (!dir.isDir) fail(E.ENOTDIR);
+    const dot = (name: string, of: Inode): DirEntry => ({ name: Buffer.from(name), ino: of.ino, mode: 0o040000 });
+    const list = [dot('.', dir), dot('..', dir.parent ?? dir), ...this.tree.readdir(dir).map((e) => ({ name: e.name, ino: e.ino, mode: e.type << 12 }))];
+    const fh = this.nextListing++;
+    this.listings.set(fh, list);
+    // A read-only tree never changes: the kernel may keep what it read of it.
+    return { fh, keepCache: this.readOnly };
   }
 
-  /**
-   * When the request asks for it (its caller lacks CAP_FSETID), the
-   * set-user-ID bit goes, and the set-group-ID bit of a file that is
-   * group-executable or not of the caller's group, as on any Linux file
-   * system. (fuse-native does the same for writes.)
-   */
-  private killSetIds(file: number | string): void {
-    const who = this.caller();
-    if (who?.killSuidgid !== true) return;
-    const st = typeof file === 'number' ? fs.fstatSync(file) : fs.statSync(file);
-    let kill = st.mode & S_ISUID;
-    if ((st.mode & S_ISGID) !== 0 && ((st.mode & S_IXGRP) !== 0 || st.gid !== this.gids.stored(who.gid))) kill |= S_ISGID;
-    if (kill === 0) return;
-    if (typeof file === 'number') fs.fchmodSync(file, st.mode & 0o7777 & ~kill);
-    else fs.chmodSync(file, st.mode & 0o7777 & ~kill);
+  readdir(_req: Request, _ino: number, fh: number): DirEntry[] {
+    return this.listings.get(fh) ?? fail(E.EBADF);
   }
 
-  private chown(p: string, uid: number, gid: number): void {
-    const toStored = (map: IdMap, id: number, current: bigint): number => (id === NO_CHANGE ? Number(current) : map.stored(id) ?? fail(E.EINVAL));
-    const node = this.copyUp(p);
-    const st = this.lstat(node);
-    fs.lchownSync(node.real, toStored(this.uids, uid, st.uid), toStored(this.gids, gid, st.gid));
+  releasedir(_req: Request, _ino: number, fh: number): void {
+    this.listings.delete(fh);
   }
 
-  private utimens(p: string, atime: FuseTime, mtime: FuseTime): void {
-    sys.utimens(this.copyUp(p).real, atime.sec, atime.nsec, mtime.sec, mtime.nsec);
+  /** The merged names of a directory, without opening it (for in-process readers). */
+  names(ino: number): Buffer[] {
+    return this.tree.readdir(this.tree.inode(ino)).map((e) => e.name);
   }
 
-  private mkdir(p: string, mode: number): void {
-    this.writable();
-    refuseReservedName(p);
-    const real = this.upperPathOf(p);
-    this.copyUp(parentOf(p));
-    const overWhiteout = this.format!.removeWhiteout(path.dirname(real), path.basename(real));
-    fs.mkdirSync(real, { mode });
-    this.giveToCaller(real);
-    // A directory made where the layers below had something must not show it.
-    if (overWhiteout) this.format!.markOpaque(real);
-    this.merged.set(p, { layer: 0, real, isDir: true, dirLayers: [0] });
+  // Changes
+
+  create(req: Request, parent: number, name: Buffer, mode: number, flags: number): { entry: Entry; opened: Opened } {
+    const { dir, up } = this.makeRoom(parent, name);
+    const fd = sys.openAt(up, name, (flags & ~OPEN_IGNORED) | C.O_CREAT | C.O_EXCL, mode);
+    let inode: Inode;
+    try {
+      this.giveToCaller(up, name, req);
+      inode = this.tree.adopt(dir, name, 0, statAt(up, name) ?? fail(E.ENOENT), []);
+    } catch (err) {
+      fs.closeSync(fd);
+      sys.unlinkAt(up, name, false);
+      throw err;
+    }
+    this.files.add(fd);
+    return { entry: this.entry(inode), opened: { fh: fd, keepCache: true } };
   }
 
-  private mknod(p: string, mode: number, dev: number): void {
+  mkdir(req: Request, parent: number, name: Buffer, mode: number): Entry {
+    const { dir, up, overWhiteout } = this.makeRoom(parent, name);
+    sys.mkdirAt(up, name, mode);
+    return this.made(req, dir, up, name, true, () => {
+      // A directory made where the layers below had something must not show it.
+      if (!overWhiteout) return;
+      const fd = sys.openAt(up, name, O_PATH | C.O_DIRECTORY, 0);
+      try {
+        this.format!.markOpaque(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
+    });
+  }
+
+  mknod(req: Request, parent: number, name: Buffer, mode: number, rdev: number): Entry {
     // A character device 0/0 is a whiteout in the layer format.
-    if ((mode & fs.constants.S_IFMT) === fs.constants.S_IFCHR && dev === 0) fail(E.EPERM);
-    const real = this.makeRoom(p);
-    sys.mknod(real, mode, major(dev), minor(dev));
-    this.giveToCaller(real);
-    this.merged.set(p, { layer: 0, real, isDir: false, dirLayers: [] });
+    if ((mode & S_IFMT) === C.S_IFCHR && rdev === 0) fail(E.EPERM);
+    const { dir, up } = this.makeRoom(parent, name);
+    sys.mknodAt(up, name, mode, major(rdev), minor(rdev));
+    return this.made(req, dir, up, name, false);
   }
 
-  private symlink(target: string, p: string): void {
-    const real = this.makeRoom(p);
-    fs.symlinkSync(target, real);
-    this.giveToCaller(real);
-    this.merged.set(p, { layer: 0, real, isDir: false, dirLayers: [] });
+  symlink(req: Request, parent: number, name: Buffer, target: Buffer): Entry {
+    const { dir, up } = this.makeRoom(parent, name);
+    sys.symlinkAt(target, up, name);
+    return this.made(req, dir, up, name, false);
   }
 
-  private link(src: string, dst: string): void {
-    const from = this.copyUp(src);
-    const real = this.makeRoom(dst);
-    fs.linkSync(from.real, real);
-    const group = this.groupOf(this.lstat(from));
+  link(_req: Request, ino: number, newParent: number, newName: Buffer): Entry {
+    const inode = this.tree.inode(ino);
+    if (inode.isDir) fail(E.EPERM);
+    this.copyUp(inode);
+    const { up } = this.makeRoom(newParent, newName);
+    const fd = this.tree.openPath(inode);
+    try {
+      sys.linkAt(fd, up, newName);
+    } finally {
+      fs.closeSync(fd);
+    }
+    const group = this.groups.get(inode.ino);
     if (group !== undefined) group.nlink++;
-    this.merged.set(dst, { layer: 0, real, isDir: false, dirLayers: [] });
+    return this.entry(inode);
   }
+
+  unlink(_req: Request, parent: number, name: Buffer): void {
+    this.remove(parent, name, false);
+  }
+
+  rmdir(_req: Request, parent: number, name: Buffer): void {
+    this.remove(parent, name, true);
+  }
+
+  rename(_req: Request, parent: number, name: Buffer, newParent: number, newName: Buffer, flags: number): void {
+    this.writable();
+    if ((flags & ~RENAME_NOREPLACE) !== 0) fail(E.EINVAL);
+    if (isReservedName(newName)) fail(E.EINVAL);
+    if (newName.length > NAME_MAX) fail(E.ENAMETOOLONG);
+    const src = this.tree.inode(parent);
+    const dst = this.tree.inode(newParent);
+    if (src === dst && name.equals(newName)) return;
+    const from = this.find(src, name) ?? fail(E.ENOENT);
+    const to = this.find(dst, newName);
+    if (to !== undefined && (flags & RENAME_NOREPLACE) !== 0) fail(E.EEXIST);
+    const moving = from.inode;
+    const replaced = to?.inode;
+    // Two names of one file: rename(2) does nothing.
+    if (replaced === moving && !moving.isDir) return;
+    if (replaced !== undefined) {
+      if (moving.isDir && !replaced.isDir) fail(E.ENOTDIR);
+      if (!moving.isDir && replaced.isDir) fail(E.EISDIR);
+      if (replaced.isDir && this.tree.readdir(replaced).length > 0) fail(E.ENOTEMPTY);
+    }
+    for (let i: Inode | undefined = dst; moving.isDir && i !== undefined; i = i.parent) if (i === moving) fail(E.EINVAL);
+    const hideSrc = this.tree.visibleBelow(src, name);
+    const dstHadBelow = this.tree.visibleBelow(dst, newName);
+    // The upper copy must hold the whole merged content before it moves.
+    if (moving.isDir) this.copyUpTree(moving);
+    else this.copyUpName(src, name, moving);
+    const srcUp = this.upperDir(src);
+    const { up: dstUp } = this.makeRoom(newParent, newName);
+    let pin: number | undefined;
+    if (replaced !== undefined) {
+      if (to!.layer === 0) this.freed(replaced, this.tree.stat(replaced));
+      if (!replaced.isDir) this.countUnlink(replaced);
+      if (to!.layer === 0 && replaced.isDir) this.removeUpperDir(dstUp, newName);
+      else if (to!.layer === 0) pin = this.pinIfUsed(replaced, dstUp, newName);
+    }
+    sys.renameAt(srcUp, name, dstUp, newName, 0);
+    // What the layers below hold at the destination must not show through.
+    if (moving.isDir && dstHadBelow) {
+      const fd = sys.openAt(dstUp, newName, O_PATH | C.O_DIRECTORY, 0);
+      try {
+        this.format!.markOpaque(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
+    if (hideSrc) this.format!.whiteout(srcUp, name);
+    if (replaced !== undefined && replaced !== moving) this.gone(replaced, pin);
+    this.tree.rename(moving, dst, newName);
+    if (moving.isDir) this.tree.movedAway(moving);
+  }
+
+  setattr(req: Request, ino: number, set: SetAttr): AttrAnswer {
+    const inode = this.tree.inode(ino);
+    this.copyUp(inode);
+    const fd = this.tree.openPath(inode);
+    try {
+      if (set.uid !== undefined || set.gid !== undefined) {
+        const st = fstat(fd);
+        const uid = set.uid === undefined ? NO_CHANGE : this.uids.stored(set.uid) ?? fail(E.EINVAL);
+        const gid = set.gid === undefined ? NO_CHANGE : this.gids.stored(set.gid) ?? fail(E.EINVAL);
+        sys.chownAt(fd, '', uid === NO_CHANGE ? st.uid : uid, gid === NO_CHANGE ? st.gid : gid);
+      }
+      // After the owner: chown drops set-ID bits.
+      if (set.mode !== undefined) sys.chmodFd(fd, set.mode & 0o7777);
+      if (set.size !== undefined) this.truncate(fd, set, req);
+      if (set.atime !== undefined || set.mtime !== undefined) {
+        const [as, an] = timeArgs(set.atime);
+        const [ms, mn] = timeArgs(set.mtime);
+        sys.utimens(fd, as, an, ms, mn);
+      }
+      // chown(f, -1, -1) and the like change nothing but the change time.
+      if (set.touchCtime && set.uid === undefined && set.gid === undefined && set.mode === undefined && set.size === undefined && set.atime === undefined && set.mtime === undefined) {
+        sys.chownAt(fd, '', NO_CHANGE, NO_CHANGE);
+      }
+      const st = fstat(fd);
+      return { attr: this.attr(inode, st), timeout: this.attrTimeout(st) };
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  setxattr(_req: Request, ino: number, name: Buffer, value: Buffer, flags: number): void {
+    if (isPrivateXattr(name)) fail(E.EOPNOTSUPP);
+    const inode = this.tree.inode(ino);
+    this.copyUp(inode);
+    this.withPath(inode, (fd) => sys.setxattr(fd, name, value, flags));
+  }
+
+  removexattr(_req: Request, ino: number, name: Buffer): void {
+    if (isPrivateXattr(name)) fail(E.EOPNOTSUPP);
+    const inode = this.tree.inode(ino);
+    this.copyUp(inode);
+    this.withPath(inode, (fd) => sys.removexattr(fd, name));
+  }
+
+  // Removing
 
   /** unlink and rmdir: drop the upper copy, and hide what the layers below hold. */
-  private remove(p: string, dir: boolean): void {
+  private remove(parent: number, name: Buffer, dir: boolean): void {
     this.writable();
-    const hiddenAt = this.hidden.get(p);
-    if (hiddenAt !== undefined) {
-      this.hidden.delete(p);
-      if (hiddenAt.startsWith(this.work! + path.sep)) fs.rmSync(hiddenAt, { force: true });
-      return;
-    }
-    const node = this.node(p);
-    if (dir && !node.isDir) fail(E.ENOTDIR);
-    if (!dir && node.isDir) fail(E.EISDIR);
-    if (dir && this.merged.readdir(node, p).length > 0) fail(E.ENOTEMPTY);
-    const hideBelow = this.visibleBelow(p);
-    if (!dir) this.countUnlink(node);
-    if (node.layer === 0) {
+    const p = this.tree.inode(parent);
+    const found = this.find(p, name) ?? fail(E.ENOENT);
+    const child = found.inode;
+    if (dir && !child.isDir) fail(E.ENOTDIR);
+    if (!dir && child.isDir) fail(E.EISDIR);
+    if (dir && this.tree.readdir(child).length > 0) fail(E.ENOTEMPTY);
+    const hideBelow = this.tree.visibleBelow(p, name);
+    const st = this.tree.stat(child);
+    let pin: number | undefined;
+    if (found.layer === 0) {
+      const up = this.tree.dirFd(p, 0);
       // An upper directory that looks empty may still hold whiteouts.
-      if (dir) fs.rmSync(node.real, { recursive: true });
-      else fs.unlinkSync(node.real);
-    }
-    if (hideBelow) {
-      const parent = this.copyUp(parentOf(p));
-      this.format!.whiteout(parent.real, path.posix.basename(p));
-    }
-    this.merged.forget(p, dir);
-    this.merged.set(p, undefined);
-  }
-
-  private rename(src: string, dst: string): void {
-    this.writable();
-    refuseReservedName(dst);
-    if (src === dst) return;
-    const from = this.node(src);
-    if (path.posix.basename(dst).startsWith('.fuse_hidden') && this.isOpen(from)) return this.hide(src, dst);
-    const to = this.merged.lookup(dst);
-    // Two names of one file: rename(2) does nothing.
-    if (to !== undefined && !from.isDir && !to.isDir && inodeKey(this.lstat(from)) === inodeKey(this.lstat(to))) return;
-    if (to !== undefined) {
-      if (from.isDir && !to.isDir) fail(E.ENOTDIR);
-      if (!from.isDir && to.isDir) fail(E.EISDIR);
-      if (to.isDir && this.merged.readdir(to, dst).length > 0) fail(E.ENOTEMPTY);
-    }
-    const hideSrc = this.visibleBelow(src);
-    const dstHadBelow = this.visibleBelow(dst);
-    // A file replaced by the rename loses a name.
-    if (to !== undefined && !to.isDir) this.countUnlink(to);
-    // The upper copy must hold the whole merged content before it moves.
-    const moving = from.isDir ? this.copyUpTree(src) : this.copyUp(src);
-    const real = this.makeRoom(dst);
-    if (to?.isDir === true && to.layer === 0) fs.rmSync(to.real, { recursive: true });
-    fs.renameSync(moving.real, real);
-    // What the layers below hold at the destination must not show through.
-    if (from.isDir && dstHadBelow) this.format!.markOpaque(real);
-    if (hideSrc) this.format!.whiteout(path.dirname(moving.real), path.posix.basename(src));
-    this.merged.forget(src, true);
-    this.merged.forget(dst, true);
-    this.merged.set(src, undefined);
-  }
-
-  /** Unlink of an open file: it leaves the merged tree but stays reachable as `as`. */
-  private hide(p: string, as: string): void {
-    const node = this.node(p);
-    if (node.isDir) fail(E.EISDIR);
-    const hideBelow = this.visibleBelow(p);
-    let real = node.real;
-    if (node.layer === 0) {
-      real = path.join(this.work!, `.unlinked-${path.posix.basename(as)}`);
-      fs.renameSync(node.real, real);
-    }
-    if (hideBelow) this.format!.whiteout(this.copyUp(parentOf(p)).real, path.posix.basename(p));
-    this.hidden.set(as, real);
-    this.merged.set(p, undefined);
-  }
-
-  private setxattr(p: string, name: string, value: Buffer, flags: number): void {
-    if (isPrivateXattr(name)) fail(E.EOPNOTSUPP);
-    sys.setxattr(this.copyUp(p).real, name, value, flags);
-  }
-
-  private removexattr(p: string, name: string): void {
-    if (isPrivateXattr(name)) fail(E.EOPNOTSUPP);
-    sys.removexattr(this.copyUp(p).real, name);
-  }
-
-  // Copy-up and the upper layer
-
-  /** Ensures `p` is in the upper layer (parents first) and returns it there. */
-  private copyUp(p: string): Node {
-    this.writable();
-    const node = this.found(p);
-    if (node.layer === 0) return node;
-    const parent = this.copyUp(parentOf(p));
-    const parentSt = this.lstat(parent);
-    const st = this.lstat(node);
-    const real = this.upperPathOf(p);
-    const linkKey = !node.isDir && st.nlink > 1n ? inodeKey(st) : undefined;
-    const group = linkKey === undefined ? undefined : this.linkGroups.get(linkKey);
-    if (linkKey === undefined) {
-      copyEntry(node.real, st, real, this.work!);
-    } else {
-      // Every name of a lower hard link becomes a link to one copy, kept
-      // under the inode's key in the work directory (as overlayfs's index):
-      // no rename or unlink of a name can take it away from the others.
-      const index = path.join(this.work!, 'index', linkKey.replace(':', '-'));
-      if (group === undefined || group.upper === '') {
-        fs.mkdirSync(path.dirname(index), { recursive: true, mode: 0o700 });
-        copyEntry(node.real, st, index, this.work!);
-        this.linkGroups.set(linkKey, { upper: index, nlink: group?.nlink ?? Number(st.nlink) });
-        this.upperOfGroup.set(inodeKey(fs.lstatSync(index, { bigint: true })), linkKey);
+      if (dir) this.removeUpperDir(up, name);
+      else {
+        pin = this.pinIfUsed(child, up, name);
+        sys.unlinkAt(up, name, false);
       }
-      fs.linkSync(index, real);
+    } else if (!dir) {
+      pin = this.pinIfUsed(child, this.tree.dirFd(p, found.layer), name);
     }
-    // Copying up is not a change of the parent: keep its times, as overlayfs does.
-    setTimes(parent.real, parentSt);
-    this.inodes.alias(fs.lstatSync(real, { bigint: true }), st);
-    const up: Node = { layer: 0, real, isDir: node.isDir, dirLayers: node.isDir ? [0, ...node.dirLayers] : [] };
-    this.merged.set(p, up);
-    return up;
+    if (!dir) this.countUnlink(child);
+    if (hideBelow) this.format!.whiteout(this.upperDir(p), name);
+    if (found.layer === 0) this.freed(child, st);
+    this.gone(child, pin);
   }
 
-  /** Copies up a directory and everything visible below it. */
-  private copyUpTree(p: string): Node {
-    const node = this.copyUp(p);
-    for (const name of this.merged.readdir(node, p)) {
-      const child = childPath(p, name);
-      if (this.node(child).isDir) this.copyUpTree(child);
-      else this.copyUp(child);
-    }
-    return this.node(p);
-  }
-
-  /** A new entry belongs to whoever made it; its group is the directory's in a set-group-ID one. */
-  private giveToCaller(real: string): void {
-    const who = this.caller();
-    if (who === undefined || !this.asRoot) return;
-    const uid = this.uids.stored(who.uid) ?? fail(E.EINVAL);
-    const callerGid = this.gids.stored(who.gid) ?? fail(E.EINVAL);
-    // Made by this daemon as root, the entry is root's already, with the
-    // directory's group in a set-group-ID one, as below.
-    if (uid === 0 && callerGid === 0) return;
-    const parent = fs.statSync(path.dirname(real));
-    const gid = (parent.mode & S_ISGID) !== 0 ? parent.gid : callerGid;
-    const st = fs.lstatSync(real);
-    if (st.uid !== uid || st.gid !== gid) fs.lchownSync(real, uid, gid);
-  }
-
-  /** Whether some open handle is this node's file. */
-  private isOpen(node: Node): boolean {
-    const key = inodeKey(this.lstat(node));
-    for (const fd of this.files) if (inodeKey(fs.fstatSync(fd, { bigint: true })) === key) return true;
-    return false;
-  }
-
-  /** Readies the upper path of a new entry `p`: parents copied up, any whiteout removed. */
-  private makeRoom(p: string): string {
-    this.writable();
-    refuseReservedName(p);
-    const real = this.upperPathOf(p);
-    this.copyUp(parentOf(p));
-    this.format!.removeWhiteout(path.dirname(real), path.basename(real));
-    return real;
-  }
-
-  /** Whether the layers below the upper one show something at `p`. */
-  private visibleBelow(p: string): boolean {
-    const parent = this.merged.lookup(parentOf(p));
-    if (parent === undefined) return false;
-    for (const layer of parent.dirLayers) {
-      if (layer === 0) continue;
-      const entry = this.merged.entryIn(layer, p);
-      if (entry !== undefined) return entry !== 'whiteout';
-    }
-    return false;
-  }
-
-  private upperPathOf(p: string): string {
-    return p === '/' ? this.upper! : path.join(this.upper!, p);
-  }
-
-  private writable(): void {
-    if (this.upper === undefined || this.frozen) fail(E.EROFS);
-  }
-
-  // Plumbing
-
-  /** What `p` is, with other names of copied-up hard links brought up. */
-  private node(p: string): Node {
-    return this.materializeLink(p, this.found(p));
-  }
-
-  private found(p: string): Node {
-    // libfuse passes an empty path for a node whose name is gone.
-    if (p === '') fail(E.ENOENT);
-    const hiddenAt = this.hidden.get(p);
-    if (hiddenAt !== undefined) return { layer: hiddenAt.startsWith(this.work! + path.sep) ? 0 : 1, real: hiddenAt, isDir: false, dirLayers: [] };
-    return this.merged.lookup(p) ?? fail(E.ENOENT);
+  /** An upper file lost a name: once it has none, its inode number may go to another file. */
+  private freed(inode: Inode, st: Stat): void {
+    if (inode.isDir || (st.nlink <= 1 && inode.index === undefined)) this.tree.numbers.drop(fileKey(st.dev, st.ino));
   }
 
   /**
-   * A name of a lower inode whose other name was copied up must show the
-   * copy: it is linked into the upper layer on first sight.
+   * A name of `inode` is gone. A file still in use keeps working through
+   * a descriptor held for it (an unlinked open file: no hidden name needed).
    */
-  private materializeLink(p: string, node: Node): Node {
-    if (node.layer === 0 || node.isDir || this.linkGroups.size === 0 || this.frozen) return node;
-    const st = this.lstat(node);
-    if (st.nlink > 1n && (this.linkGroups.get(inodeKey(st))?.upper ?? '') !== '') return this.copyUp(p);
-    return node;
+  private gone(inode: Inode, pin: number | undefined): void {
+    if (inode.isDir) {
+      this.tree.dropDirFds(inode);
+      this.tree.detach(inode, undefined);
+      return;
+    }
+    // Another name still reaches a copied-up hard link through the index.
+    if (inode.index !== undefined) return;
+    this.tree.detach(inode, pin);
   }
 
-  private lstat(node: Node): fs.BigIntStats {
-    return fs.lstatSync(node.real, { bigint: true, throwIfNoEntry: false }) ?? fail(E.ENOENT);
+  /** An O_PATH descriptor of a file losing its name, if the kernel still holds it. */
+  private pinIfUsed(inode: Inode, dirfd: number, name: Buffer): number | undefined {
+    if (inode.isDir || inode.index !== undefined || inode.lookups === 0 || inode.pinned !== undefined) return undefined;
+    return sys.openAt(dirfd, name, O_PATH, 0);
+  }
+
+  /** Removes an upper directory that shows nothing: its whiteouts and markers go with it. */
+  private removeUpperDir(up: number, name: Buffer): void {
+    const fd = sys.openAt(up, name, O_PATH | C.O_DIRECTORY, 0);
+    try {
+      for (const e of readdirFd(fd)) sys.unlinkAt(fd, e.name, e.type === DT_DIR);
+    } finally {
+      fs.closeSync(fd);
+    }
+    sys.unlinkAt(up, name, true);
   }
 
   /** A name of a file goes: one link fewer, for lower hard links too. */
-  private countUnlink(node: Node): void {
-    const st = this.lstat(node);
-    let group = this.groupOf(st);
-    if (group === undefined && node.layer > 0 && st.nlink > 1n) {
-      group = { upper: '', nlink: Number(st.nlink) };
-      this.linkGroups.set(inodeKey(st), group);
+  private countUnlink(inode: Inode): void {
+    if (inode.isDir) return;
+    let group = this.groups.get(inode.ino);
+    if (group === undefined && inode.layer > 0) {
+      const st = this.tree.stat(inode);
+      if (st.nlink > 1) {
+        group = { index: undefined, nlink: st.nlink };
+        this.groups.set(inode.ino, group);
+      }
     }
     if (group !== undefined) group.nlink--;
   }
 
-  /** The link group of a file (by its lower or upper inode), if it has one. */
-  private groupOf(st: fs.BigIntStats): { upper: string; nlink: number } | undefined {
-    if (this.linkGroups.size === 0 || st.isDirectory()) return undefined;
-    const key = inodeKey(st);
-    return this.linkGroups.get(this.upperOfGroup.get(key) ?? key);
+  // Copy-up and the upper layer
+
+  /** Ensures the inode's file is in the upper layer (parents first). */
+  private copyUp(inode: Inode): void {
+    this.writable();
+    if (inode.layer === 0 || inode.index !== undefined) return;
+    if (inode.isDir) return void this.upperDir(inode);
+    // A lower file whose names are all gone: nowhere to copy it to.
+    const parent = inode.unlinked ? undefined : inode.parent;
+    this.copyUpName(parent ?? fail(E.ENOENT), inode.name, inode);
   }
 
-  private attr(st: fs.BigIntStats): FuseStat {
+  /** Directory `dir`'s upper copy (made, parents first, if it has none yet). */
+  private upperDir(dir: Inode): number {
+    this.writable();
+    if (dir.dirLayers[0] === 0) return this.tree.dirFd(dir, 0);
+    const parent = dir.parent ?? fail(E.ENOENT);
+    const up = this.upperDir(parent);
+    const src = this.tree.dirFd(dir, dir.layer);
+    this.keepingTimes(up, () => copyEntry({ dirfd: src, name: '' }, fstat(src), { dirfd: up, name: dir.name }, this.tree.work!));
+    dir.dirLayers = [0, ...dir.dirLayers];
+    dir.layer = 0;
+    this.aliasUpper(dir, up, dir.name);
+    return this.tree.dirFd(dir, 0);
+  }
+
+  /**
+   * Ensures name `name` of file `inode` in `dir` is in the upper layer. Every
+   * name of a lower hard link becomes a link to one copy, kept in the work
+   * directory's index (as overlayfs's index=on): no rename or unlink of a
+   * name can take it away from the others.
+   */
+  private copyUpName(dir: Inode, name: Buffer, inode: Inode): void {
+    const up = this.upperDir(dir);
+    const there = probe(up, name);
+    if (there !== undefined && there !== 'whiteout') return;
+    const st = this.tree.stat(inode);
+    this.keepingTimes(up, () => {
+      if (inode.index === undefined && inode.layer > 0 && st.nlink > 1) this.toIndex(inode, st);
+      if (inode.index !== undefined) {
+        const fd = this.tree.openPath(inode);
+        try {
+          sys.linkAt(fd, up, name);
+        } finally {
+          fs.closeSync(fd);
+        }
+        return;
+      }
+      copyEntry(this.tree.place(inode), st, { dirfd: up, name }, this.tree.work!);
+      inode.layer = 0;
+      this.aliasUpper(inode, up, name);
+    });
+  }
+
+  /** A lower hard link's one copy, in the work directory's index. */
+  private toIndex(inode: Inode, st: Stat): void {
+    const index = Buffer.from(`${st.dev}-${st.ino}`);
+    const dir = this.tree.indexDir();
+    if (statAt(dir, index) === undefined) copyEntry(this.tree.place(inode), st, { dirfd: dir, name: index }, this.tree.work!);
+    let group = this.groups.get(inode.ino);
+    if (group === undefined) {
+      group = { index: undefined, nlink: st.nlink };
+      this.groups.set(inode.ino, group);
+    }
+    group.index = index;
+    inode.index = index;
+    inode.layer = 0;
+    this.aliasUpper(inode, dir, index);
+  }
+
+  /**
+   * A lower name of a hard link whose other name was copied up must show
+   * the copy: it is linked into the upper layer on first sight.
+   */
+  private materialize(dir: Inode, name: Buffer, inode: Inode, layer: number): void {
+    if (layer === 0 || inode.isDir || inode.index === undefined || this.frozen || this.readOnly) return;
+    this.copyUpName(dir, name, inode);
+  }
+
+  /** Copies up a directory and everything visible below it. */
+  private copyUpTree(dir: Inode): void {
+    this.upperDir(dir);
+    for (const e of this.tree.readdir(dir)) {
+      const found = this.find(dir, e.name);
+      if (found === undefined) continue;
+      if (found.inode.isDir) this.copyUpTree(found.inode);
+      else this.copyUpName(dir, e.name, found.inode);
+      this.tree.release(found.inode);
+    }
+  }
+
+  /** The copy of `inode` at `name` in `dirfd` keeps the inode's number. */
+  private aliasUpper(inode: Inode, dirfd: number, name: Buffer): void {
+    const st = statAt(dirfd, name) ?? fail(E.ENOENT);
+    this.tree.numbers.alias(fileKey(st.dev, st.ino), inode.ino);
+  }
+
+  /** Copying up is not a change of the parent: its times are kept, as overlayfs does. */
+  private keepingTimes(dirfd: number, fn: () => void): void {
+    const st = fstat(dirfd);
+    fn();
+    setTimes(dirfd, st);
+  }
+
+  /** Readies the upper directory for a new entry `name` in `parent`: parents copied up, any whiteout removed. */
+  private makeRoom(parent: number, name: Buffer): { dir: Inode; up: number; overWhiteout: boolean } {
+    this.writable();
+    if (isReservedName(name)) fail(E.EINVAL);
+    if (name.length > NAME_MAX) fail(E.ENAMETOOLONG);
+    const dir = this.tree.inode(parent);
+    if (!dir.isDir) fail(E.ENOTDIR);
+    const up = this.upperDir(dir);
+    const overWhiteout = this.format!.removeWhiteout(up, name);
+    return { dir, up, overWhiteout };
+  }
+
+  /** The entry just made at `name` in upper directory `up`: the caller's, then known. */
+  private made(req: Request, dir: Inode, up: number, name: Buffer, isDirectory: boolean, then?: () => void): Entry {
+    try {
+      this.giveToCaller(up, name, req);
+      then?.();
+    } catch (err) {
+      sys.unlinkAt(up, name, isDirectory);
+      throw err;
+    }
+    const st = statAt(up, name) ?? fail(E.ENOENT);
+    return this.entry(this.tree.adopt(dir, name, 0, st, isDirectory ? [0] : []));
+  }
+
+  /** A new entry belongs to whoever made it; its group is the directory's in a set-group-ID one. */
+  private giveToCaller(up: number, name: Buffer, req: Request): void {
+    if (!this.asRoot) return;
+    const uid = this.uids.stored(req.uid) ?? fail(E.EINVAL);
+    const callerGid = this.gids.stored(req.gid) ?? fail(E.EINVAL);
+    // Made by this daemon as root, the entry is root's already, with the
+    // directory's group in a set-group-ID one.
+    if (uid === 0 && callerGid === 0) return;
+    const parent = fstat(up);
+    const gid = (parent.mode & S_ISGID) !== 0 ? parent.gid : callerGid;
+    const st = statAt(up, name) ?? fail(E.ENOENT);
+    if (st.uid !== uid || st.gid !== gid) sys.chownAt(up, name, uid, gid);
+  }
+
+  private truncate(pathFd: number, set: SetAttr, req: Request): void {
+    const fd = set.fh !== undefined && this.files.has(set.fh) ? set.fh : sys.reopen(pathFd, C.O_WRONLY);
+    try {
+      fs.ftruncateSync(fd, set.size);
+      if (set.killSuidgid) this.killSetIds(fd, req);
+    } finally {
+      if (fd !== set.fh) fs.closeSync(fd);
+    }
+  }
+
+  /**
+   * The set-user-ID bit goes, and the set-group-ID bit of a file that is
+   * group-executable or not of the caller's group, as on any Linux file
+   * system (the session does the same for writes).
+   */
+  private killSetIds(fd: number, req: Request): void {
+    const st = fstat(fd);
+    let kill = st.mode & S_ISUID;
+    if ((st.mode & S_ISGID) !== 0 && ((st.mode & S_IXGRP) !== 0 || st.gid !== this.gids.stored(req.gid))) kill |= S_ISGID;
+    if (kill !== 0) sys.chmodFd(fd, st.mode & 0o7777 & ~kill);
+  }
+
+  private writable(): void {
+    if (!this.tree.writable || this.frozen) fail(E.EROFS);
+  }
+
+  // Plumbing
+
+  /**
+   * What `name` in `dir` stands for (see Tree.lookup). A file of a copied-up
+   * lower hard link is its copy in the index, however often the kernel
+   * forgot it meanwhile.
+   */
+  private find(dir: Inode, name: Buffer): { inode: Inode; layer: number } | undefined {
+    const found = this.tree.lookup(dir, name);
+    const index = found === undefined || found.inode.isDir ? undefined : this.groups.get(found.inode.ino)?.index;
+    if (index !== undefined && found!.inode.index === undefined) {
+      found!.inode.index = index;
+      found!.inode.layer = 0;
+    }
+    return found;
+  }
+
+  /** Runs `fn` with an O_PATH descriptor of the inode's file. */
+  private withPath<T>(inode: Inode, fn: (fd: number) => T): T {
+    const at = this.tree.place(inode);
+    if (at.name === '') return fn(at.dirfd);
+    const fd = sys.openAt(at.dirfd, at.name, O_PATH, 0);
+    try {
+      return fn(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  /** An answer with an entry: the kernel counts it as one lookup. */
+  private entry(inode: Inode): Entry {
+    const st = this.tree.stat(inode);
+    this.tree.counted(inode);
+    return { ino: inode.ino, attr: this.attr(inode, st), entryTimeout: this.cache, attrTimeout: this.attrTimeout(st) };
+  }
+
+  private attrTimeout(st: Stat): number {
+    return this.tree.writable && !isDir(st) && (st.mode & (S_ISUID | S_ISGID)) !== 0 ? 0 : this.cache;
+  }
+
+  private attr(inode: Inode, st: Stat): Attr {
+    const group = inode.isDir ? undefined : this.groups.get(inode.ino);
+    const unlinked = inode.unlinked && inode.pinned === undefined;
     return {
-      mode: st.mode,
-      uid: this.squashToRoot ? 0 : this.uids.shown(Number(st.uid)),
-      gid: this.squashToRoot ? 0 : this.gids.shown(Number(st.gid)),
+      ino: inode.ino,
       size: st.size,
-      nlink: this.groupOf(st)?.nlink ?? st.nlink,
-      ino: this.inodes.of(st),
-      rdev: st.rdev,
-      blksize: st.blksize,
       blocks: st.blocks,
       atimeNs: st.atimeNs,
       mtimeNs: st.mtimeNs,
       ctimeNs: st.ctimeNs,
+      mode: st.mode,
+      nlink: group?.nlink ?? (unlinked ? 0 : st.nlink),
+      uid: this.squashToRoot ? 0 : this.uids.shown(st.uid),
+      gid: this.squashToRoot ? 0 : this.gids.shown(st.gid),
+      rdev: st.rdev,
+      blksize: st.blksize,
     };
-  }
-
-  private remember(fd: number): number {
-    this.files.add(fd);
-    return fd;
   }
 }
 
-/** `.wh.` names belong to the layer format: fuse-overlayfs refuses them too. */
-function refuseReservedName(p: string): void {
-  if (path.posix.basename(p).startsWith(WHITEOUT_PREFIX)) fail(E.EINVAL);
+/** UTIME_* arguments for a time to set (UTIME_OMIT: unchanged). */
+function timeArgs(t: SetTime | undefined): [number, number] {
+  if (t === undefined) return [0, sys.UTIME_OMIT];
+  if (t === 'now') return [0, sys.UTIME_NOW];
+  const nsec = ((t % 1_000_000_000n) + 1_000_000_000n) % 1_000_000_000n;
+  return [Number((t - nsec) / 1_000_000_000n), Number(nsec)];
 }

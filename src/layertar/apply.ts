@@ -6,8 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import * as zlib from 'node:zlib';
 import * as tar from 'tar-stream';
 import { invalidArgument, messageOf, SnapfsError, systemFailure } from '../errors';
-import { OPAQUE_MARKER, WHITEOUT_PREFIX, type UpperFormat } from '../layerfs/format';
-import { pathComponents } from '../layerfs/resolver';
+import { OPAQUE_MARKER, WHITEOUT_PREFIX, type UpperFormat } from '../overlay/format';
 import { sys } from '../native/sys';
 import type { UsageProgress } from '../snapshotter/usage';
 
@@ -99,7 +98,7 @@ export async function decompressed(input: Readable): Promise<Readable> {
 
 /** An entry's path inside the layer, as components; `..` is refused. */
 function componentsOf(name: string, what: string): string[] {
-  const parts = pathComponents(name);
+  const parts = name.split('/').filter((c) => c !== '' && c !== '.');
   if (parts.includes('..')) throw invalidArgument(`${what} ${JSON.stringify(name)}: path leaves the layer`);
   return parts;
 }
@@ -133,14 +132,14 @@ class LayerWriter {
     const base = parts[parts.length - 1]!;
     const dir = path.dirname(real);
     if (base === OPAQUE_MARKER) {
-      this.format.markOpaque(dir);
+      withDir(dir, (fd) => this.format.markOpaque(fd));
       return void body.resume();
     }
     if (base.startsWith(WHITEOUT_PREFIX)) {
       const hidden = base.slice(WHITEOUT_PREFIX.length);
       if (hidden === '' || hidden === '.' || hidden === '..') throw invalidArgument(`entry ${JSON.stringify(header.name)}: a whiteout of ${JSON.stringify(hidden)} is no name`);
       this.clear(path.join(dir, hidden), false);
-      this.format.whiteout(dir, hidden);
+      withDir(dir, (fd) => this.format.whiteout(fd, Buffer.from(hidden)));
       // Either form may now be there.
       this.made.add(path.join(dir, hidden)).add(path.join(dir, WHITEOUT_PREFIX + hidden));
       return void body.resume();
@@ -164,7 +163,7 @@ class LayerWriter {
           for await (const chunk of body) chunks.push(chunk as Buffer);
           const ms = mtime.getTime();
           const sec = Math.floor(ms / 1000);
-          sys.createFile(real, Buffer.concat(chunks), mode, this.privileged, header.uid ?? 0, header.gid ?? 0, sec, (ms - sec * 1000) * 1_000_000);
+          withDir(dir, (fd) => sys.createFileAt(fd, path.basename(real), Buffer.concat(chunks), mode, this.privileged, header.uid ?? 0, header.gid ?? 0, sec, (ms - sec * 1000) * 1_000_000));
           setAttributes(real, paxOf(header), this.privileged);
           return;
         }
@@ -284,4 +283,14 @@ function setMtime(real: string, mtime: Date): void {
   const ms = mtime.getTime();
   const sec = Math.floor(ms / 1000);
   sys.utimens(real, 0, sys.UTIME_OMIT, sec, (ms - sec * 1000) * 1_000_000);
+}
+
+/** Runs `fn` with a descriptor of directory `dir`. */
+function withDir<T>(dir: string, fn: (fd: number) => T): T {
+  const fd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW);
+  try {
+    return fn(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
 }

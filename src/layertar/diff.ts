@@ -4,7 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Writable } from 'node:stream';
 import * as zlib from 'node:zlib';
 import * as tar from 'tar-stream';
-import { isOpaqueDir, isPrivateXattr, isWhiteoutStat, OPAQUE_MARKER, WHITEOUT_PREFIX } from '../layerfs/format';
+import { isOpaque, isPrivateXattr, OPAQUE_MARKER, WHITEOUT_PREFIX } from '../overlay/format';
 import { sys } from '../native/sys';
 import type { UsageProgress } from '../snapshotter/usage';
 import { major, minor } from '../layerfs/devices';
@@ -55,7 +55,7 @@ export async function writeLayerTar(layer: string, out: Writable, opts: { gzip?:
         await add({ ...base, name: at, type: 'file', size: 0 }, new Map());
         continue;
       }
-      if (isWhiteoutStat(st)) {
+      if (st.isCharacterDevice() && st.rdev === 0) {
         await add({ ...base, name: rel === '' ? WHITEOUT_PREFIX + name : `${rel}/${WHITEOUT_PREFIX}${name}`, type: 'file', size: 0, mode: 0o644 }, new Map());
         continue;
       }
@@ -63,7 +63,7 @@ export async function writeLayerTar(layer: string, out: Writable, opts: { gzip?:
       if (st.isDirectory()) {
         await add({ ...base, name: `${at}/`, type: 'directory' }, xattrs);
         // The kernel's opaque form is an attribute; the tar form is a marker entry inside.
-        if (isOpaqueDir(real) && !fs.existsSync(path.join(real, OPAQUE_MARKER))) await add({ ...base, name: `${at}/${OPAQUE_MARKER}`, type: 'file', size: 0, mode: 0o644 }, new Map());
+        if (opaqueDir(real) && !fs.existsSync(path.join(real, OPAQUE_MARKER))) await add({ ...base, name: `${at}/${OPAQUE_MARKER}`, type: 'file', size: 0, mode: 0o644 }, new Map());
         await walk(real, at);
       } else if (st.isFile()) {
         const key = `${st.dev}:${st.ino}`;
@@ -105,17 +105,17 @@ function entry(pack: tar.Pack, header: tar.Headers): Promise<void> {
 /** Every extended attribute of `file` but overlay's own. */
 function attributesOf(file: string): Map<string, Buffer> {
   const out = new Map<string, Buffer>();
-  let names: string[];
+  let names: Buffer[];
   try {
     names = sys.listxattr(file);
   } catch {
     return out;
   }
-  for (const name of names.sort()) {
+  for (const name of names.sort(Buffer.compare)) {
     if (isPrivateXattr(name)) continue;
     try {
       const value = sys.getxattr(file, name);
-      if (value !== undefined) out.set(name, value);
+      if (value !== undefined) out.set(name.toString(), value);
     } catch {
       // gone, or not readable by us
     }
@@ -123,3 +123,11 @@ function attributesOf(file: string): Map<string, Buffer> {
   return out;
 }
 
+function opaqueDir(dir: string): boolean {
+  const fd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW);
+  try {
+    return isOpaque(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}

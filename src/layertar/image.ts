@@ -5,7 +5,6 @@ import * as path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
 import { invalidArgument, messageOf, notFound } from '../errors';
-import { pathComponents } from '../layerfs/resolver';
 import { decompressed, READ_CHUNK } from './apply';
 import type { Snapshotter, UsageProgress } from '../snapshotter/snapshotter';
 import { exists, importLayer } from './import';
@@ -182,6 +181,11 @@ function dockerLayers(archive: Archive, name: string | undefined, source: string
 function pairLayers(source: string, files: string[], diffIds: string[] | undefined): ImageLayers {
   if (!Array.isArray(diffIds) || diffIds.length !== files.length || !diffIds.every((d) => typeof d === 'string')) throw invalidArgument(`image ${source}: the config's diff_ids do not match the layers`);
   return files.map((file, i) => ({ file, diffId: diffIds[i]! }));
+}
+
+/** A path's names, with the empty ones and `.` left out (`..` kept). */
+function pathComponents(p: string): string[] {
+  return p.split('/').filter((c) => c !== '' && c !== '.');
 }
 
 function fail(kind: (m: string) => Error, message: string): never {

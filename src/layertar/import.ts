@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { alreadyExists, kindOf } from '../errors';
-import { upperFormat } from '../layerfs/format';
+import * as fs from 'node:fs';
+import { upperFormat } from '../overlay/format';
 import type { Labels, Snapshotter, UsageProgress } from '../snapshotter/snapshotter';
 import { applyLayerTar } from './apply';
 
@@ -25,7 +26,10 @@ export async function importLayer(s: Snapshotter, input: Readable, name: string,
   s.prepare(key, opts.parent ?? '', { 'snapfs.import': name });
   try {
     const stack = s.layers(key);
-    await applyLayerTar(input, stack.upper!, upperFormat(stack.work), {
+    const work = fs.openSync(stack.work, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+    const format = upperFormat(work);
+    fs.closeSync(work);
+    await applyLayerTar(input, stack.upper!, format, {
       privileged: process.getuid?.() === 0,
       ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
       ...(opts.diffId ? { diffId: opts.diffId } : {}),

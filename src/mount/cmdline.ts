@@ -2,7 +2,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { invalidArgument } from '../errors';
 import { parseIdMap } from '../layerfs/idmap';
-import type { LayerStack } from '../layerfs/layerfs';
+import type { LayerDirs } from '../layerfs/layerfs';
 import type { MountRequest } from './serve';
 
 /**
@@ -102,7 +102,7 @@ export function parseMountCommandLine(args: readonly string[]): MountCommandLine
   if (lowers === undefined || lowers.length === 0) throw invalidArgument('-o lowerdir=DIR[:DIR…] is required');
   if (upper !== undefined && work === undefined) throw invalidArgument('-o upperdir= needs workdir= as well');
   // `ro` with an upper layer shows it, read-only, on top of the others.
-  const stack: LayerStack = upper === undefined ? { lowers } : readOnly ? { lowers: [upper, ...lowers] } : { lowers, upper, work };
+  const stack: LayerDirs = upper === undefined ? { lowers } : readOnly ? { lowers: [upper, ...lowers] } : { lowers, upper, work };
   return {
     stack,
     mountpoint,

@@ -2,10 +2,10 @@ import * as os from 'node:os';
 
 const E = os.constants.errno;
 
-/** An errno a file system operation answers with, thrown by its synchronous code. */
+/** An errno a file system operation answers with (`errno` negative, as the kernel takes it). */
 export class FsError extends Error {
   constructor(readonly errno: number) {
-    super(`errno ${errno}`);
+    super(`errno ${-errno}`);
   }
 }
 
@@ -13,37 +13,27 @@ export class FsError extends Error {
 // errno spares capturing a stack each time.
 const thrown = new Map<number, FsError>();
 
-export const fail = (errno: number): never => {
+/** Throws errno (a positive E* number) as the answer to the operation being served. */
+export function fail(errno: number): never {
   let err = thrown.get(errno);
   if (err === undefined) {
     err = new FsError(-errno);
     thrown.set(errno, err);
   }
   throw err;
-};
+}
 
-/** A FUSE callback's error: the negative errno. Anything else is a bug: logged, and EIO. */
+/**
+ * What an operation that threw answers: an FsError's errno, a system
+ * call's (Node-style errors from fs and the native addon), else EIO, and
+ * the error is logged: that is a bug.
+ */
 export function errnoOf(err: unknown): number {
   if (err instanceof FsError) return err.errno;
-  const { code, errno } = err as { code?: unknown; errno?: unknown };
+  const { code, errno } = (err ?? {}) as { code?: unknown; errno?: unknown };
   const known = typeof code === 'string' ? (E as Record<string, number>)[code] : undefined;
   if (known !== undefined) return -known;
   if (typeof errno === 'number' && errno !== 0) return -Math.abs(errno);
   console.error('snapfs: internal error:', err);
   return -E.EIO;
 }
-
-/** A synchronous operation as fuse-native's callback form: the value, or the errno of what it threw. */
-export const answering =
-  <A extends unknown[], T>(fn: (...args: A) => T) =>
-  (...args: [...A, (err: number, value?: T) => void]): void => {
-    const cb = args.pop() as (err: number, value?: T) => void;
-    let value: T;
-    try {
-      value = fn(...(args as unknown as A));
-    } catch (err) {
-      return cb(errnoOf(err));
-    }
-    cb(0, value);
-  };
-

@@ -1,0 +1,86 @@
+import { execFile } from 'node:child_process';
+import Fuse from 'fuse-native';
+import { unavailable } from '../errors';
+import { Session, type FileSystem, type SessionOptions } from './session';
+
+/** How a FUSE file system is mounted: mount(8)'s options, as libfuse takes them. */
+export interface MountOptions {
+  /** What /proc/mounts shows as source and type (fuse.SUBTYPE). */
+  readonly fsname: string;
+  readonly subtype: string;
+  readonly readOnly: boolean;
+  /** Let other users in (a mount by root always does: containers run as anyone). */
+  readonly allowOther: boolean;
+  /** mount(8) flags (suid, dev, noexec, noatime, …). */
+  readonly flags?: readonly string[];
+}
+
+/** A mounted file system, served until it is unmounted. */
+export interface Served {
+  readonly session: Session;
+  /** Settles when the mount is gone (unmounted from outside, or by unmount()). */
+  readonly ended: Promise<void>;
+}
+
+const INIT_TIMEOUT_MS = 10_000;
+
+/**
+ * Mounts `fs` at `mountpoint` and serves it in this process; resolves once
+ * the kernel's INIT is answered (the mount is live). The kernel checks
+ * permissions itself (default_permissions), as on any file system.
+ */
+export function mountFileSystem(mountpoint: string, fs: FileSystem, opts: MountOptions, session: Omit<SessionOptions, 'onInit' | 'onEnd'>): Promise<Served> {
+  const options = [
+    `fsname=${opts.fsname}`,
+    `subtype=${opts.subtype}`,
+    'default_permissions',
+    ...(opts.allowOther ? ['allow_other'] : []),
+    ...(opts.readOnly ? ['ro'] : []),
+    ...(opts.flags ?? []),
+  ];
+  let fd: number;
+  try {
+    fd = Fuse.mountDevice(mountpoint, options);
+  } catch {
+    throw unavailable(`mount ${mountpoint}: libfuse could not mount it (its message is above)`);
+  }
+  return new Promise((resolve, reject) => {
+    let live = false;
+    let end: (err: Error | undefined) => void = () => undefined;
+    const ended = new Promise<void>((done, failed) => {
+      end = (err) => (err === undefined ? done() : failed(err));
+    });
+    ended.catch(() => undefined);
+    const timer = setTimeout(() => {
+      served.close();
+      void unmount(mountpoint);
+      reject(unavailable(`mount ${mountpoint}: the kernel did not start the session within ${INIT_TIMEOUT_MS / 1000} s`));
+    }, INIT_TIMEOUT_MS);
+    const served = new Session(fd, fs, {
+      ...session,
+      onInit: () => {
+        clearTimeout(timer);
+        live = true;
+        resolve({ session: served, ended });
+      },
+      onEnd: (err) => {
+        clearTimeout(timer);
+        if (!live) reject(unavailable(`mount ${mountpoint}: ${err?.message ?? 'unmounted before it was live'}`));
+        end(err);
+      },
+    });
+  });
+}
+
+/**
+ * Unmounts a FUSE mount, lazily (what still uses it keeps it until done):
+ * through fusermount, which also works without root for one's own mounts.
+ */
+export function unmount(mountpoint: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile('fusermount', ['-u', '-z', '--', mountpoint], (err, _stdout, stderr) => {
+      if (err === null) resolve();
+      else reject(unavailable(`umount ${mountpoint}: ${stderr.trim() || err.message}`));
+    });
+  });
+}

@@ -1,0 +1,90 @@
+import type { EntryKind } from '../overlay/format';
+
+/** What an immutable layer's copy of a directory holds under one name. */
+export interface Listed {
+  readonly name: Buffer;
+  readonly kind: EntryKind;
+  /** DT_* of the entry, and its inode number in that layer. */
+  readonly type: number;
+  readonly ino: bigint;
+}
+
+/**
+ * A file of the merged tree, as the kernel knows it by its node id: one per
+ * file, whatever its names (hard links share one). It lives in one layer
+ * (its topmost copy; 0 is the upper layer of a writable mount) and is
+ * reached through a name: its parent's copy in that layer, and `name` there
+ * (dentries are not kept apart: a directory has one name, and any name of a
+ * file will do to reach it). A file whose names are all gone while it is
+ * in use is reached through a descriptor kept for it (`pinned`); one of a
+ * lower hard-link group that was copied up, through its copy in the work
+ * directory's index (`index`).
+ */
+export class Inode {
+  /** Lookups the kernel holds (its nlookup), and inodes naming this one as their parent. */
+  lookups = 0;
+  children = 0;
+  /** The layers whose copies of a directory merge, topmost first; [] for others. */
+  dirLayers: number[];
+  /** Directories of immutable layers, listed once: what each holds, by name (latin1 key). */
+  listings: Map<number, Map<string, Listed>> | undefined;
+  index: Buffer | undefined;
+  pinned: number | undefined;
+  /** Its last name is gone: the kernel sees a link count of 0. */
+  unlinked = false;
+
+  constructor(
+    readonly ino: number,
+    public parent: Inode | undefined,
+    public name: Buffer,
+    public layer: number,
+    readonly isDir: boolean,
+    dirLayers: number[],
+  ) {
+    this.dirLayers = dirLayers;
+  }
+}
+
+/** A name as a Map key: latin1 keeps every byte. */
+export const keyOf = (name: Buffer): string => name.toString('latin1');
+
+/**
+ * Inode numbers of the merged tree: one per underlying file (device and
+ * inode number), handed out in order of first sight and kept for the life
+ * of the mount, so hard links share one and layers on different file
+ * systems never collide. A copy made by copy-up keeps its original's. The
+ * root is 1. They are also the node ids the kernel knows files by.
+ */
+export class InodeNumbers {
+  private readonly numbers = new Map<string, number>();
+  private next = 2;
+
+  constructor(rootKey: string) {
+    this.numbers.set(rootKey, 1);
+  }
+
+  of(key: string): number {
+    let n = this.numbers.get(key);
+    if (n === undefined) {
+      n = this.next++;
+      this.numbers.set(key, n);
+    }
+    return n;
+  }
+
+  /** `copy` (the key of a copy of a file numbered `n`) keeps that number. */
+  alias(copy: string, n: number): void {
+    this.numbers.set(copy, n);
+  }
+
+  /**
+   * A file whose storage is gone may have its device and inode number
+   * handed out again, to another file: that one gets a number of its own.
+   */
+  drop(key: string): void {
+    this.numbers.delete(key);
+  }
+}
+
+/** A file's identity: device and inode number. */
+export const fileKey = (dev: bigint, ino: bigint): string => `${dev}:${ino}`;

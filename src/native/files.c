@@ -1,0 +1,610 @@
+/*
+ * File primitives Node.js lacks, for working inside layers that hold
+ * untrusted content. Everything below a layer's root is reached through
+ * descriptors: one directory descriptor and one entry name per call (the
+ * *at calls), or openat2 with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS for a
+ * walk of several names. No call follows a symlink, so a directory swapped
+ * for a symlink while we work can never lead outside the layer, and no
+ * path string is ever resolved twice.
+ *
+ * Descriptors opened with O_PATH (which need no permission on the file)
+ * are used for metadata through /proc/self/fd/N, a magic link that leads
+ * to exactly the descriptor's file, symlinks included, and never further.
+ *
+ * Names are bytes (a Buffer) or strings. All calls are synchronous: they
+ * are only ever made on layer directories, never on a mount served by the
+ * calling process. Errors are thrown Node-style (code, errno, syscall).
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+#include "native.h"
+
+/* openat(dirfd, name, flags, mode): O_NOFOLLOW and O_CLOEXEC are always added. */
+static napi_value js_open_at(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  char name[NAME_BYTES];
+  size_t len;
+  if (!get_args(env, info, 4, argv) || !get_name(env, argv[1], name, &len, false)) return NULL;
+  int fd = openat((int) get_int64(env, argv[0]), name, (int) get_int64(env, argv[2]) | O_NOFOLLOW | O_CLOEXEC, (mode_t) get_int64(env, argv[3]));
+  if (fd < 0) return throw_errno(env, errno, "openat", name, len);
+  napi_value result;
+  napi_create_int32(env, fd, &result);
+  return result;
+}
+
+/*
+ * openBeneath(dirfd, relative path, flags, mode): a walk of several names
+ * below dirfd that fails, rather than leave it or follow any symlink on
+ * the way (EXDEV for `..` above dirfd, ELOOP for a symlink).
+ */
+static napi_value js_open_beneath(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  char rel[PATH_BYTES];
+  size_t len;
+  if (!get_args(env, info, 4, argv) || !get_bytes(env, argv[1], rel, sizeof rel, &len)) return NULL;
+  if (len == 0 || rel[0] == '/') return throw_errno(env, EINVAL, "openat2", rel, len);
+  struct open_how how = {
+    .flags = (uint64_t) get_int64(env, argv[2]) | O_NOFOLLOW | O_CLOEXEC,
+    .mode = (uint64_t) get_int64(env, argv[3]),
+    .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+  };
+  if ((how.flags & (O_CREAT | O_TMPFILE)) == 0) how.mode = 0;
+  int fd = (int) syscall(SYS_openat2, (int) get_int64(env, argv[0]), rel, &how, sizeof how);
+  if (fd < 0) return throw_errno(env, errno, "openat2", rel, len);
+  napi_value result;
+  napi_create_int32(env, fd, &result);
+  return result;
+}
+
+/* The magic link of a descriptor: the very file it is open on. */
+static void proc_path(char *buf, size_t size, int fd) {
+  snprintf(buf, size, "/proc/self/fd/%d", fd);
+}
+
+static bool is_path_fd(int fd) {
+  int flags = fcntl(fd, F_GETFL);
+  return flags >= 0 && (flags & O_PATH) != 0;
+}
+
+/* reopen(fd, flags): a new descriptor of fd's file, for reading or writing what an O_PATH one cannot. */
+static napi_value js_reopen(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  char p[64];
+  proc_path(p, sizeof p, (int) get_int64(env, argv[0]));
+  /* O_NOFOLLOW would refuse the magic link itself; it leads to the file and never further. */
+  int fd = open(p, ((int) get_int64(env, argv[1]) & ~O_NOFOLLOW) | O_CLOEXEC);
+  if (fd < 0) return throw_errno(env, errno, "open", NULL, 0);
+  napi_value result;
+  napi_create_int32(env, fd, &result);
+  return result;
+}
+
+enum { ST_DEV, ST_INO, ST_MODE, ST_NLINK, ST_UID, ST_GID, ST_RDEV, ST_SIZE, ST_BLKSIZE, ST_BLOCKS, ST_ATIME, ST_MTIME, ST_CTIME, ST_FIELDS };
+
+static void put_stat(int64_t *out, const struct stat *st) {
+  out[ST_DEV] = (int64_t) st->st_dev;
+  out[ST_INO] = (int64_t) st->st_ino;
+  out[ST_MODE] = st->st_mode;
+  out[ST_NLINK] = (int64_t) st->st_nlink;
+  out[ST_UID] = st->st_uid;
+  out[ST_GID] = st->st_gid;
+  out[ST_RDEV] = (int64_t) st->st_rdev;
+  out[ST_SIZE] = st->st_size;
+  out[ST_BLKSIZE] = st->st_blksize;
+  out[ST_BLOCKS] = st->st_blocks;
+  out[ST_ATIME] = (int64_t) st->st_atim.tv_sec * 1000000000LL + st->st_atim.tv_nsec;
+  out[ST_MTIME] = (int64_t) st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec;
+  out[ST_CTIME] = (int64_t) st->st_ctim.tv_sec * 1000000000LL + st->st_ctim.tv_nsec;
+}
+
+/*
+ * statAt(dirfd, name, out: BigInt64Array): fstatat without following;
+ * "" is the descriptor itself. Fills out (see the enum) and returns true,
+ * or returns false when there is no such entry (lookups miss often: no
+ * exception for that).
+ */
+static napi_value js_stat_at(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  char name[NAME_BYTES];
+  size_t len;
+  if (!get_args(env, info, 3, argv) || !get_name(env, argv[1], name, &len, true)) return NULL;
+  napi_typedarray_type type;
+  size_t count;
+  void *data;
+  if (napi_get_typedarray_info(env, argv[2], &type, &count, &data, NULL, NULL) != napi_ok || type != napi_bigint64_array || count < ST_FIELDS) {
+    return throw_type(env, "statAt: expected a BigInt64Array to fill");
+  }
+  struct stat st;
+  int flags = AT_SYMLINK_NOFOLLOW | (len == 0 ? AT_EMPTY_PATH : 0);
+  napi_value result;
+  if (fstatat((int) get_int64(env, argv[0]), name, &st, flags) != 0) {
+    if (errno != ENOENT && errno != ENOTDIR) return throw_errno(env, errno, "fstatat", name, len);
+    napi_get_boolean(env, false, &result);
+    return result;
+  }
+  put_stat(data, &st);
+  napi_get_boolean(env, true, &result);
+  return result;
+}
+
+/* mkdirAt(dirfd, name, mode) */
+static napi_value js_mkdir_at(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  char name[NAME_BYTES];
+  size_t len;
+  if (!get_args(env, info, 3, argv) || !get_name(env, argv[1], name, &len, false)) return NULL;
+  if (mkdirat((int) get_int64(env, argv[0]), name, (mode_t) get_int64(env, argv[2])) != 0) return throw_errno(env, errno, "mkdirat", name, len);
+  return NULL;
+}
+
+/* mknodAt(dirfd, name, mode, major, minor) */
+static napi_value js_mknod_at(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  char name[NAME_BYTES];
+  size_t len;
+  if (!get_args(env, info, 5, argv) || !get_name(env, argv[1], name, &len, false)) return NULL;
+  dev_t dev = makedev((unsigned) get_int64(env, argv[3]), (unsigned) get_int64(env, argv[4]));
+  if (mknodat((int) get_int64(env, argv[0]), name, (mode_t) get_int64(env, argv[2]), dev) != 0) return throw_errno(env, errno, "mknodat", name, len);
+  return NULL;
+}
+
+/* symlinkAt(target, dirfd, name): the target is stored as given, never resolved. */
+static napi_value js_symlink_at(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  char target[PATH_BYTES], name[NAME_BYTES];
+  size_t target_len, len;
+  if (!get_args(env, info, 3, argv) || !get_bytes(env, argv[0], target, sizeof target, &target_len) || !get_name(env, argv[2], name, &len, false)) return NULL;
+  if (symlinkat(target, (int) get_int64(env, argv[1]), name) != 0) return throw_errno(env, errno, "symlinkat", name, len);
+  return NULL;
+}
+
+/*
+ * linkAt(fd, newdirfd, newname): a new name for fd's file. Through the
+ * magic link (AT_SYMLINK_FOLLOW reaches the file itself, a symlink
+ * included): AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH.
+ */
+static napi_value js_link_at(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  char name[NAME_BYTES];
+  size_t len;
+  if (!get_args(env, info, 3, argv) || !get_name(env, argv[2], name, &len, false)) return NULL;
+  char p[64];
+  proc_path(p, sizeof p, (int) get_int64(env, argv[0]));
+  if (linkat(AT_FDCWD, p, (int) get_int64(env, argv[1]), name, AT_SYMLINK_FOLLOW) != 0) return throw_errno(env, errno, "linkat", name, len);
+  return NULL;
+}
+
+/* unlinkAt(dirfd, name, isDir) */
+static napi_value js_unlink_at(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  char name[NAME_BYTES];
+  size_t len;
+  if (!get_args(env, info, 3, argv) || !get_name(env, argv[1], name, &len, false)) return NULL;
+  if (unlinkat((int) get_int64(env, argv[0]), name, get_bool(env, argv[2]) ? AT_REMOVEDIR : 0) != 0) return throw_errno(env, errno, "unlinkat", name, len);
+  return NULL;
+}
+
+/* renameAt(olddirfd, oldname, newdirfd, newname, flags): renameat2 (RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT). */
+static napi_value js_rename_at(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  char from[NAME_BYTES], to[NAME_BYTES];
+  size_t from_len, to_len;
+  if (!get_args(env, info, 5, argv) || !get_name(env, argv[1], from, &from_len, false) || !get_name(env, argv[3], to, &to_len, false)) return NULL;
+  if (renameat2((int) get_int64(env, argv[0]), from, (int) get_int64(env, argv[2]), to, (unsigned) get_int64(env, argv[4])) != 0) {
+    return throw_errno(env, errno, "renameat2", from, from_len);
+  }
+  return NULL;
+}
+
+/* readlinkAt(dirfd, name) -> Buffer; "" reads the symlink the descriptor is open on. */
+static napi_value js_readlink_at(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  char name[NAME_BYTES], target[PATH_BYTES];
+  size_t len;
+  if (!get_args(env, info, 2, argv) || !get_name(env, argv[1], name, &len, true)) return NULL;
+  ssize_t n = readlinkat((int) get_int64(env, argv[0]), name, target, sizeof target);
+  if (n < 0) return throw_errno(env, errno, "readlinkat", name, len);
+  return new_buffer(env, target, (size_t) n);
+}
+
+/* chownAt(dirfd, name, uid, gid): never following; "" is the descriptor itself. -1 keeps an id. */
+static napi_value js_chown_at(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  char name[NAME_BYTES];
+  size_t len;
+  if (!get_args(env, info, 4, argv) || !get_name(env, argv[1], name, &len, true)) return NULL;
+  int flags = AT_SYMLINK_NOFOLLOW | (len == 0 ? AT_EMPTY_PATH : 0);
+  if (fchownat((int) get_int64(env, argv[0]), name, (uid_t) get_int64(env, argv[2]), (gid_t) get_int64(env, argv[3]), flags) != 0) {
+    return throw_errno(env, errno, "fchownat", name, len);
+  }
+  return NULL;
+}
+
+/*
+ * chmodFd(fd, mode): of exactly fd's file. fchmodat follows a final
+ * symlink, and fchmod refuses O_PATH descriptors; the magic link does
+ * neither (a symlink itself answers EOPNOTSUPP, as Linux has no modes for them).
+ */
+static napi_value js_chmod_fd(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  int fd = (int) get_int64(env, argv[0]);
+  mode_t mode = (mode_t) get_int64(env, argv[1]);
+  char p[64];
+  proc_path(p, sizeof p, fd);
+  int rc = is_path_fd(fd) ? chmod(p, mode) : fchmod(fd, mode);
+  if (rc != 0) return throw_errno(env, errno, "fchmod", NULL, 0);
+  return NULL;
+}
+
+/*
+ * utimens(target, atimeSec, atimeNsec, mtimeSec, mtimeNsec): a descriptor's
+ * file (number), or a path, not following a final symlink (string). nsec may
+ * be UTIME_NOW or UTIME_OMIT.
+ */
+static napi_value js_utimens(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  if (!get_args(env, info, 5, argv)) return NULL;
+  struct timespec ts[2] = {
+    { .tv_sec = (time_t) get_int64(env, argv[1]), .tv_nsec = (long) get_int64(env, argv[2]) },
+    { .tv_sec = (time_t) get_int64(env, argv[3]), .tv_nsec = (long) get_int64(env, argv[4]) },
+  };
+  napi_valuetype type;
+  napi_typeof(env, argv[0], &type);
+  if (type == napi_number) {
+    int fd = (int) get_int64(env, argv[0]);
+    char p[64];
+    proc_path(p, sizeof p, fd);
+    int rc = is_path_fd(fd) ? utimensat(AT_FDCWD, p, ts, 0) : futimens(fd, ts);
+    if (rc != 0) return throw_errno(env, errno, "utimensat", NULL, 0);
+    return NULL;
+  }
+  char path[PATH_BYTES];
+  size_t len;
+  if (!get_bytes(env, argv[0], path, sizeof path, &len)) return NULL;
+  if (utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW) != 0) return throw_errno(env, errno, "utimensat", path, len);
+  return NULL;
+}
+
+/* mknod(path, mode, major, minor): for trusted paths (tests, fixtures). */
+static napi_value js_mknod(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  char path[PATH_BYTES];
+  size_t len;
+  if (!get_args(env, info, 4, argv) || !get_bytes(env, argv[0], path, sizeof path, &len)) return NULL;
+  dev_t dev = makedev((unsigned) get_int64(env, argv[2]), (unsigned) get_int64(env, argv[3]));
+  if (mknod(path, (mode_t) get_int64(env, argv[1]), dev) != 0) return throw_errno(env, errno, "mknod", path, len);
+  return NULL;
+}
+
+/*
+ * Extended attributes of a target: a descriptor (number: its file; an
+ * O_PATH one through its magic link) or a path (string or Buffer: never
+ * following a final symlink).
+ */
+typedef struct {
+  int fd;
+  char path[PATH_BYTES];
+  size_t path_len;
+  bool by_path; /* path is used, with the l* calls */
+  bool follow;  /* path is a magic link, used with the following calls */
+} xattr_target;
+
+static bool get_target(napi_env env, napi_value v, xattr_target *t) {
+  napi_valuetype type;
+  napi_typeof(env, v, &type);
+  t->by_path = t->follow = false;
+  if (type == napi_number) {
+    t->fd = (int) get_int64(env, v);
+    if (is_path_fd(t->fd)) {
+      proc_path(t->path, sizeof t->path, t->fd);
+      t->path_len = strlen(t->path);
+      t->by_path = t->follow = true;
+    }
+    return true;
+  }
+  t->by_path = true;
+  return get_bytes(env, v, t->path, sizeof t->path, &t->path_len);
+}
+
+static ssize_t t_getxattr(const xattr_target *t, const char *name, void *value, size_t size) {
+  if (!t->by_path) return fgetxattr(t->fd, name, value, size);
+  return t->follow ? getxattr(t->path, name, value, size) : lgetxattr(t->path, name, value, size);
+}
+
+static ssize_t t_listxattr(const xattr_target *t, char *list, size_t size) {
+  if (!t->by_path) return flistxattr(t->fd, list, size);
+  return t->follow ? listxattr(t->path, list, size) : llistxattr(t->path, list, size);
+}
+
+static const char *shown(const xattr_target *t) {
+  return t->by_path && !t->follow ? t->path : NULL;
+}
+
+/* getxattr(target, name) -> Buffer, or undefined when absent (no exception: lookups ask often). */
+static napi_value js_getxattr(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  xattr_target t;
+  char name[NAME_BYTES];
+  size_t name_len;
+  if (!get_args(env, info, 2, argv) || !get_target(env, argv[0], &t) || !get_bytes(env, argv[1], name, sizeof name, &name_len)) return NULL;
+  for (;;) {
+    ssize_t size = t_getxattr(&t, name, NULL, 0);
+    if (size < 0 && (errno == ENODATA || errno == ENOTSUP)) return NULL;
+    if (size < 0) return throw_errno(env, errno, "getxattr", shown(&t), t.path_len);
+    char *data = malloc(size > 0 ? (size_t) size : 1);
+    if (data == NULL) return throw_errno(env, ENOMEM, "getxattr", NULL, 0);
+    ssize_t got = t_getxattr(&t, name, data, (size_t) size);
+    int err = errno;
+    napi_value result = NULL;
+    if (got >= 0) result = new_buffer(env, data, (size_t) got);
+    free(data);
+    if (got >= 0) return result;
+    if (err == ENODATA) return NULL;
+    if (err != ERANGE) return throw_errno(env, err, "getxattr", shown(&t), t.path_len);
+  }
+}
+
+/* setxattr(target, name, value: Buffer, flags) */
+static napi_value js_setxattr(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  xattr_target t;
+  char name[NAME_BYTES];
+  size_t name_len;
+  if (!get_args(env, info, 4, argv) || !get_target(env, argv[0], &t) || !get_bytes(env, argv[1], name, sizeof name, &name_len)) return NULL;
+  void *data;
+  size_t len;
+  if (napi_get_buffer_info(env, argv[2], &data, &len) != napi_ok) return throw_type(env, "setxattr: the value must be a Buffer");
+  int flags = (int) get_int64(env, argv[3]);
+  int rc = !t.by_path ? fsetxattr(t.fd, name, data, len, flags) : t.follow ? setxattr(t.path, name, data, len, flags) : lsetxattr(t.path, name, data, len, flags);
+  if (rc != 0) return throw_errno(env, errno, "setxattr", shown(&t), t.path_len);
+  return NULL;
+}
+
+/* removexattr(target, name) */
+static napi_value js_removexattr(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  xattr_target t;
+  char name[NAME_BYTES];
+  size_t name_len;
+  if (!get_args(env, info, 2, argv) || !get_target(env, argv[0], &t) || !get_bytes(env, argv[1], name, sizeof name, &name_len)) return NULL;
+  int rc = !t.by_path ? fremovexattr(t.fd, name) : t.follow ? removexattr(t.path, name) : lremovexattr(t.path, name);
+  if (rc != 0) return throw_errno(env, errno, "removexattr", shown(&t), t.path_len);
+  return NULL;
+}
+
+/* listxattr(target) -> Buffer[] (names are bytes); a file system without attributes has none. */
+static napi_value js_listxattr(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  xattr_target t;
+  if (!get_args(env, info, 1, argv) || !get_target(env, argv[0], &t)) return NULL;
+  for (;;) {
+    napi_value list;
+    napi_create_array(env, &list);
+    ssize_t size = t_listxattr(&t, NULL, 0);
+    if (size < 0 && errno == ENOTSUP) return list;
+    if (size < 0) return throw_errno(env, errno, "listxattr", shown(&t), t.path_len);
+    if (size == 0) return list;
+    char *names = malloc((size_t) size);
+    if (names == NULL) return throw_errno(env, ENOMEM, "listxattr", NULL, 0);
+    ssize_t got = t_listxattr(&t, names, (size_t) size);
+    if (got < 0) {
+      int err = errno;
+      free(names);
+      if (err == ERANGE) continue;
+      return throw_errno(env, err, "listxattr", shown(&t), t.path_len);
+    }
+    uint32_t i = 0;
+    for (ssize_t at = 0; at < got; at += (ssize_t) strlen(names + at) + 1) {
+      napi_set_element(env, list, i++, new_buffer(env, names + at, strlen(names + at)));
+    }
+    free(names);
+    return list;
+  }
+}
+
+/*
+ * readdirFd(dirfd) -> Buffer of the directory's entries but `.` and `..`,
+ * each as: inode (8 bytes, little-endian), d_type (1), name length (1),
+ * name. Read with getdents64 on a descriptor of its own (dirfd may be
+ * O_PATH), so names come as the bytes they are.
+ */
+static napi_value js_readdir_fd(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  int fd = openat((int) get_int64(env, argv[0]), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return throw_errno(env, errno, "openat", ".", 1);
+  size_t cap = 16384, used = 0;
+  char *out = malloc(cap);
+  char buf[32768];
+  int err = out == NULL ? ENOMEM : 0;
+  while (err == 0) {
+    long n = syscall(SYS_getdents64, fd, buf, sizeof buf);
+    if (n < 0) {
+      err = errno;
+      break;
+    }
+    if (n == 0) break;
+    for (long at = 0; at < n;) {
+      struct dirent64 *d = (struct dirent64 *) (buf + at);
+      at += d->d_reclen;
+      size_t len = strlen(d->d_name);
+      if ((len == 1 && d->d_name[0] == '.') || (len == 2 && d->d_name[0] == '.' && d->d_name[1] == '.')) continue;
+      if (used + 10 + len > cap) {
+        char *bigger = realloc(out, cap * 2);
+        if (bigger == NULL) {
+          err = ENOMEM;
+          break;
+        }
+        out = bigger;
+        cap *= 2;
+      }
+      uint64_t ino = d->d_ino;
+      memcpy(out + used, &ino, 8);
+      out[used + 8] = (char) d->d_type;
+      out[used + 9] = (char) len;
+      memcpy(out + used + 10, d->d_name, len);
+      used += 10 + len;
+    }
+  }
+  close(fd);
+  if (err != 0) {
+    free(out);
+    return throw_errno(env, err, "getdents64", NULL, 0);
+  }
+  napi_value result = new_buffer(env, out, used);
+  free(out);
+  return result;
+}
+
+/*
+ * copyData(srcFd, dstFd, size): copies the data of a file, keeping its holes:
+ * only the extents SEEK_DATA finds are copied (copy_file_range, in the
+ * kernel), and the destination is sized with ftruncate.
+ */
+static napi_value js_copy_data(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return NULL;
+  int src = (int) get_int64(env, argv[0]), dst = (int) get_int64(env, argv[1]);
+  off_t size = (off_t) get_int64(env, argv[2]);
+  off_t data = 0;
+  while (data < size) {
+    data = lseek(src, data, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;
+      return throw_errno(env, errno, "lseek", NULL, 0);
+    }
+    off_t hole = lseek(src, data, SEEK_HOLE);
+    if (hole < 0) return throw_errno(env, errno, "lseek", NULL, 0);
+    off_t in = data, out = data;
+    while (in < hole) {
+      ssize_t n = copy_file_range(src, &in, dst, &out, (size_t) (hole - in), 0);
+      if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == EOPNOTSUPP || errno == ENOSYS)) {
+        /* Layers on different file systems (or ones without it): copy by hand. */
+        char buf[65536];
+        while (in < hole) {
+          size_t want = (size_t) (hole - in) < sizeof buf ? (size_t) (hole - in) : sizeof buf;
+          ssize_t got = pread(src, buf, want, in);
+          if (got < 0) return throw_errno(env, errno, "pread", NULL, 0);
+          if (got == 0) break;
+          for (ssize_t done = 0; done < got;) {
+            ssize_t put = pwrite(dst, buf + done, (size_t) (got - done), out + done);
+            if (put < 0) return throw_errno(env, errno, "pwrite", NULL, 0);
+            done += put;
+          }
+          in += got;
+          out += got;
+        }
+        break;
+      }
+      if (n < 0) return throw_errno(env, errno, "copy_file_range", NULL, 0);
+      if (n == 0) break;
+    }
+    data = hole;
+  }
+  if (ftruncate(dst, size) != 0) return throw_errno(env, errno, "ftruncate", NULL, 0);
+  return NULL;
+}
+
+/*
+ * createFileAt(dirfd, name, data, mode, chown, uid, gid, mtimeSec, mtimeNsec):
+ * a new file with its content, owner (when chown is set), mode and
+ * modification time, in one call: unpacking a layer makes tens of thousands
+ * of small files, and each call from JavaScript costs more than the system
+ * call it makes. Refuses to replace anything (O_EXCL) or follow a symlink.
+ */
+static napi_value js_create_file_at(napi_env env, napi_callback_info info) {
+  napi_value argv[9];
+  char name[NAME_BYTES];
+  size_t len;
+  if (!get_args(env, info, 9, argv) || !get_name(env, argv[1], name, &len, false)) return NULL;
+  void *data;
+  size_t size;
+  if (napi_get_buffer_info(env, argv[2], &data, &size) != napi_ok) return throw_type(env, "createFileAt: expected a Buffer");
+  mode_t mode = (mode_t) get_int64(env, argv[3]);
+  bool chown_it = get_bool(env, argv[4]);
+  uid_t uid = (uid_t) get_int64(env, argv[5]);
+  gid_t gid = (gid_t) get_int64(env, argv[6]);
+  struct timespec times[2] = {
+    { .tv_sec = 0, .tv_nsec = UTIME_OMIT },
+    { .tv_sec = (time_t) get_int64(env, argv[7]), .tv_nsec = (long) get_int64(env, argv[8]) },
+  };
+  int fd = openat((int) get_int64(env, argv[0]), name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode & 0777);
+  if (fd < 0) return throw_errno(env, errno, "openat", name, len);
+  const char *p = data;
+  size_t left = size;
+  const char *failed = NULL;
+  while (left > 0 && failed == NULL) {
+    ssize_t n = write(fd, p, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) failed = "write";
+    else {
+      p += n;
+      left -= (size_t) n;
+    }
+  }
+  /* Owner before mode: chown clears set-id bits. */
+  if (failed == NULL && chown_it && fchown(fd, uid, gid) != 0) failed = "fchown";
+  if (failed == NULL && fchmod(fd, mode) != 0) failed = "fchmod";
+  if (failed == NULL && futimens(fd, times) != 0) failed = "futimens";
+  int err = errno;
+  if (close(fd) != 0 && failed == NULL) {
+    failed = "close";
+    err = errno;
+  }
+  if (failed != NULL) return throw_errno(env, err, failed, name, len);
+  return NULL;
+}
+
+/* Wall-clock time in nanoseconds: Node has it only in milliseconds. */
+static napi_value js_realtime_ns(napi_env env, napi_callback_info info) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  napi_value result;
+  napi_create_bigint_int64(env, (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec, &result);
+  return result;
+}
+
+void init_files(napi_env env, napi_value exports) {
+  export_function(env, exports, "openAt", js_open_at);
+  export_function(env, exports, "openBeneath", js_open_beneath);
+  export_function(env, exports, "reopen", js_reopen);
+  export_function(env, exports, "statAt", js_stat_at);
+  export_function(env, exports, "mkdirAt", js_mkdir_at);
+  export_function(env, exports, "mknodAt", js_mknod_at);
+  export_function(env, exports, "symlinkAt", js_symlink_at);
+  export_function(env, exports, "linkAt", js_link_at);
+  export_function(env, exports, "unlinkAt", js_unlink_at);
+  export_function(env, exports, "renameAt", js_rename_at);
+  export_function(env, exports, "readlinkAt", js_readlink_at);
+  export_function(env, exports, "chownAt", js_chown_at);
+  export_function(env, exports, "chmodFd", js_chmod_fd);
+  export_function(env, exports, "utimens", js_utimens);
+  export_function(env, exports, "mknod", js_mknod);
+  export_function(env, exports, "getxattr", js_getxattr);
+  export_function(env, exports, "setxattr", js_setxattr);
+  export_function(env, exports, "removexattr", js_removexattr);
+  export_function(env, exports, "listxattr", js_listxattr);
+  export_function(env, exports, "readdirFd", js_readdir_fd);
+  export_function(env, exports, "copyData", js_copy_data);
+  export_function(env, exports, "createFileAt", js_create_file_at);
+  export_function(env, exports, "realtimeNs", js_realtime_ns);
+  napi_value v;
+  napi_create_int64(env, UTIME_OMIT, &v);
+  napi_set_named_property(env, exports, "UTIME_OMIT", v);
+  napi_create_int64(env, UTIME_NOW, &v);
+  napi_set_named_property(env, exports, "UTIME_NOW", v);
+}

@@ -1,0 +1,384 @@
+/*
+ * A FUSE session on a /dev/fuse descriptor, speaking the kernel's protocol
+ * (<linux/fuse.h>) itself: the kernel's requests are read on the
+ * JavaScript thread as libuv finds the descriptor readable, and answered
+ * with writev. The protocol's logic (INIT, every operation by node id, the
+ * layout of each answer) is the TypeScript side's (src/fuse/); this file
+ * is only the part that must be native:
+ *
+ * - the read loop, with every request read into one Buffer that
+ *   JavaScript parses (it copies what it keeps: the next request reuses it);
+ * - READ and WRITE, served here on the handle, which is always the file's
+ *   own descriptor: data never crosses into JavaScript. A write may be
+ *   refused from some moment on (commit freezes a mount) and drops set-ID
+ *   bits when the kernel asks (FUSE_HANDLE_KILLPRIV_V2);
+ * - answers and notifications, written as they come, so that an answer
+ *   may be given long after its request (work done off the thread).
+ *
+ * Every session in the process shares the two buffers: requests are
+ * served one at a time on one thread, and each is parsed before the next
+ * is read.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fuse.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+#include "native.h"
+
+/* Requests are read whole: the largest is a write of max_write bytes. */
+#define MAX_WRITE (1024 * 1024)
+#define REQUEST_BYTES (MAX_WRITE + 4096)
+/* Requests handled before other events get their turn. */
+#define BATCH 64
+
+typedef struct session {
+  napi_env env;
+  int fd;
+  uv_poll_t poll;
+  napi_ref dispatch; /* function (length): a request for JavaScript is in the buffer */
+  napi_ref ended;    /* function (errno): the session is over (0: unmounted) */
+  napi_async_context context;
+  bool writes_refused;
+  bool closed;
+  /* Freed once libuv has let go of the poll handle and JavaScript of the session. */
+  bool handle_closed;
+  bool finalized;
+  /* After answering, the device is polled this long before sleeping (see serve). */
+  long spin_ns;
+} session_t;
+
+static char *request_buf;     /* the Buffer JavaScript parses requests from */
+static napi_ref request_ref;  /* keeps it alive */
+static char *read_buf;        /* data of READ answers */
+
+static long now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+static int send_reply(session_t *s, uint64_t unique, int error, const void *body, size_t len) {
+  struct fuse_out_header out = { .len = (uint32_t) (sizeof out + len), .error = error, .unique = unique };
+  struct iovec iov[2] = { { &out, sizeof out }, { (void *) body, len } };
+  ssize_t n = writev(s->fd, iov, len > 0 ? 2 : 1);
+  /* ENOENT: the request was interrupted and is gone; nothing to do. */
+  return n < 0 && errno != ENOENT ? -errno : 0;
+}
+
+/*
+ * Whoever lacks CAP_FSETID loses the set-user-ID bit by writing, and the
+ * set-group-ID bit of a file that is group-executable or not of their
+ * group, as on any Linux file system.
+ */
+static int kill_suidgid(int fd, gid_t caller_gid) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return -errno;
+  mode_t kill = st.st_mode & S_ISUID;
+  if ((st.st_mode & S_ISGID) && ((st.st_mode & S_IXGRP) || st.st_gid != caller_gid)) kill |= S_ISGID;
+  if (kill != 0 && fchmod(fd, st.st_mode & 07777 & ~kill) != 0) return -errno;
+  return 0;
+}
+
+static void serve_read(session_t *s, const struct fuse_in_header *in, const struct fuse_read_in *arg) {
+  size_t size = arg->size < MAX_WRITE ? arg->size : MAX_WRITE;
+  ssize_t n = pread((int) arg->fh, read_buf, size, (off_t) arg->offset);
+  if (n < 0) send_reply(s, in->unique, -errno, NULL, 0);
+  else send_reply(s, in->unique, 0, read_buf, (size_t) n);
+}
+
+static void serve_write(session_t *s, const struct fuse_in_header *in, const struct fuse_write_in *arg, const char *data) {
+  if (s->writes_refused) {
+    send_reply(s, in->unique, -EROFS, NULL, 0);
+    return;
+  }
+  ssize_t n = pwrite((int) arg->fh, data, arg->size, (off_t) arg->offset);
+  if (n < 0) {
+    send_reply(s, in->unique, -errno, NULL, 0);
+    return;
+  }
+  if (arg->write_flags & FUSE_WRITE_KILL_SUIDGID) {
+    int err = kill_suidgid((int) arg->fh, in->gid);
+    if (err != 0) {
+      send_reply(s, in->unique, err, NULL, 0);
+      return;
+    }
+  }
+  struct fuse_write_out out = { .size = (uint32_t) n };
+  send_reply(s, in->unique, 0, &out, sizeof out);
+}
+
+static void call(session_t *s, napi_ref ref, int32_t arg) {
+  napi_env env = s->env;
+  napi_value fn, global, value, result;
+  napi_get_reference_value(env, ref, &fn);
+  napi_get_global(env, &global);
+  napi_create_int32(env, arg, &value);
+  if (napi_call_function(env, global, fn, 1, &value, &result) != napi_ok) {
+    /* The TypeScript side answers every failure itself: an exception here is a bug. */
+    napi_value err;
+    napi_get_and_clear_last_exception(env, &err);
+    napi_fatal_exception(env, err);
+  }
+}
+
+static void end_session(session_t *s, int err);
+
+/* One request: served here, or handed to JavaScript. Returns false when the session is over. */
+static bool handle(session_t *s, ssize_t n) {
+  const struct fuse_in_header *in = (const struct fuse_in_header *) request_buf;
+  if ((size_t) n < sizeof *in || in->len != (uint32_t) n) return true;
+  const char *arg = request_buf + sizeof *in;
+  size_t arg_len = (size_t) n - sizeof *in;
+  switch (in->opcode) {
+    case FUSE_READ:
+      if (arg_len >= sizeof(struct fuse_read_in)) serve_read(s, in, (const struct fuse_read_in *) arg);
+      return true;
+    case FUSE_WRITE:
+      if (arg_len >= sizeof(struct fuse_write_in) && arg_len - sizeof(struct fuse_write_in) >= ((const struct fuse_write_in *) arg)->size) {
+        serve_write(s, in, (const struct fuse_write_in *) arg, arg + sizeof(struct fuse_write_in));
+      }
+      return true;
+    case FUSE_INTERRUPT:
+      /* Every request is answered promptly; there is nothing to cut short. */
+      return true;
+  }
+  napi_handle_scope scope;
+  napi_open_handle_scope(s->env, &scope);
+  call(s, s->dispatch, (int32_t) n);
+  napi_close_handle_scope(s->env, scope);
+  return !s->closed;
+}
+
+/*
+ * Reads and handles requests until the device has none, in batches so that
+ * other events get their turn. Then, while requests keep coming within
+ * spin_ns, goes on without sleeping: a caller's next request usually comes
+ * within microseconds of its answer, and the wake-up spared costs more than
+ * most requests. Promises settled by the requests' handlers run between
+ * batches, so answers given asynchronously go out without delay.
+ */
+static void serve(uv_poll_t *poll, int status, int events) {
+  session_t *s = poll->data;
+  long idle_since = 0;
+  for (int handled = 0; !s->closed;) {
+    napi_callback_scope scope;
+    napi_handle_scope handles;
+    napi_open_handle_scope(s->env, &handles);
+    napi_value resource;
+    napi_get_global(s->env, &resource);
+    napi_open_callback_scope(s->env, resource, s->context, &scope);
+    bool empty = false;
+    for (int i = 0; i < BATCH && !s->closed; i++) {
+      ssize_t n = read(s->fd, request_buf, REQUEST_BYTES);
+      if (n < 0) {
+        if (errno == EINTR || errno == ENOENT) continue;
+        if (errno == EAGAIN) {
+          empty = true;
+          break;
+        }
+        end_session(s, errno == ENODEV ? 0 : errno);
+        break;
+      }
+      handled++;
+      idle_since = 0;
+      if (!handle(s, n)) break;
+    }
+    napi_close_callback_scope(s->env, scope);
+    napi_close_handle_scope(s->env, handles);
+    if (s->closed) return;
+    if (!empty) {
+      if (handled >= 4 * BATCH) return; /* let the event loop run; it calls again while readable */
+      continue;
+    }
+    /* An unmount shows as an error on the descriptor, and its read as ENODEV; an error without one is the device's. */
+    if (status < 0) return end_session(s, -status);
+    if (s->spin_ns <= 0) return;
+    long now = now_ns();
+    if (idle_since == 0) idle_since = now;
+    else if (now - idle_since > s->spin_ns) return;
+  }
+}
+
+static void on_closed(uv_handle_t *handle) {
+  session_t *s = handle->data;
+  napi_delete_reference(s->env, s->dispatch);
+  napi_delete_reference(s->env, s->ended);
+  napi_async_destroy(s->env, s->context);
+  s->handle_closed = true;
+  if (s->finalized) free(s);
+}
+
+static void close_session(session_t *s) {
+  if (s->closed) return;
+  s->closed = true;
+  uv_poll_stop(&s->poll);
+  close(s->fd);
+}
+
+/* Ends the session (err 0: unmounted) and tells JavaScript. */
+static void end_session(session_t *s, int err) {
+  if (s->closed) return;
+  close_session(s);
+  napi_handle_scope handles;
+  napi_open_handle_scope(s->env, &handles);
+  /* A callback scope of its own: what the callback settles runs when it closes. */
+  napi_value resource;
+  napi_get_global(s->env, &resource);
+  napi_callback_scope scope;
+  napi_open_callback_scope(s->env, resource, s->context, &scope);
+  call(s, s->ended, err);
+  napi_close_callback_scope(s->env, scope);
+  napi_close_handle_scope(s->env, handles);
+  uv_close((uv_handle_t *) &s->poll, on_closed);
+}
+
+static void finalize_session(napi_env env, void *data, void *hint) {
+  session_t *s = data;
+  s->finalized = true;
+  if (s->handle_closed) free(s);
+}
+
+static session_t *get_session(napi_env env, napi_value v) {
+  session_t *s = NULL;
+  napi_get_value_external(env, v, (void **) &s);
+  return s;
+}
+
+/* fuseBuffer(buffer): the Buffer every session reads requests into. */
+static napi_value js_fuse_buffer(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  size_t len;
+  void *data;
+  if (napi_get_buffer_info(env, argv[0], &data, &len) != napi_ok || len < REQUEST_BYTES) return throw_type(env, "fuseBuffer: expected a Buffer of REQUEST_BYTES");
+  if (request_ref != NULL) return throw_type(env, "fuseBuffer: already given");
+  read_buf = malloc(MAX_WRITE);
+  if (read_buf == NULL) return throw_errno(env, ENOMEM, "malloc", NULL, 0);
+  napi_create_reference(env, argv[0], 1, &request_ref);
+  request_buf = data;
+  return NULL;
+}
+
+/*
+ * sessionOpen(fd, dispatch, ended, spinMicros) -> session: serves the
+ * device descriptor fd (made non-blocking; the session closes it when it
+ * ends) until the file system is unmounted.
+ */
+static napi_value js_session_open(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv)) return NULL;
+  if (request_buf == NULL) return throw_type(env, "sessionOpen: fuseBuffer first");
+  int fd = (int) get_int64(env, argv[0]);
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) return throw_errno(env, errno, "fcntl", NULL, 0);
+  session_t *s = calloc(1, sizeof *s);
+  if (s == NULL) return throw_errno(env, ENOMEM, "calloc", NULL, 0);
+  s->env = env;
+  s->fd = fd;
+  s->spin_ns = (long) get_int64(env, argv[3]) * 1000L;
+  napi_create_reference(env, argv[1], 1, &s->dispatch);
+  napi_create_reference(env, argv[2], 1, &s->ended);
+  napi_value name;
+  napi_create_string_utf8(env, "snapfs.fuse", NAPI_AUTO_LENGTH, &name);
+  napi_async_init(env, NULL, name, &s->context);
+  uv_loop_t *loop;
+  napi_get_uv_event_loop(env, &loop);
+  int err = uv_poll_init(loop, &s->poll, fd);
+  if (err < 0) {
+    napi_delete_reference(env, s->dispatch);
+    napi_delete_reference(env, s->ended);
+    napi_async_destroy(env, s->context);
+    free(s);
+    return throw_errno(env, -err, "uv_poll_init", NULL, 0);
+  }
+  s->poll.data = s;
+  uv_poll_start(&s->poll, UV_READABLE, serve);
+  napi_value result;
+  napi_create_external(env, s, finalize_session, NULL, &result);
+  return result;
+}
+
+/*
+ * sessionReply(session, unique, error, body?): the answer to a request:
+ * a negative errno, or 0 and the body (a Buffer). Returns false when the
+ * session is over (the answer has nobody to go to).
+ */
+static napi_value js_session_reply(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  size_t argc = 4;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 3) return throw_type(env, "sessionReply: too few arguments");
+  session_t *s = get_session(env, argv[0]);
+  void *body = NULL;
+  size_t len = 0;
+  if (argc > 3) {
+    napi_valuetype type;
+    napi_typeof(env, argv[3], &type);
+    if (type != napi_undefined && napi_get_buffer_info(env, argv[3], &body, &len) != napi_ok) return throw_type(env, "sessionReply: the body must be a Buffer");
+  }
+  napi_value result;
+  if (s == NULL || s->closed) {
+    napi_get_boolean(env, false, &result);
+    return result;
+  }
+  int err = send_reply(s, (uint64_t) get_int64(env, argv[1]), (int) get_int64(env, argv[2]), body, len);
+  if (err != 0 && err != -ENOENT) return throw_errno(env, -err, "writev", NULL, 0);
+  napi_get_boolean(env, true, &result);
+  return result;
+}
+
+/* sessionNotify(session, code, body): a notification (FUSE_NOTIFY_*) the kernel did not ask for. */
+static napi_value js_session_notify(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return NULL;
+  session_t *s = get_session(env, argv[0]);
+  void *body;
+  size_t len;
+  if (napi_get_buffer_info(env, argv[2], &body, &len) != napi_ok) return throw_type(env, "sessionNotify: the body must be a Buffer");
+  if (s == NULL || s->closed) return NULL;
+  int err = send_reply(s, 0, (int) get_int64(env, argv[1]), body, len);
+  /* ENOENT: nothing the kernel knows of to invalidate. */
+  if (err != 0 && err != -ENOENT) return throw_errno(env, -err, "writev", NULL, 0);
+  return NULL;
+}
+
+/* sessionRefuseWrites(session): from now on every write is EROFS (commit freezes the mount). */
+static napi_value js_session_refuse_writes(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  session_t *s = get_session(env, argv[0]);
+  if (s != NULL) s->writes_refused = true;
+  return NULL;
+}
+
+/* sessionClose(session): stops serving and closes the device descriptor; `ended` is not called. */
+static napi_value js_session_close(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  session_t *s = get_session(env, argv[0]);
+  if (s == NULL || s->closed) return NULL;
+  close_session(s);
+  uv_close((uv_handle_t *) &s->poll, on_closed);
+  return NULL;
+}
+
+void init_fuse(napi_env env, napi_value exports) {
+  export_function(env, exports, "fuseBuffer", js_fuse_buffer);
+  export_function(env, exports, "sessionOpen", js_session_open);
+  export_function(env, exports, "sessionReply", js_session_reply);
+  export_function(env, exports, "sessionNotify", js_session_notify);
+  export_function(env, exports, "sessionRefuseWrites", js_session_refuse_writes);
+  export_function(env, exports, "sessionClose", js_session_close);
+  napi_value v;
+  napi_create_uint32(env, REQUEST_BYTES, &v);
+  napi_set_named_property(env, exports, "FUSE_REQUEST_BYTES", v);
+  napi_create_uint32(env, MAX_WRITE, &v);
+  napi_set_named_property(env, exports, "FUSE_MAX_WRITE", v);
+}
