@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { secondsAndNanos } from '../clock';
 import { kindOf, messageOf, systemFailure, type ErrorKind } from '../errors';
 import type { Info, Kind, Labels, Mount, Snapshotter } from '../snapshotter/snapshotter';
+import { requestChecks, type WireCheck } from './wire';
 
 const PROTO_DIR = path.resolve(__dirname, '..', '..', '..', 'src', 'grpc');
 const SERVICE = 'containerd.services.snapshots.v1.Snapshots';
@@ -123,7 +124,8 @@ export function snapshotsService(
   snapshotter: Snapshotter,
   log: CallLog,
 ): { definition: grpc.ServiceDefinition; implementation: grpc.UntypedServiceImplementation; idle(): Promise<void> } {
-  const definition = tolerant(loadDefinition());
+  const pkg = loadPackage();
+  const definition = strict(pkg[SERVICE] as grpc.ServiceDefinition, requestChecks(pkg, SERVICE));
   // Calls still working, so that the database is closed only after the last.
   const working = new Set<Promise<unknown>>();
 
@@ -230,31 +232,45 @@ export function snapshotsService(
   };
 }
 
-function loadDefinition(): grpc.ServiceDefinition {
-  const pkg = protoLoader.loadSync('snapshots.proto', { includeDirs: [PROTO_DIR], keepCase: true, longs: Number, enums: String, defaults: true });
-  return pkg[SERVICE] as grpc.ServiceDefinition;
+function loadPackage(): protoLoader.PackageDefinition {
+  return protoLoader.loadSync('snapshots.proto', { includeDirs: [PROTO_DIR], keepCase: true, longs: Number, enums: String, defaults: true });
 }
 
-/** The same service, with requests that do not decode passed on as Malformed instead of failing inside grpc-js. */
-function tolerant(definition: grpc.ServiceDefinition): grpc.ServiceDefinition {
+/**
+ * The same service, with each request checked against the wire format
+ * before protobufjs decodes it, and one that does not decode passed on as
+ * Malformed instead of failing inside grpc-js.
+ *
+ * protobufjs alone lets malformed requests through. For a Node Buffer it
+ * reads strings with BufferReader.string(), which ends a string at the
+ * smaller of its declared end and the end of the bytes, where every other
+ * read fails: a string field cut short decodes as the part that came (the
+ * Prepare `12 0a "trunc1"`, whose key declares 10 bytes, prepares "trunc1").
+ * Its generated decoders also read a known field the way its type says,
+ * whatever wire type it came with (a string sent as a varint is read as a
+ * string); skip field number 0, groups and over-long varints as unknown
+ * fields; and turn invalid UTF-8 into U+FFFD.
+ */
+function strict(definition: grpc.ServiceDefinition, checks: Readonly<Record<string, WireCheck>>): grpc.ServiceDefinition {
   return Object.fromEntries(
-    Object.entries(definition).map(([name, method]) => [
-      name,
-      {
-        ...method,
-        requestDeserialize: (bytes: Buffer): unknown => {
-          try {
-            return method.requestDeserialize(bytes);
-          } catch (err) {
-            return new Malformed(messageOf(err));
-          }
-        },
-      },
-    ]),
+    Object.entries(definition).map(([name, method]) => {
+      const check = checks[name];
+      const requestDeserialize = (bytes: Buffer): unknown => {
+        const problem = check(bytes);
+        if (problem !== null) return new Malformed(problem);
+        // Should protobufjs still refuse what the check let through, the client hears why all the same.
+        try {
+          return method.requestDeserialize(bytes);
+        } catch (err) {
+          return new Malformed(messageOf(err));
+        }
+      };
+      return [name, { ...method, requestDeserialize }];
+    }),
   );
 }
 
 /** A client of the service (tests, benchmarks). */
 export function snapshotsClientConstructor(): grpc.ServiceClientConstructor {
-  return grpc.makeGenericClientConstructor(loadDefinition(), 'Snapshots');
+  return grpc.makeGenericClientConstructor(loadPackage()[SERVICE] as grpc.ServiceDefinition, 'Snapshots');
 }
