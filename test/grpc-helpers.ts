@@ -82,6 +82,23 @@ export class SnapshotsClient {
     });
   }
 
+  /** The status of a call whose request is `bytes` as they are, not encoded from a message (List's messages are dropped). */
+  statusOfBytes(method: string, bytes: Buffer): Promise<CallError> {
+    const path = `/containerd.services.snapshots.v1.Snapshots/${method}`;
+    const asIs = (b: Buffer): Buffer => b;
+    return new Promise((resolve) => {
+      const status = ({ code, details }: grpc.StatusObject): void => resolve({ code, details });
+      if (method === 'List') {
+        const stream = this.raw.makeServerStreamRequest(path, asIs, asIs, bytes);
+        stream.on('data', () => undefined);
+        stream.on('error', () => undefined); // its status says the same
+        stream.on('status', status);
+      } else {
+        this.raw.makeUnaryRequest(path, asIs, asIs, bytes, () => undefined).on('status', status);
+      }
+    });
+  }
+
   close(): void {
     this.raw.close();
   }

@@ -6,10 +6,13 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { mountHelperProblems } from '../src/grpc/server';
+import { snapshotsClientConstructor } from '../src/grpc/service';
 import { SnapshotsClient, startServer, type Reply, type Server } from './grpc-helpers';
 import { CLI, rootState, snapfs, tempDir } from './helpers';
 
 const S = grpc.status;
+/** Bytes written as hex, spaces allowed. */
+const hex = (text: string): Buffer => Buffer.from(text.replace(/ /g, ''), 'hex');
 
 describe('snapfs serve: the Snapshots gRPC API', () => {
   let dir: string;
@@ -149,6 +152,108 @@ describe('snapfs serve: the Snapshots gRPC API', () => {
       garbage.close();
     }
     assert.equal(((await client.call('Stat', { key: 'e-active' })).info as Reply).kind, 'ACTIVE');
+  });
+
+  test('a request that does not decode completely is InvalidArgument, says in one line what is wrong, and changes nothing', async () => {
+    // Most would prepare "a" (key is field 2: 12 01 61) if read as protobufjs alone reads them.
+    const cases: [method: string, bytes: string, problem: string][] = [
+      ['Prepare', '12 0a 74 72 75 6e 63 31', 'field 2 (key) runs past the end of the message'], // key declares 10 bytes, 6 follow
+      ['Prepare', '12 01 61 78 ff', 'unknown field 15 runs past the end of the message'], // a varint cut short
+      ['Prepare', '12 01 61 1a 80', 'field 3 (parent) runs past the end of the message'], // a length cut short
+      ['Prepare', '12 01 61 80', 'the tag at byte 3 runs past the end of the message'],
+      ['Prepare', `12 01 61 78 ${'ff '.repeat(10)}01`, 'unknown field 15 has a varint of more than 64 bits'], // 11 bytes
+      ['Prepare', `12 01 61 78 ${'ff '.repeat(9)}02`, 'unknown field 15 has a varint of more than 64 bits'], // 10 bytes, bit 64 set
+      ['Prepare', '12 01 61 7d 01 02 03', 'unknown field 15 runs past the end of the message'], // fixed32, 3 bytes
+      ['Prepare', '12 01 61 79 01 02 03 04 05 06 07', 'unknown field 15 runs past the end of the message'], // fixed64, 7 bytes
+      ['Prepare', '0b 01 62 12 01 61', 'field 1 (snapshotter) has wire type 3, a group, which proto3 does not have'],
+      ['Prepare', '0c 01 62 12 01 61', 'field 1 (snapshotter) has wire type 4, a group, which proto3 does not have'],
+      ['Prepare', '12 01 61 7b 7c', 'unknown field 15 has wire type 3, a group, which proto3 does not have'], // a whole empty group
+      ['Prepare', '0e 01 62 12 01 61', 'field 1 (snapshotter) has wire type 6, which protobuf does not define'],
+      ['Prepare', '0f 01 62 12 01 61', 'field 1 (snapshotter) has wire type 7, which protobuf does not define'],
+      ['Prepare', '02 01 62 12 01 61', 'the tag at byte 0 has field number 0, outside 1 to 536870911'],
+      ['Prepare', '12 01 61 80 80 80 80 10 00', 'the tag at byte 3 has field number 536870912, outside 1 to 536870911'],
+      ['Prepare', '12 01 61 18 00', 'field 3 (parent) is sent as varint, not as length-delimited'],
+      ['Prepare', '12 02 ff 61', 'field 2 (key) is not valid UTF-8'],
+      ['Prepare', '12 04 61 ed a0 80', 'field 2 (key) is not valid UTF-8'], // a UTF-16 surrogate
+      // Map entries: labels is field 4, an entry's key field 1 and value field 2.
+      ['Prepare', '22 03 0a 05 6b 12 01 61', 'field 4.1 (labels.key) runs past the end of the message'], // past the entry, not the request
+      ['Prepare', '12 01 61 22 05 0a 01 6b 10 00', 'field 4.2 (labels.value) is sent as varint, not as length-delimited'],
+      ['Prepare', '12 01 61 22 05 0a 01 ff 12 00', 'field 4.1 (labels.key) is not valid UTF-8'],
+      ['Prepare', '12 01 61 22 09 0a 01 6b', 'field 4 (labels) runs past the end of the message'],
+      ['Prepare', '12 01 61 22 05 0a 01 6b 02 00', 'the tag at byte 8 in field 4 (labels) has field number 0, outside 1 to 536870911'],
+      // Deeper: Update's info (2) holds created_at (4), a Timestamp whose seconds (1) are a varint; update_mask (3) holds paths (1).
+      ['Update', '12 07 22 05 0d 01 02 03 04', 'field 2.4.1 (info.created_at.seconds) is sent as fixed32, not as varint'],
+      ['Update', '1a 03 0a 01 ff', 'field 3.1 (update_mask.paths) is not valid UTF-8'],
+    ];
+    const state = rootState(root);
+    for (const [method, bytes, problem] of cases) {
+      const err = await client.statusOfBytes(method, hex(bytes));
+      assert.deepEqual(err, { code: S.INVALID_ARGUMENT, details: `malformed ${method} request: ${problem}` }, bytes);
+    }
+    assert.equal(rootState(root), state);
+    assert.deepEqual((await client.list()).flat().filter((i) => i.name === 'a'), []);
+  });
+
+  test('every method refuses a well-formed request followed by a field cut short', async () => {
+    await client.call('Prepare', { key: 'every' });
+    const requests: [method: string, request: Reply][] = [
+      ['Prepare', { key: 'every-new' }],
+      ['View', { key: 'every-view' }],
+      ['Mounts', { key: 'every' }],
+      ['Commit', { name: 'every-committed', key: 'every' }],
+      ['Remove', { key: 'every' }],
+      ['Stat', { key: 'every' }],
+      ['Update', { info: { name: 'every', labels: { x: 'y' } } }],
+      ['List', { filters: ['kind==active'] }],
+      ['Usage', { key: 'every' }],
+      ['Cleanup', {}],
+    ];
+    const service = snapshotsClientConstructor().service;
+    const state = rootState(root);
+    for (const [method, request] of requests) {
+      const bytes = Buffer.concat([service[method]!.requestSerialize(request), hex('0a 05 61 62')]); // snapshotter declares 5 bytes, 2 follow
+      const err = await client.statusOfBytes(method, bytes);
+      assert.deepEqual(err, { code: S.INVALID_ARGUMENT, details: `malformed ${method} request: field 1 (snapshotter) runs past the end of the message` });
+    }
+    assert.equal(rootState(root), state);
+  });
+
+  test('a truncated Update changes no labels, and a truncated List streams nothing', async () => {
+    await client.call('Prepare', { key: 'upd', labels: { kept: 'yes' } });
+    const state = rootState(root);
+    // info (field 2, 13 bytes): labels {k: v}, then name "upd" declaring 10 bytes where 3 follow.
+    const update = hex('12 0d 32 06 0a 01 6b 12 01 76 0a 0a 75 70 64');
+    assert.deepEqual(await client.statusOfBytes('Update', update), {
+      code: S.INVALID_ARGUMENT,
+      details: 'malformed Update request: field 2.1 (info.name) runs past the end of the message',
+    });
+    // filters (field 2): "kind==view" declaring 16 bytes where 10 follow.
+    const list = Buffer.concat([Buffer.from([0x12, 0x10]), Buffer.from('kind==view')]);
+    assert.deepEqual(await client.statusOfBytes('List', list), {
+      code: S.INVALID_ARGUMENT,
+      details: 'malformed List request: field 2 (filters) runs past the end of the message',
+    });
+    assert.equal(rootState(root), state);
+    assert.deepEqual(((await client.call('Stat', { key: 'upd' })).info as Reply).labels, { kept: 'yes' });
+  });
+
+  test('well-formed fields the .proto does not have are skipped, as a newer containerd may send them', async () => {
+    const prepare = hex(
+      [
+        '12 03 75 6e 6b', // key "unk"
+        '78 01', // field 15, varint
+        '81 01 01 02 03 04 05 06 07 08', // field 16, fixed64
+        '8a 01 02 68 69', // field 17, length-delimited
+        '95 01 01 02 03 04', // field 18, fixed32
+        '22 08 0a 01 6b 12 01 76 18 01', // labels {k: v}, the entry with a field 3
+      ].join(' '),
+    );
+    assert.equal(S[(await client.statusOfBytes('Prepare', prepare)).code], 'OK');
+    assert.deepEqual(((await client.call('Stat', { key: 'unk' })).info as Reply).labels, { k: 'v' });
+    // containerd 2.2's CommitSnapshotRequest has a field 5 more.
+    const commit = hex('12 05 75 6e 6b 2d 63 1a 03 75 6e 6b 2a 01 78'); // name "unk-c", key "unk", field 5
+    assert.equal(S[(await client.statusOfBytes('Commit', commit)).code], 'OK');
+    assert.equal(((await client.call('Stat', { key: 'unk-c' })).info as Reply).kind, 'COMMITTED');
   });
 
   test('List streams batches of 100, and a client leaving mid-stream does no harm', async () => {
