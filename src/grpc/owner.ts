@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import { alreadyExists } from '../errors';
+import { isRunning } from '../liveness';
 import { Layout } from '../snapshotter/layout';
 import { createRoot, inspectRoot } from '../snapshotter/root';
 
@@ -7,15 +8,6 @@ import { createRoot, inspectRoot } from '../snapshotter/root';
 export interface RootOwner {
   readonly pid: number;
   readonly address: string;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** The live server that owns `root`, if any (a record left by a killed one is ignored). */
@@ -26,7 +18,7 @@ export function servedBy(root: string): RootOwner | undefined {
   } catch {
     return undefined;
   }
-  return typeof owner.pid === 'number' && owner.pid !== process.pid && alive(owner.pid) ? owner : undefined;
+  return typeof owner.pid === 'number' && owner.pid !== process.pid && isRunning(owner.pid) ? owner : undefined;
 }
 
 /** Records this process as the server of `root`; one server per root. */

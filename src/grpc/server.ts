@@ -4,6 +4,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { alreadyExists, invalidArgument, messageOf, unavailable } from '../errors';
 import { Snapshotter } from '../snapshotter/snapshotter';
+import { fitsSocketAddress, MAX_SOCKET_PATH } from '../unix-socket';
 import { releaseRoot, claimRoot } from './owner';
 import { snapshotsService, type CallLog } from './service';
 
@@ -19,8 +20,6 @@ export interface ServeOptions {
   readonly log: (line: string) => void;
 }
 
-// sockaddr_un's sun_path holds 108 bytes, with the terminating NUL.
-const MAX_SOCKET_PATH = 107;
 /** In-flight calls get this long to finish after SIGTERM (longer than a commit waits for a mount to freeze); then they are cut. */
 const SHUTDOWN_GRACE_MS = 30_000;
 
@@ -36,7 +35,7 @@ export function defaultAddress(env: NodeJS.ProcessEnv = process.env): string {
  * or anything that is not a socket, is left alone and refused.
  */
 async function freeSocketPath(address: string): Promise<void> {
-  if (Buffer.byteLength(address) > MAX_SOCKET_PATH) throw invalidArgument(`socket ${address}: path longer than ${MAX_SOCKET_PATH} bytes`);
+  if (!fitsSocketAddress(address)) throw invalidArgument(`socket ${address}: path longer than ${MAX_SOCKET_PATH} bytes`);
   const st = fs.lstatSync(address, { throwIfNoEntry: false });
   if (st === undefined) return;
   if (!st.isSocket()) throw alreadyExists(`socket ${address}: exists and is not a socket`);
