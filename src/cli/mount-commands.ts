@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { logFileFor, parseMountCommandLine, runtimeDir } from '../mount/cmdline';
+import { parseMountCommandLine } from '../mount/cmdline';
 import { launch, runDaemon } from '../mount/launch';
 import { withSnapshotter } from './context';
 
@@ -20,7 +20,7 @@ export function registerMountCommands(program: Command): void {
         stack: { lowers, upper: stack.upper, work: stack.upper === undefined ? undefined : stack.work },
         mountpoint: path.resolve(mountpoint),
       };
-      await launch(request, { foreground: opts.foreground === true, logFile: path.join(stack.work, 'snapfs.log') });
+      await launch(request, { foreground: opts.foreground === true });
       // libfuse's handles keep the event loop alive after the unmount.
       if (opts.foreground === true) process.exit(0);
     });
@@ -31,7 +31,7 @@ export function registerMountCommands(program: Command): void {
     .option('-f, --foreground', 'stay in the foreground until unmounted')
     .action(async (mountpoint: string, opts: { foreground?: boolean }, cmd: Command) => {
       const { root } = cmd.optsWithGlobals<{ root: string }>();
-      await launch({ browse: path.resolve(root), mountpoint: path.resolve(mountpoint) }, { foreground: opts.foreground === true, logFile: path.join(runtimeDir(), 'browse.log') });
+      await launch({ browse: path.resolve(root), mountpoint: path.resolve(mountpoint) }, { foreground: opts.foreground === true });
       if (opts.foreground === true) process.exit(0);
     });
 
@@ -44,7 +44,7 @@ export function registerMountCommands(program: Command): void {
 /** fuse-overlayfs's and mount.fuse's command lines (see src/mount/cmdline.ts). */
 export async function mountFromCommandLine(args: readonly string[]): Promise<void> {
   const { foreground, ...request } = parseMountCommandLine(args);
-  await launch(request, { foreground, logFile: logFileFor(request) });
+  await launch(request, { foreground });
   if (foreground) process.exit(0);
 }
 

@@ -1,4 +1,3 @@
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { invalidArgument } from '../errors';
 import { parseIdMap } from '../layerfs/idmap';
@@ -112,18 +111,6 @@ export function parseMountCommandLine(args: readonly string[]): MountCommandLine
     ...mappings,
     mountFlags,
   };
-}
-
-/** Where a daemon started from a command line logs: its work directory, else a runtime directory. */
-export function logFileFor(cmd: MountRequest): string {
-  if (cmd.stack.work !== undefined) return path.join(cmd.stack.work, 'snapfs.log');
-  return path.join(runtimeDir(), 'mount.log');
-}
-
-/** /run/snapfs for root, else $XDG_RUNTIME_DIR/snapfs, else a directory of the user's in /tmp. */
-export function runtimeDir(): string {
-  if (process.getuid?.() === 0) return '/run/snapfs';
-  return process.env.XDG_RUNTIME_DIR ? path.join(process.env.XDG_RUNTIME_DIR, 'snapfs') : path.join(os.tmpdir(), `snapfs-${process.getuid?.()}`);
 }
 
 /** Options are comma-separated; a comma inside a path is written `\,`. */

@@ -1,68 +1,51 @@
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import * as path from 'node:path';
-import { invalidArgument } from '../errors';
+import { unavailable } from '../errors';
+import { isRunning } from '../liveness';
+import { fitsSocketAddress, MAX_SOCKET_PATH } from '../unix-socket';
 import { isMounted } from './mountinfo';
+import { daemonFiles, readOwnFile, removeStale, writeOwnFile } from './runtime';
 
 /**
- * The control socket of a writable mount, `WORK/control.sock`: it lets a
- * commit freeze the mount's writers without the file system knowing about
- * the snapshotter or SQLite. The one request is `freeze`: the mount turns
+ * The control socket of a writable mount, in the runtime directory and
+ * named by its work directory (see daemonFiles): it lets a commit freeze
+ * the mount's writers without the file system knowing about the
+ * snapshotter or SQLite. The one request is `freeze`: the mount turns
  * read-only (every later change is EROFS) and answers `frozen` once the
  * changes in flight, and pages dirtied through mmap, have landed in the
  * upper layer.
  */
-const SOCKET = 'control.sock';
-const PID_FILE = 'snapfs.pid';
 const FREEZE_TIMEOUT_MS = 10_000;
 const MAX_REQUEST = 64;
-/** sun_path holds 108 bytes; libuv would silently cut a longer path. */
-const MAX_SOCKET_PATH = 107;
 
-function controlSocketPath(work: string): string {
-  return path.join(work, SOCKET);
-}
-
-/** Serves the control socket for a mount; `freeze` is called at most once. Returns a closer. */
 /**
- * The daemon serving a work directory, if one is: WORK/snapfs.pid holds its
+ * The daemon serving a work directory, if one is: its pid file holds its
  * pid and mount point while it serves. Two daemons writing one upper layer
  * would corrupt it; one whose mount is gone is on its way out.
  */
 export function servingPid(work: string): number | undefined {
-  let pid: number;
-  let mountpoint: string;
-  try {
-    const [first = '', ...rest] = fs.readFileSync(path.join(work, PID_FILE), 'utf8').split('\n');
-    pid = Number(first);
-    mountpoint = rest.join('\n');
-  } catch {
-    return undefined;
-  }
-  if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid || !isMounted(mountpoint)) return undefined;
-  try {
-    process.kill(pid, 0);
-    return pid;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM' ? pid : undefined;
-  }
+  const record = readOwnFile(daemonFiles(work).pid);
+  if (record === undefined) return undefined;
+  const [first = '', ...rest] = record.split('\n');
+  const pid = Number(first);
+  if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid || !isMounted(rest.join('\n'))) return undefined;
+  return isRunning(pid) ? pid : undefined;
 }
 
-/** Refuses a work directory whose control socket path a unix socket cannot hold. */
+/** Refuses a work directory whose control socket cannot be made: a runtime directory that is not private, or whose path is too long. */
 export function checkControlSocket(work: string): void {
-  const socketPath = controlSocketPath(work);
-  if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH) {
-    throw invalidArgument(`${work}: work directory path too long for its control socket (at most ${MAX_SOCKET_PATH - SOCKET.length - 1} bytes)`);
-  }
+  const { socket } = daemonFiles(work);
+  if (!fitsSocketAddress(socket)) throw unavailable(`control socket ${socket}: longer than the ${MAX_SOCKET_PATH} bytes a unix socket path holds (the runtime directory's path is too long)`);
 }
 
+/** Serves the control socket for a mount; `freeze` is called at most once. Returns a closer. */
 export function serveControl(work: string, mountpoint: string, freeze: () => void): () => Promise<void> {
   checkControlSocket(work);
-  const socketPath = controlSocketPath(work);
-  const pidFile = path.join(work, PID_FILE);
-  fs.writeFileSync(pidFile, `${process.pid}\n${mountpoint}`, { mode: 0o600 });
-  fs.rmSync(socketPath, { force: true });
+  const { socket: socketPath, pid: pidFile } = daemonFiles(work);
+  // Whatever a daemon that died left is stale: launch() found no live one serving `work`.
+  writeOwnFile(pidFile, `${process.pid}\n${mountpoint}`);
+  removeStale(socketPath, 'socket');
   const open = new Set<net.Socket>();
   const idle = new Set<net.Socket>();
   const server = net.createServer((conn) => {
@@ -96,7 +79,7 @@ export function serveControl(work: string, mountpoint: string, freeze: () => voi
     conn.on('error', () => undefined);
   });
   server.on('error', (err) => console.error(`snapfs: control socket ${socketPath}:`, err));
-  // Only the owner (and root) may freeze the mount.
+  // Only the owner (and root) may freeze the mount; the runtime directory already keeps others out.
   server.listen(socketPath, () => fs.chmodSync(socketPath, 0o600));
   // On the way out: read-only first (a lazily detached mount may still be written through), then
   // freeze requests being answered finish, idle connections go, and the pid file goes last.
@@ -119,14 +102,14 @@ export function serveControl(work: string, mountpoint: string, freeze: () => voi
  * once frozen, false when no mount serves it (no socket, or a stale one).
  */
 export function freezeMount(work: string): Promise<boolean> {
-  const socketPath = controlSocketPath(work);
-  if (!fs.existsSync(socketPath)) return Promise.resolve(false);
+  const socketPath = daemonFiles(work).socket;
+  if (fs.lstatSync(socketPath, { throwIfNoEntry: false })?.isSocket() !== true) return Promise.resolve(false);
   return new Promise((resolve, reject) => {
     const conn = net.createConnection(socketPath);
     let reply = '';
     const timer = setTimeout(() => {
       conn.destroy();
-      reject(new Error(`${socketPath}: no answer to freeze within ${FREEZE_TIMEOUT_MS / 1000} s`));
+      reject(new Error(`${work}: its mount did not answer freeze within ${FREEZE_TIMEOUT_MS / 1000} s`));
     }, FREEZE_TIMEOUT_MS);
     conn.setEncoding('utf8');
     conn.on('connect', () => conn.write('freeze\n'));
@@ -136,7 +119,7 @@ export function freezeMount(work: string): Promise<boolean> {
       if (reply.trim() === 'frozen') resolve(true);
       // Hung up without an answer: a daemon whose mount is gone, on its way out, has nothing to freeze.
       else if (reply === '' && servingPid(work) === undefined) resolve(false);
-      else reject(new Error(`${socketPath}: unexpected answer ${JSON.stringify(reply.trim())}`));
+      else reject(new Error(`${work}: its mount answered freeze with ${JSON.stringify(reply.trim())}`));
     });
     conn.on('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);

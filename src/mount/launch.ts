@@ -4,21 +4,22 @@ import * as path from 'node:path';
 import { unavailable, invalidArgument } from '../errors';
 import { checkControlSocket, servingPid } from './control';
 import { isMounted } from './mountinfo';
+import { daemonFiles, openLog, runtimeDir } from './runtime';
 import { serveBrowse, type BrowseRequest } from '../browse/serve-browse';
 import { serve, type MountRequest } from './serve';
 
 /**
  * Checks what can be checked before mounting, so that a failure is one clear
  * line rather than libfuse's; then mounts, in this process (`foreground`) or
- * in a detached daemon that outlives it. The daemon's output goes to
- * `logFile`: whoever started us (mount(8), containerd) may wait for our
- * output pipes to close, so the daemon must not hold them.
+ * in a detached daemon that outlives it. The daemon's output goes to its
+ * log (see logFileOf): whoever started us (mount(8), containerd) may wait
+ * for our output pipes to close, so the daemon must not hold them.
  */
-export async function launch(req: MountRequest | BrowseRequest, opts: { foreground: boolean; logFile: string }): Promise<void> {
+export async function launch(req: MountRequest | BrowseRequest, opts: { foreground: boolean }): Promise<void> {
   check(req);
   if (opts.foreground) return serveAny(req, () => undefined);
-  fs.mkdirSync(path.dirname(opts.logFile), { recursive: true, mode: 0o700 });
-  const log = fs.openSync(opts.logFile, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
+  const logFile = logFileOf(req);
+  const log = openLog(logFile);
   const child = spawn(process.execPath, [process.argv[1]!, '__serve', JSON.stringify(req)], {
     detached: true,
     stdio: ['ignore', log, log, 'ipc'],
@@ -27,9 +28,9 @@ export async function launch(req: MountRequest | BrowseRequest, opts: { foregrou
   await new Promise<void>((resolve, reject) => {
     child.once('message', (msg: { mounted?: true; error?: string }) => {
       if (msg.mounted === true) resolve();
-      else reject(unavailable(`mount ${req.mountpoint}: ${msg.error ?? 'failed'} (see ${opts.logFile})`));
+      else reject(unavailable(`mount ${req.mountpoint}: ${msg.error ?? 'failed'} (see ${logFile})`));
     });
-    child.once('exit', (code) => reject(unavailable(`mount ${req.mountpoint}: daemon exited with ${code} (see ${opts.logFile})`)));
+    child.once('exit', (code) => reject(unavailable(`mount ${req.mountpoint}: daemon exited with ${code} (see ${logFile})`)));
   });
   child.disconnect();
   child.unref();
@@ -50,6 +51,12 @@ export async function runDaemon(requestJson: string): Promise<void> {
     report({ error: err instanceof Error ? err.message : String(err) });
     throw err;
   }
+}
+
+/** The daemon's log, in the runtime directory: by its work directory, else one for mounts without one, and one for browse. */
+function logFileOf(req: MountRequest | BrowseRequest): string {
+  if ('browse' in req) return path.join(runtimeDir(), 'browse.log');
+  return req.stack.work === undefined ? path.join(runtimeDir(), 'mount.log') : daemonFiles(req.stack.work).log;
 }
 
 function serveAny(req: MountRequest | BrowseRequest, onMounted: () => void): Promise<void> {
