@@ -86,7 +86,7 @@ describe("a mount daemon's own files", { skip: process.getuid?.() !== 0 && 'moun
       for (const name of planted) assert.equal(fs.readlinkSync(path.join(work, name)), sentinel, `${name} is left as it was`);
     };
     const original = fs.statSync(sentinel, { bigint: true });
-    const pidFile = `${daemonFilesBase(work)}.pid`;
+    const [pidFile, logFile] = ['pid', 'log'].map((ext) => `${daemonFilesBase(work)}.${ext}`) as [string, string];
     try {
       await run(process.execPath, [CLI, '-o', `lowerdir=${lower},upperdir=${upper},workdir=${work}`, mnt], { timeout: 20_000 });
       await run('sh', ['-c', 'echo more >> f'], { cwd: mnt });
@@ -95,6 +95,7 @@ describe("a mount daemon's own files", { skip: process.getuid?.() !== 0 && 'moun
       untouched();
       await run('umount', [mnt]);
       await until(() => !fs.existsSync(pidFile), 'the daemon removed its pid file on the way out');
+      assert.equal(fs.existsSync(logFile), false, 'and its log, which it wrote nothing to');
       untouched();
     } finally {
       await unmountAll(mnt);

@@ -5,7 +5,7 @@ import { unavailable } from '../errors';
 import { isRunning } from '../liveness';
 import { fitsSocketAddress, MAX_SOCKET_PATH } from '../unix-socket';
 import { isMounted } from './mountinfo';
-import { daemonFiles, readOwnFile, removeStale, writeOwnFile } from './runtime';
+import { daemonFiles, readOwnFile, removeIfEmpty, removeStale, writeOwnFile } from './runtime';
 
 /**
  * The control socket of a writable mount, in the runtime directory and
@@ -42,7 +42,7 @@ export function checkControlSocket(work: string): void {
 /** Serves the control socket for a mount; `freeze` is called at most once. Returns a closer. */
 export function serveControl(work: string, mountpoint: string, freeze: () => void): () => Promise<void> {
   checkControlSocket(work);
-  const { socket: socketPath, pid: pidFile } = daemonFiles(work);
+  const { socket: socketPath, pid: pidFile, log: logFile } = daemonFiles(work);
   // Whatever a daemon that died left is stale: launch() found no live one serving `work`.
   writeOwnFile(pidFile, `${process.pid}\n${mountpoint}`);
   removeStale(socketPath, 'socket');
@@ -82,7 +82,7 @@ export function serveControl(work: string, mountpoint: string, freeze: () => voi
   // Only the owner (and root) may freeze the mount; the runtime directory already keeps others out.
   server.listen(socketPath, () => fs.chmodSync(socketPath, 0o600));
   // On the way out: read-only first (a lazily detached mount may still be written through), then
-  // freeze requests being answered finish, idle connections go, and the pid file goes last.
+  // freeze requests being answered finish, idle connections go, an empty log goes, and the pid file goes last.
   return () =>
     new Promise<void>((resolve) => {
       freeze();
@@ -91,6 +91,7 @@ export function serveControl(work: string, mountpoint: string, freeze: () => voi
       server.close(() => {
         clearTimeout(cut);
         fs.rmSync(socketPath, { force: true });
+        removeIfEmpty(logFile);
         fs.rmSync(pidFile, { force: true });
         resolve();
       });

@@ -100,6 +100,16 @@ export function removeStale(file: string, kind: 'file' | 'socket'): void {
   fs.unlinkSync(file);
 }
 
+/**
+ * Removes the log `file` of a daemon on its way out if nothing was written
+ * to it: named by work directory, logs would otherwise pile up, one for
+ * every directory ever mounted.
+ */
+export function removeIfEmpty(file: string): void {
+  const st = fs.lstatSync(file, { throwIfNoEntry: false });
+  if (st !== undefined && st.size === 0 && notOurs(st, 'file') === undefined) fs.unlinkSync(file);
+}
+
 /** Opens an existing file of ours, never through a symlink, and checks what it is once open. */
 function openOwnFile(file: string, flags: number): number {
   let fd: number;
