@@ -1,10 +1,13 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, fork, spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { promisify } from 'node:util';
 import type { LayerDirs } from '../src/layerfs/layerfs';
 import { CLI } from './helpers';
 
 export const run = promisify(execFile);
+
+const MINIMAL_FS = path.join(__dirname, 'fixtures', 'minimal-fs.js');
 
 /** Unmounts whatever is still mounted at or under `dir` (tests never leave mounts behind). */
 export async function unmountAll(dir: string): Promise<void> {
@@ -51,4 +54,15 @@ export async function describeTree(root: string, opts: { times?: boolean } = {})
   const { stdout: sums } = await run('sh', ['-c', 'find . -type f -print0 | sort -z | xargs -0 -r sha256sum'], { cwd: root, maxBuffer: 64 << 20 });
   const links = [...byInode.values()].filter((names) => names.length > 1).map((names) => names.sort().join(' = '));
   return [...lines.sort(), ...sums.trim().split('\n'), ...links.sort()].join('\n');
+}
+
+/** Serves the minimal file system of the FUSE binding's tests (fixtures/minimal-fs.ts) at `mnt` from a child process, as `uid` when given. */
+export async function serveMinimal(mnt: string, data: string, uid?: number): Promise<ChildProcess> {
+  const child = fork(MINIMAL_FS, [mnt, data], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], ...(uid === undefined ? {} : { uid, gid: uid }) });
+  const msg = await new Promise<{ mounted?: true; error?: string }>((resolve) => {
+    child.once('message', resolve);
+    child.once('exit', (code) => resolve({ error: `exited with ${code}` }));
+  });
+  if (msg.mounted !== true) throw new Error(`minimal file system: ${msg.error}`);
+  return child;
 }

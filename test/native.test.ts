@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
+import * as nativeFiles from '../src/native/sys';
 import { sys } from '../src/native/sys';
 import { tempDir } from './helpers';
 
@@ -84,5 +85,102 @@ describe('native system calls', () => {
       fs.closeSync(dirfd);
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('descriptor primitives: one name in one directory, nothing followed', () => {
+  const { O_PATH, statAt, readdirFd, openBeneath } = nativeFiles;
+  let dir: string;
+  let dirfd: number;
+  let outside: string;
+  before(() => {
+    dir = tempDir();
+    outside = tempDir();
+    fs.writeFileSync(path.join(outside, 'secret'), 'host file\n', { mode: 0o600 });
+    fs.mkdirSync(path.join(dir, 'sub'));
+    fs.writeFileSync(path.join(dir, 'sub', 'file'), 'inside\n');
+    fs.symlinkSync(outside, path.join(dir, 'escape'));
+    fs.symlinkSync(path.join(outside, 'secret'), path.join(dir, 'secret-link'));
+    dirfd = fs.openSync(dir, 'r');
+  });
+  after(() => {
+    fs.closeSync(dirfd);
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.rmSync(outside, { recursive: true, force: true });
+  });
+
+  it('openAt takes one name: "..", "." and names with "/" are refused before any system call', () => {
+    for (const name of ['..', '.', 'sub/file', '', Buffer.from('a/b')]) {
+      assert.throws(() => sys.openAt(dirfd, name, fs.constants.O_RDONLY, 0), { code: 'EINVAL' }, String(name));
+    }
+  });
+
+  it('openAt never follows a symlink, even a last one; O_PATH gives the link itself', () => {
+    assert.throws(() => sys.openAt(dirfd, 'secret-link', fs.constants.O_RDONLY, 0), { code: 'ELOOP' });
+    const link = sys.openAt(dirfd, 'secret-link', O_PATH, 0);
+    try {
+      assert.equal(sys.readlinkAt(link, '').toString(), path.join(outside, 'secret'));
+      assert.throws(() => sys.reopen(link, fs.constants.O_RDONLY), { code: 'ELOOP' });
+    } finally {
+      fs.closeSync(link);
+    }
+  });
+
+  it('openBeneath walks several names but never out of its directory, nor through a symlink', () => {
+    const fd = openBeneath(dirfd, 'sub/file', fs.constants.O_RDONLY);
+    assert.equal(fs.readFileSync(fd, 'utf8'), 'inside\n');
+    fs.closeSync(fd);
+    assert.throws(() => openBeneath(dirfd, 'escape/secret', fs.constants.O_RDONLY), { code: 'ELOOP' });
+    assert.throws(() => openBeneath(dirfd, 'sub/../../x', fs.constants.O_RDONLY), { code: 'EXDEV' });
+    assert.throws(() => openBeneath(dirfd, '/etc/passwd', fs.constants.O_RDONLY), { code: 'EINVAL' });
+  });
+
+  it('metadata changes through an O_PATH descriptor reach exactly its file: a symlink, never its target', () => {
+    const before = fs.statSync(path.join(outside, 'secret'), { bigint: true });
+    const link = sys.openAt(dirfd, 'secret-link', O_PATH, 0);
+    try {
+      assert.throws(() => sys.chmodFd(link, 0o777), { code: 'EOPNOTSUPP' });
+      sys.utimens(link, 5, 0, 7, 0);
+      sys.chownAt(link, '', process.getuid?.() ?? 0, process.getgid?.() ?? 0);
+    } finally {
+      fs.closeSync(link);
+    }
+    assert.equal(fs.lstatSync(path.join(dir, 'secret-link')).mtimeMs, 7000);
+    const after = fs.statSync(path.join(outside, 'secret'), { bigint: true });
+    assert.deepEqual([after.mode, after.mtimeNs, after.ctimeNs], [before.mode, before.mtimeNs, before.ctimeNs]);
+    const file = sys.openAt(dirfd, 'sub', O_PATH | fs.constants.O_DIRECTORY, 0);
+    try {
+      sys.chmodFd(file, 0o750);
+      assert.equal(fs.statSync(path.join(dir, 'sub')).mode & 0o777, 0o750);
+    } finally {
+      fs.closeSync(file);
+    }
+  });
+
+  it('statAt answers undefined for no entry, and describes a symlink as itself', () => {
+    assert.equal(statAt(dirfd, 'nothing'), undefined);
+    const st = statAt(dirfd, 'secret-link')!;
+    assert.equal(st.mode & 0o170000, 0o120000);
+    assert.equal(st.ino, fs.lstatSync(path.join(dir, 'secret-link'), { bigint: true }).ino);
+  });
+
+  it('names are bytes: readdirFd lists them, the *at calls take them', () => {
+    const name = Buffer.from([0x61, 0xff, 0x0a, 0xe9]);
+    sys.mkdirAt(dirfd, name, 0o755);
+    sys.renameAt(dirfd, name, dirfd, Buffer.from([0x62, 0xfe]), 0);
+    assert.ok(readdirFd(dirfd).some((e) => e.name.equals(Buffer.from([0x62, 0xfe])) && e.type === nativeFiles.DT_DIR));
+    assert.throws(() => sys.renameAt(dirfd, 'sub', dirfd, Buffer.from([0x62, 0xfe]), 1), { code: 'EEXIST' }, 'RENAME_NOREPLACE');
+    sys.unlinkAt(dirfd, Buffer.from([0x62, 0xfe]), true);
+  });
+
+  it('linkAt gives the file of a descriptor a new name, without following it', () => {
+    const link = sys.openAt(dirfd, 'secret-link', O_PATH, 0);
+    try {
+      sys.linkAt(link, dirfd, 'second-link');
+    } finally {
+      fs.closeSync(link);
+    }
+    assert.ok(fs.lstatSync(path.join(dir, 'second-link')).isSymbolicLink());
+    assert.equal(fs.lstatSync(path.join(dir, 'second-link')).ino, fs.lstatSync(path.join(dir, 'secret-link')).ino);
   });
 });

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CLI, tempDir } from './helpers';
-import { unmountAll } from './mount-helpers';
+import { serveMinimal, unmountAll } from './mount-helpers';
 
 const NOBODY = 65534;
 
@@ -48,6 +48,20 @@ describe('rootless: an unprivileged user mounts snapshots of its own root', { sk
     assert.equal(r.code, 0, `${script}: ${r.stderr}`);
     return r.stdout;
   };
+
+  it("the FUSE binding mounts through the setuid fusermount, and serves the user", async () => {
+    const dir = path.join(home, 'binding');
+    const mnt = path.join(dir, 'mnt');
+    await sh(`mkdir -p ${mnt} && echo for nobody > ${dir}/data`, home);
+    const child = await serveMinimal(mnt, path.join(dir, 'data'), NOBODY);
+    try {
+      assert.match(fs.readFileSync('/proc/self/mountinfo', 'utf8'), new RegExp(` ${mnt} .* fuse\\.minimal minimal .*user_id=${NOBODY}`));
+      assert.equal(await sh('cat hello', mnt), 'for nobody\n');
+    } finally {
+      await sh(`fusermount -u ${mnt}`, home);
+      child.kill();
+    }
+  });
 
   it('prepares, writes through FUSE, deletes, commits and views without root', async () => {
     const mnt = path.join(home, 'mnt');

@@ -375,8 +375,8 @@ export class Session {
         const fh = u64(buf, 0);
         const offset = u64(buf, 8);
         const size = u32(buf, 16);
-        const plus = h.opcode === Op.READDIRPLUS;
-        return this.settle(u, () => fs.readdir!(req, ino, fh), (list) => (plus ? this.listingPlus(req, ino, list, offset, size) : listing(list, offset, size)));
+        if (h.opcode === Op.READDIR) return this.settle(u, () => fs.readdir!(req, ino, fh), (list) => listing(list, offset, size));
+        return this.settle(u, () => then(fs.readdir!(req, ino, fh), (list) => this.listingPlus(req, ino, list, offset, size)), (packed) => packed);
       }
       case Op.RELEASEDIR:
         return this.settle(u, () => fs.releasedir?.(req, ino, u64(buf, 0)), ok);
@@ -404,26 +404,45 @@ export class Session {
   /**
    * A READDIRPLUS answer: each entry packed with its lookup (which the
    * kernel counts). An entry that does not fit is not looked up, so no
-   * lookup is ever lost.
+   * lookup is ever lost. Lookups that answer later are waited for, in order.
    */
-  private listingPlus(req: Request, dir: number, list: readonly DirEntry[], offset: number, size: number): Buffer {
+  private listingPlus(req: Request, dir: number, list: readonly DirEntry[], offset: number, size: number): Answer<Buffer> {
     const out = Buffer.alloc(size);
-    let at = 0;
-    for (let i = offset; i < list.length; i++) {
-      const d = list[i]!;
-      const need = direntSize(d.name.length, true);
-      if (at + need > size) break;
-      const dots = d.name.length <= 2 && d.name.every((c) => c === 0x2e);
-      let entry: Entry = { ino: 0, entryTimeout: 0, attrTimeout: 0 };
-      if (!dots) {
-        const found = this.fs.lookup(req, dir, d.name);
-        if (found instanceof Promise) throw new Error('readdirplus needs lookups that answer at once');
-        entry = found;
+    const pack = (i: number, at: number): Answer<Buffer> => {
+      for (; i < list.length; i++) {
+        const d = list[i]!;
+        if (at + direntSize(d.name.length, true) > size) break;
+        const dots = d.name.length <= 2 && d.name.every((c) => c === 0x2e);
+        const entry = dots ? NO_ENTRY : this.entryFor(req, dir, d.name);
+        if (entry instanceof Promise) return entry.then((e) => pack(i + 1, putDirent(out, at, d, i + 1, e)));
+        at = putDirent(out, at, d, i + 1, entry);
       }
-      at = putDirent(out, at, d, i + 1, entry);
-    }
-    return out.subarray(0, at);
+      return out.subarray(0, at);
+    };
+    return pack(offset, 0);
   }
+
+  /** A readdirplus entry's lookup; one that fails leaves the entry without attributes. */
+  private entryFor(req: Request, dir: number, name: Buffer): Answer<Entry> {
+    const failed = (err: unknown): Entry => {
+      errnoOf(err);
+      return NO_ENTRY;
+    };
+    try {
+      const entry = this.fs.lookup(req, dir, name);
+      return entry instanceof Promise ? entry.catch(failed) : entry;
+    } catch (err) {
+      return failed(err);
+    }
+  }
+}
+
+/** No attributes for an entry (`.` and `..`, or one whose lookup failed): the kernel looks it up itself when it needs to. */
+const NO_ENTRY: Entry = { ino: 0, entryTimeout: 0, attrTimeout: 0 };
+
+/** `f` of an answer, now or once it settles. */
+function then<T, U>(answer: Answer<T>, f: (value: T) => Answer<U>): Answer<U> {
+  return answer instanceof Promise ? answer.then(f) : f(answer);
 }
 
 /** A READDIR answer: the entries from `offset` that fit in `size` bytes. */
