@@ -70,7 +70,10 @@ interface LinkGroup {
 export class LayerFS implements FileSystem {
   readonly tree: Tree;
   private readonly format: UpperFormat | undefined;
-  private readonly files = new Set<number>();
+  /** Descriptors handed out as handles, by the node they are of. */
+  private readonly files = new Map<number, number>();
+  /** Handles open per node: a file unlinked while open is kept through a descriptor of its own. */
+  private readonly openCount = new Map<number, number>();
   private readonly listings = new Map<number, DirEntry[]>();
   private nextListing = 1;
   private readonly groups = new Map<number, LinkGroup>();
@@ -101,7 +104,7 @@ export class LayerFS implements FileSystem {
 
   /** Closes every descriptor (open files included): the file system is not used again. */
   close(): void {
-    for (const fd of this.files) fs.closeSync(fd);
+    for (const fd of this.files.keys()) fs.closeSync(fd);
     this.files.clear();
     this.tree.close();
   }
@@ -161,12 +164,23 @@ export class LayerFS implements FileSystem {
       fs.closeSync(fd);
       throw err;
     }
-    this.files.add(fd);
+    this.handOut(fd, ino);
     return { fh: fd, keepCache: true };
   }
 
   release(_req: Request, _ino: number, fh: number): void {
-    if (this.files.delete(fh)) fs.closeSync(fh);
+    const ino = this.files.get(fh);
+    if (ino === undefined) return;
+    this.files.delete(fh);
+    fs.closeSync(fh);
+    const left = (this.openCount.get(ino) ?? 1) - 1;
+    if (left > 0) this.openCount.set(ino, left);
+    else this.openCount.delete(ino);
+  }
+
+  private handOut(fd: number, ino: number): void {
+    this.files.set(fd, ino);
+    this.openCount.set(ino, (this.openCount.get(ino) ?? 0) + 1);
   }
 
   fsync(_req: Request, _ino: number, fh: number, datasync: boolean): void {
@@ -213,7 +227,7 @@ export class LayerFS implements FileSystem {
       sys.unlinkAt(up, name, false);
       throw err;
     }
-    this.files.add(fd);
+    this.handOut(fd, inode.ino);
     return { entry: this.entry(inode), opened: { fh: fd, keepCache: true } };
   }
 
@@ -416,9 +430,13 @@ export class LayerFS implements FileSystem {
     this.tree.detach(inode, pin);
   }
 
-  /** An O_PATH descriptor of a file losing its name, if the kernel still holds it. */
+  /**
+   * An O_PATH descriptor of a file losing its name while open, for what is
+   * asked of it through its open handles (fstat, fchmod…). One that is not
+   * open gets none: its storage goes at once, as on any file system.
+   */
   private pinIfUsed(inode: Inode, dirfd: number, name: Buffer): number | undefined {
-    if (inode.isDir || inode.index !== undefined || inode.lookups === 0 || inode.pinned !== undefined) return undefined;
+    if (inode.isDir || inode.index !== undefined || inode.pinned !== undefined || !this.openCount.has(inode.ino)) return undefined;
     return sys.openAt(dirfd, name, O_PATH, 0);
   }
 
