@@ -157,6 +157,25 @@ describe('descriptor primitives: one name in one directory, nothing followed', (
     }
   });
 
+  it('openFile opens the data of regular files only: never a fifo (which would block), a device, a symlink or a directory', () => {
+    sys.mknod(path.join(dir, 'fifo'), fs.constants.S_IFIFO | 0o666, 0, 0);
+    assert.throws(() => sys.openFile(dirfd, 'fifo', fs.constants.O_RDONLY), { code: 'ENXIO' });
+    if (process.getuid?.() === 0) {
+      sys.mknod(path.join(dir, 'null'), fs.constants.S_IFCHR | 0o666, 1, 3);
+      assert.throws(() => sys.openFile(dirfd, 'null', fs.constants.O_RDONLY), { code: 'ENXIO' });
+    }
+    assert.throws(() => sys.openFile(dirfd, 'secret-link', fs.constants.O_RDONLY), { code: 'ELOOP' });
+    assert.throws(() => sys.openFile(dirfd, 'sub', fs.constants.O_RDONLY), { code: 'EISDIR' });
+    const p = sys.openAt(dirfd, 'sub', O_PATH | fs.constants.O_DIRECTORY, 0);
+    try {
+      const fd = sys.openFile(p, 'file', fs.constants.O_RDONLY);
+      assert.equal(fs.readFileSync(fd, 'utf8'), 'inside\n');
+      fs.closeSync(fd);
+    } finally {
+      fs.closeSync(p);
+    }
+  });
+
   it('statAt answers undefined for no entry, and describes a symlink as itself', () => {
     assert.equal(statAt(dirfd, 'nothing'), undefined);
     const st = statAt(dirfd, 'secret-link')!;

@@ -136,7 +136,7 @@ export class MergedTree {
   openFile(e: Entry, p: Buffer): number {
     if (!isFile(e.st)) this.fail(p, 'not a regular file', invalidArgument);
     const at = this.fs.tree.place(e.inode);
-    return at.name === '' ? sys.reopen(at.dirfd, fs.constants.O_RDONLY) : sys.openAt(at.dirfd, at.name, fs.constants.O_RDONLY, 0);
+    return sys.openFile(at.dirfd, at.name, fs.constants.O_RDONLY);
   }
 
   private fail(p: Buffer, why: string, kind: (m: string) => Error): never {

@@ -38,7 +38,7 @@ function openIn(at: Place, flags: number): number {
 }
 
 function copyData(src: Place, st: Stat, work: number, tmp: string): void {
-  const from = openIn(src, fs.constants.O_RDONLY);
+  const from = sys.openFile(src.dirfd, src.name, fs.constants.O_RDONLY);
   try {
     const to = sys.openAt(work, tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
     try {

@@ -156,8 +156,7 @@ export class LayerFS implements FileSystem {
     const inode = this.tree.inode(ino);
     if ((flags & WRITE_FLAGS) !== 0) this.copyUp(inode);
     const at = this.tree.place(inode);
-    const want = flags & ~OPEN_IGNORED;
-    const fd = at.name === '' ? sys.reopen(at.dirfd, want) : sys.openAt(at.dirfd, at.name, want, 0);
+    const fd = sys.openFile(at.dirfd, at.name, flags & ~OPEN_IGNORED);
     try {
       if ((flags & C.O_TRUNC) !== 0 && killSuidgid) this.killSetIds(fd, req);
     } catch (err) {
@@ -609,7 +608,7 @@ export class LayerFS implements FileSystem {
   }
 
   private truncate(pathFd: number, set: SetAttr, req: Request): void {
-    const fd = set.fh !== undefined && this.files.has(set.fh) ? set.fh : sys.reopen(pathFd, C.O_WRONLY);
+    const fd = set.fh !== undefined && this.files.has(set.fh) ? set.fh : sys.openFile(pathFd, '', C.O_WRONLY);
     try {
       fs.ftruncateSync(fd, set.size);
       if (set.killSuidgid) this.killSetIds(fd, req);

@@ -92,6 +92,38 @@ static napi_value js_reopen(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * openFile(dirfd, name, flags): the data of a regular file, and nothing
+ * else: opened O_PATH first (which opens nothing), checked to be a regular
+ * file, then opened for real through its magic link, so that a name
+ * swapped meanwhile for a fifo (which would block), a device node (whose
+ * driver would be opened) or a symlink is never opened. "" opens the file
+ * of dirfd itself (an O_PATH descriptor).
+ */
+static napi_value js_open_file(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  char name[NAME_BYTES];
+  size_t len;
+  if (!get_args(env, info, 3, argv) || !get_name(env, argv[1], name, &len, true)) return NULL;
+  int dirfd = (int) get_int64(env, argv[0]);
+  int path_fd = len == 0 ? dirfd : openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (path_fd < 0) return throw_errno(env, errno, "openat", name, len);
+  struct stat st;
+  int err = fstat(path_fd, &st) != 0 ? errno : S_ISREG(st.st_mode) ? 0 : S_ISLNK(st.st_mode) ? ELOOP : S_ISDIR(st.st_mode) ? EISDIR : ENXIO;
+  int fd = -1;
+  if (err == 0) {
+    char p[64];
+    proc_path(p, sizeof p, path_fd);
+    fd = open(p, ((int) get_int64(env, argv[2]) & ~(O_NOFOLLOW | O_CREAT | O_EXCL)) | O_CLOEXEC);
+    if (fd < 0) err = errno;
+  }
+  if (path_fd != dirfd) close(path_fd);
+  if (err != 0) return throw_errno(env, err, "open", name, len);
+  napi_value result;
+  napi_create_int32(env, fd, &result);
+  return result;
+}
+
 enum { ST_DEV, ST_INO, ST_MODE, ST_NLINK, ST_UID, ST_GID, ST_RDEV, ST_SIZE, ST_BLKSIZE, ST_BLOCKS, ST_ATIME, ST_MTIME, ST_CTIME, ST_FIELDS };
 
 static void put_stat(int64_t *out, const struct stat *st) {
@@ -582,6 +614,7 @@ void init_files(napi_env env, napi_value exports) {
   export_function(env, exports, "openAt", js_open_at);
   export_function(env, exports, "openBeneath", js_open_beneath);
   export_function(env, exports, "reopen", js_reopen);
+  export_function(env, exports, "openFile", js_open_file);
   export_function(env, exports, "statAt", js_stat_at);
   export_function(env, exports, "mkdirAt", js_mkdir_at);
   export_function(env, exports, "mknodAt", js_mknod_at);

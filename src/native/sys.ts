@@ -20,6 +20,8 @@ interface Native {
   openAt(dirfd: number, name: Name, flags: number, mode: number): number;
   openBeneath(dirfd: number, relative: Name, flags: number, mode: number): number;
   reopen(fd: number, flags: number): number;
+  /** The data of a regular file only (see files.c): '' opens the file of an O_PATH `dirfd`. */
+  openFile(dirfd: number, name: Name | '', flags: number): number;
   statAt(dirfd: number, name: Name, out: BigInt64Array): boolean;
   mkdirAt(dirfd: number, name: Name, mode: number): void;
   mknodAt(dirfd: number, name: Name, mode: number, major: number, minor: number): void;
