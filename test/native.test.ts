@@ -192,6 +192,19 @@ describe('descriptor primitives: one name in one directory, nothing followed', (
     sys.unlinkAt(dirfd, Buffer.from([0x62, 0xfe]), true);
   });
 
+  it('tryLock takes a lock another open file holds only once that is closed', () => {
+    const a = fs.openSync(dir, 'r');
+    const b = fs.openSync(dir, 'r');
+    try {
+      assert.equal(sys.tryLock(a), true);
+      assert.equal(sys.tryLock(b), false);
+      fs.closeSync(a);
+      assert.equal(sys.tryLock(b), true);
+    } finally {
+      fs.closeSync(b);
+    }
+  });
+
   it('linkAt gives the file of a descriptor a new name, without following it', () => {
     const link = sys.openAt(dirfd, 'secret-link', O_PATH, 0);
     try {

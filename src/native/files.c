@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -601,6 +602,25 @@ static napi_value js_create_file_at(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * tryLock(fd): an exclusive flock on fd's file without waiting; true when
+ * taken, false when another open file description holds it. The kernel
+ * lets go of it when the process ends, however it ends: a lock is how a
+ * live process says a thing is still its own.
+ */
+static napi_value js_try_lock(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  napi_value result;
+  if (flock((int) get_int64(env, argv[0]), LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK) return throw_errno(env, errno, "flock", NULL, 0);
+    napi_get_boolean(env, false, &result);
+    return result;
+  }
+  napi_get_boolean(env, true, &result);
+  return result;
+}
+
 /* Wall-clock time in nanoseconds: Node has it only in milliseconds. */
 static napi_value js_realtime_ns(napi_env env, napi_callback_info info) {
   struct timespec ts;
@@ -634,6 +654,7 @@ void init_files(napi_env env, napi_value exports) {
   export_function(env, exports, "readdirFd", js_readdir_fd);
   export_function(env, exports, "copyData", js_copy_data);
   export_function(env, exports, "createFileAt", js_create_file_at);
+  export_function(env, exports, "tryLock", js_try_lock);
   export_function(env, exports, "realtimeNs", js_realtime_ns);
   napi_value v;
   napi_create_int64(env, UTIME_OMIT, &v);

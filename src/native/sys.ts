@@ -41,6 +41,8 @@ interface Native {
   readdirFd(dirfd: number): Buffer;
   copyData(srcFd: number, dstFd: number, size: number): void;
   createFileAt(dirfd: number, name: Name, data: Buffer, mode: number, chown: boolean, uid: number, gid: number, mtimeSec: number, mtimeNsec: number): void;
+  /** An exclusive flock without waiting: false when someone else holds it (released when its process ends). */
+  tryLock(fd: number): boolean;
   realtimeNs(): bigint;
   readonly UTIME_OMIT: number;
   readonly UTIME_NOW: number;
