@@ -74,7 +74,8 @@ export class LayerFS implements FileSystem {
   private readonly files = new Map<number, number>();
   /** Handles open per node: a file unlinked while open is kept through a descriptor of its own. */
   private readonly openCount = new Map<number, number>();
-  private readonly listings = new Map<number, DirEntry[]>();
+  /** Open directories: their listing, made when first read (the kernel may have it kept already). */
+  private readonly listings = new Map<number, { dir: Inode; list?: DirEntry[] }>();
   private nextListing = 1;
   private readonly groups = new Map<number, LinkGroup>();
   private frozen = false;
@@ -191,16 +192,19 @@ export class LayerFS implements FileSystem {
   opendir(_req: Request, ino: number): Opened {
     const dir = this.tree.inode(ino);
     if (!dir.isDir) fail(E.ENOTDIR);
-    const dot = (name: string, of: Inode): DirEntry => ({ name: Buffer.from(name), ino: of.ino, mode: 0o040000 });
-    const list = [dot('.', dir), dot('..', dir.parent ?? dir), ...this.tree.readdir(dir).map((e) => ({ name: e.name, ino: e.ino, mode: e.type << 12 }))];
     const fh = this.nextListing++;
-    this.listings.set(fh, list);
+    this.listings.set(fh, { dir });
     // A read-only tree never changes: the kernel may keep what it read of it.
     return { fh, keepCache: this.readOnly };
   }
 
   readdir(_req: Request, _ino: number, fh: number): DirEntry[] {
-    return this.listings.get(fh) ?? fail(E.EBADF);
+    const open = this.listings.get(fh) ?? fail(E.EBADF);
+    if (open.list !== undefined) return open.list;
+    const dot = (name: string, of: Inode): DirEntry => ({ name: Buffer.from(name), ino: of.ino, mode: 0o040000 });
+    const { dir } = open;
+    open.list = [dot('.', dir), dot('..', dir.parent ?? dir), ...this.tree.readdir(dir).map((e) => ({ name: e.name, ino: e.ino, mode: e.type << 12 }))];
+    return open.list;
   }
 
   releasedir(_req: Request, _ino: number, fh: number): void {
