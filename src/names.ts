@@ -26,6 +26,31 @@ export function showName(name: Buffer): string {
   return out;
 }
 
+/** Names longer than this are cut in messages: a PAX record can hold a megabyte. */
+const SHOWN_BYTES = 1024;
+
+/**
+ * A name quoted for a message, as JSON.stringify quotes text, with each
+ * byte that is not part of a UTF-8 character as `\xHH`: names that differ
+ * in such bytes read differently.
+ */
+export function quoted(name: Buffer): string {
+  const shown = name.subarray(0, SHOWN_BYTES);
+  let out = '';
+  let text = 0; // where the run of UTF-8 not yet written starts
+  for (let i = 0; i < shown.length; ) {
+    const length = utf8Length(shown, i);
+    if (length > 0) {
+      i += length;
+      continue;
+    }
+    out += JSON.stringify(shown.subarray(text, i).toString()).slice(1, -1) + `\\x${shown[i]!.toString(16).padStart(2, '0')}`;
+    text = ++i;
+  }
+  out += JSON.stringify(shown.subarray(text).toString()).slice(1, -1);
+  return name.length > SHOWN_BYTES ? `"${out}…" (${name.length} bytes)` : `"${out}"`;
+}
+
 /** The length of the well-formed UTF-8 character at `at`, 0 if there is none. */
 function utf8Length(b: Buffer, at: number): number {
   const c = b[at]!;

@@ -66,16 +66,18 @@ export function rootState(root: string): string {
       db.close();
     }
   }
-  const walk = (dir: string, rel: string): void => {
-    for (const name of fs.readdirSync(dir).sort()) {
-      if (rel === '' && name.startsWith('metadata.db')) continue;
-      const p = path.join(dir, name);
+  // Names as bytes (a layer's need not be UTF-8), shown a byte a char.
+  const walk = (dir: Buffer, rel: string): void => {
+    for (const name of fs.readdirSync(dir, { encoding: 'buffer' }).sort(Buffer.compare)) {
+      const shown = name.toString('latin1');
+      if (rel === '' && shown.startsWith('metadata.db')) continue;
+      const p = Buffer.concat([dir, Buffer.from('/'), name]);
       const st = fs.lstatSync(p);
-      out.push(`${path.join(rel, name)} ${st.mode.toString(8)} ${st.isDirectory() ? '' : st.size}`);
-      if (st.isDirectory()) walk(p, path.join(rel, name));
+      out.push(`${path.join(rel, shown)} ${st.mode.toString(8)} ${st.isDirectory() ? '' : st.size}`);
+      if (st.isDirectory()) walk(p, path.join(rel, shown));
     }
   };
-  if (fs.existsSync(root)) walk(root, '');
+  if (fs.existsSync(root)) walk(Buffer.from(root), '');
   return out.join('\n');
 }
 

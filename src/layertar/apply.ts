@@ -1,109 +1,131 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { PassThrough, type Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import * as zlib from 'node:zlib';
-import * as tar from 'tar-stream';
-import { invalidArgument, messageOf, SnapfsError, systemFailure } from '../errors';
-import { OPAQUE_MARKER, WHITEOUT_PREFIX, type UpperFormat } from '../overlay/format';
-import { sys } from '../native/sys';
+import type { Readable } from 'node:stream';
+import { invalidArgument } from '../errors';
+import { NAME_MAX, OPAQUE_MARKER, WHITEOUT_PREFIX, type UpperFormat } from '../overlay/format';
+import { quoted } from '../names';
 import type { UsageProgress } from '../snapshotter/usage';
+import { systemFailureAt } from './failures';
+import { LayerEntries, type EntryMetadata, type NewEntry, type Refuse } from './layer-entries';
+import { entryRefusal, readTar, type TarEntry, type TarNaming } from './tar-entries';
+
+/** How an import names things in its messages. */
+export interface ImportNaming {
+  /** The tar as a whole: "layer.tar", "stdin", "layer 2 of img.tar". */
+  readonly tar: string;
+  /** Put before messages on one entry: "", or "layer 2 of img.tar: " within an image. */
+  readonly entries: string;
+  /** Put before the system's failures (a full disk, say): "import NAME", or "layer 2 of img.tar". */
+  readonly failures: string;
+}
 
 export interface ApplyOptions {
-  /** Device nodes, set-id bits and ownership are kept only for root. */
+  /** Device nodes, set-id bits, ownership and attributes outside user.* are kept only for root. */
   readonly privileged: boolean;
   readonly onProgress?: UsageProgress;
   /** The sha256 the uncompressed tar must have (an image's diff ID); checked at the end. */
   readonly diffId?: string;
-  /** What the tar is called in messages. */
-  readonly source?: string;
+  readonly naming: ImportNaming;
+}
+
+/** A snapshot's directories: its (empty) layer, and scratch space on the same file system. */
+export interface LayerDirs {
+  readonly upper: string;
+  readonly work: string;
 }
 
 const SETID = 0o6000;
 /** Layer tars are read in chunks this big: fewer trips to libuv's threads than the default 64 KiB. */
 export const READ_CHUNK = 1 << 20;
-/** Files up to this size are read whole and made in one call. */
-const SMALL_FILE = 1 << 20;
+/** The longest symlink target Linux takes, in bytes (PATH_MAX less its NUL). */
+const TARGET_MAX = 4095;
+const SLASH = 0x2f;
+const OPAQUE_NAME = Buffer.from(OPAQUE_MARKER);
+const WHITEOUT_NAME = Buffer.from(WHITEOUT_PREFIX);
+const DOT = Buffer.from('.');
+const DOTDOT = Buffer.from('..');
 
 /**
  * Unpacks an OCI or Docker image layer tar (plain or gzip) into an empty
  * layer directory, turning `.wh.` entries into the layer format's
- * whiteouts and opaque markers. Nothing may land outside `layer`: entries
- * naming `..`, or reaching through a symlink (one the tar made earlier, say),
- * and hard links to anything but a file already in the layer are refused,
- * naming the entry. Absolute names are taken as relative to the layer, as
- * containerd and docker do.
+ * whiteouts and opaque markers. Names are bytes, kept as the tar has them.
+ * Nothing may land outside the layer: entries naming `..`, or reaching
+ * through a symlink (one the tar made earlier, say), and hard links to
+ * anything but a file already in the layer are refused, naming the entry.
+ * Absolute names are taken as relative to the layer, as containerd and
+ * docker do.
  */
-export async function applyLayerTar(input: Readable, layer: string, format: UpperFormat, opts: ApplyOptions): Promise<void> {
-  const extract = tar.extract();
-  const writer = new LayerWriter(layer, format, opts.privileged);
+export async function applyLayerTar(input: Readable, dirs: LayerDirs, format: UpperFormat, opts: ApplyOptions): Promise<void> {
+  const naming: TarNaming = { tar: opts.naming.tar, kind: 'a layer tar', entries: opts.naming.entries };
+  const layer = Buffer.from(dirs.upper);
+  const entries = new LayerEntries(layer, format, dirs.work);
+  const writer = new LayerWriter(layer, entries, opts.privileged, naming);
+  const hash = opts.diffId === undefined ? undefined : createHash('sha256');
   let size = 0;
   let inodes = 0;
-  const unpacked = new Promise<void>((resolve, reject) => {
-    extract.on('entry', (header, stream, next) => {
-      writer.apply(header, stream).then(
-        () => {
-          size += header.size ?? 0;
-          inodes++;
-          opts.onProgress?.({ size, inodes });
-          next();
-        },
-        (err: unknown) => {
-          stream.resume();
-          extract.destroy(err as Error);
-          reject(err);
-        },
-      );
-    });
-    extract.on('finish', resolve);
-    extract.on('error', reject);
-  });
-  const tarStream = await decompressed(input);
-  const hash = createHash('sha256');
-  if (opts.diffId !== undefined) tarStream.on('data', (chunk: Buffer) => hash.update(chunk));
-  try {
-    await Promise.all([pipeline(tarStream, extract), unpacked]);
-  } catch (err) {
-    // Our own refusals and the system's failures say what they are; the rest is the tar's shape.
-    if (err instanceof SnapfsError || systemFailure(err) !== undefined) throw err;
-    throw invalidArgument(`${opts.source ?? 'input'}: not a layer tar (${messageOf(err)})`);
-  }
-  if (opts.diffId !== undefined) {
+  await readTar(
+    input,
+    naming,
+    async (entry) => {
+      try {
+        await writer.apply(entry);
+      } catch (err) {
+        throw entryFailure(err, naming, opts.naming.failures, entry.name);
+      }
+      size += entry.header.size ?? 0;
+      inodes++;
+      opts.onProgress?.({ size, inodes });
+    },
+    hash === undefined ? undefined : (chunk) => hash.update(chunk),
+  );
+  if (hash !== undefined) {
     const digest = `sha256:${hash.digest('hex')}`;
-    if (digest !== opts.diffId) throw invalidArgument(`${opts.source ?? 'input'}: content is ${digest}, not its diff ID ${opts.diffId}`);
+    if (digest !== opts.diffId) throw invalidArgument(`${naming.tar}: content is ${digest}, not its diff ID ${opts.diffId}`);
   }
-  writer.finish();
+  try {
+    entries.finish();
+  } catch (err) {
+    throw systemFailureAt(err, opts.naming.failures) ?? err;
+  }
 }
 
-/** The tar stream itself, gunzipped when it starts with gzip's magic. */
-export async function decompressed(input: Readable): Promise<Readable> {
-  const first: Buffer = await new Promise((resolve, reject) => {
-    const onReadable = (): void => {
-      const chunk = input.read(2) as Buffer | null;
-      if (chunk === null && !input.readableEnded) return;
-      input.off('readable', onReadable);
-      input.off('error', reject);
-      resolve(chunk ?? Buffer.alloc(0));
-    };
-    input.on('readable', onReadable);
-    input.on('error', reject);
-    input.once('end', onReadable);
-  });
-  const replay = new PassThrough();
-  replay.write(first);
-  input.pipe(replay);
-  return first[0] === 0x1f && first[1] === 0x8b ? replay.pipe(zlib.createGunzip()) : replay;
+/** A failure making an entry, as the user sees it: a path too long is the entry's; the system's, said of the import. */
+function entryFailure(err: unknown, naming: TarNaming, failures: string, name: Buffer): unknown {
+  if ((err as NodeJS.ErrnoException).code === 'ENAMETOOLONG') return entryRefusal(naming, name, 'its path is longer than the system takes');
+  return systemFailureAt(err, failures, quoted(name)) ?? err;
 }
 
-/** An entry's path inside the layer, as components; `..` is refused. */
-function componentsOf(name: string, what: string): string[] {
-  const parts = name.split('/').filter((c) => c !== '' && c !== '.');
-  if (parts.includes('..')) throw invalidArgument(`${what} ${JSON.stringify(name)}: path leaves the layer`);
+/** `name` split at slashes, `.` and empty components dropped; `..`, NUL and components too long are refused. */
+function componentsOf(name: Buffer, refuse: Refuse): Buffer[] {
+  if (name.includes(0)) throw refuse('name holds a NUL byte');
+  const parts: Buffer[] = [];
+  let start = 0;
+  for (let i = 0; i <= name.length; i++) {
+    if (i < name.length && name[i] !== SLASH) continue;
+    const part = name.subarray(start, i);
+    start = i + 1;
+    if (part.length === 0 || part.equals(DOT)) continue;
+    if (part.equals(DOTDOT)) throw refuse('path leaves the layer');
+    if (part.length > NAME_MAX) throw refuse(`a name in it is ${part.length} bytes, more than ${NAME_MAX}`);
+    parts.push(part);
+  }
   return parts;
 }
 
-/** Writes a tar's entries into a layer directory; see applyLayerTar. */
+function joined(dir: Buffer, name: Buffer): Buffer {
+  return Buffer.concat([dir, Buffer.from('/'), name]);
+}
+
+function joinedAll(parts: readonly Buffer[]): Buffer {
+  return parts.length === 0 ? Buffer.alloc(0) : parts.reduce(joined);
+}
+
+/** Sets of paths are kept as latin1 strings: a byte a char, so each path its own key. */
+function keyOf(p: Buffer): string {
+  return p.toString('latin1');
+}
+
+/** Writes a tar's entries into a layer directory: what each entry means; see applyLayerTar. */
 class LayerWriter {
   /** Directories of the layer known to be real directories (not symlinks): no lstat per entry. */
   private readonly dirs = new Set<string>();
@@ -112,185 +134,136 @@ class LayerWriter {
    * here is free: no lstat to find out.
    */
   private readonly made = new Set<string>();
-  /** Directories' modes and times, set last: a read-only directory could not take what it holds. */
-  private readonly dirMeta: [string, number, Date][] = [];
 
   constructor(
-    private readonly layer: string,
-    private readonly format: UpperFormat,
+    private readonly layer: Buffer,
+    private readonly entries: LayerEntries,
     private readonly privileged: boolean,
+    private readonly naming: TarNaming,
   ) {}
 
-  async apply(header: tar.Headers, body: Readable): Promise<void> {
-    const parts = componentsOf(header.name, 'entry');
+  async apply(entry: TarEntry): Promise<void> {
+    const { header, name } = entry;
+    const refuse: Refuse = (why) => entryRefusal(this.naming, name, why);
+    const parts = componentsOf(name, refuse);
+    const mtime = header.mtime ?? new Date();
     if (parts.length === 0) {
       // The layer's root itself: only its time.
-      if (header.type === 'directory') this.dirMeta.push([this.layer, -1, header.mtime ?? new Date()]);
-      return void body.resume();
+      if (header.type === 'directory') this.entries.rootTime(mtime);
+      return;
     }
-    const real = this.place(parts, header.name, true);
+    const real = this.place(parts, true, refuse);
     const base = parts[parts.length - 1]!;
-    const dir = path.dirname(real);
-    if (base === OPAQUE_MARKER) {
-      withDir(dir, (fd) => this.format.markOpaque(fd));
-      return void body.resume();
-    }
-    if (base.startsWith(WHITEOUT_PREFIX)) {
-      const hidden = base.slice(WHITEOUT_PREFIX.length);
-      if (hidden === '' || hidden === '.' || hidden === '..') throw invalidArgument(`entry ${JSON.stringify(header.name)}: a whiteout of ${JSON.stringify(hidden)} is no name`);
-      this.clear(path.join(dir, hidden), false);
-      withDir(dir, (fd) => this.format.whiteout(fd, Buffer.from(hidden)));
+    const dir = real.subarray(0, real.length - base.length - 1);
+    if (base.equals(OPAQUE_NAME)) return this.entries.markOpaque(dir);
+    if (base.subarray(0, WHITEOUT_NAME.length).equals(WHITEOUT_NAME)) {
+      const hidden = base.subarray(WHITEOUT_NAME.length);
+      if (hidden.length === 0 || hidden.equals(DOT) || hidden.equals(DOTDOT)) throw refuse(`a whiteout of ${quoted(hidden)} is no name`);
+      this.clear(joined(dir, hidden), false);
+      this.entries.whiteout(dir, hidden);
       // Either form may now be there.
-      this.made.add(path.join(dir, hidden)).add(path.join(dir, WHITEOUT_PREFIX + hidden));
-      return void body.resume();
+      this.made.add(keyOf(joined(dir, hidden))).add(keyOf(joined(dir, base)));
+      return;
     }
-    const mode = (header.mode ?? 0o644) & (this.privileged ? 0o7777 : 0o7777 & ~SETID);
+    if (header.type === 'link') return this.hardLink(entry, real, refuse);
+    const made = this.newEntry(entry, refuse);
+    if (made === undefined) return;
+    const existing = this.clear(real, made.type === 'directory');
+    await this.entries.make(real, made, this.metadata(entry), existing, refuse);
+    this.made.add(keyOf(real));
+    if (made.type === 'directory') this.dirs.add(keyOf(real));
+  }
+
+  /** What the entry makes; undefined for what an import leaves out (devices without root, global headers). */
+  private newEntry(entry: TarEntry, refuse: Refuse): NewEntry | undefined {
+    const { header } = entry;
     switch (header.type) {
       case 'directory':
-        this.clear(real, true);
-        // Still made here after clear(): a directory this import made already.
-        if (!this.made.has(real)) fs.mkdirSync(real);
-        this.dirs.add(real);
-        break;
+        return { type: 'directory' };
       case 'file':
-      case 'contiguous-file': {
-        this.clear(real, false);
-        this.made.add(real);
-        const mtime = header.mtime ?? new Date();
-        if ((header.size ?? 0) <= SMALL_FILE) {
-          // Most layer files are small: read whole, made with one native call.
-          const chunks: Buffer[] = [];
-          for await (const chunk of body) chunks.push(chunk as Buffer);
-          const ms = mtime.getTime();
-          const sec = Math.floor(ms / 1000);
-          withDir(dir, (fd) => sys.createFileAt(fd, path.basename(real), Buffer.concat(chunks), mode, this.privileged, header.uid ?? 0, header.gid ?? 0, sec, (ms - sec * 1000) * 1_000_000));
-          setAttributes(real, paxOf(header), this.privileged);
-          return;
-        }
-        // Large ones as their data arrives, set up through the descriptor.
-        const fd = fs.openSync(real, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, mode);
-        try {
-          for await (const chunk of body) fs.writeSync(fd, chunk as Buffer);
-          if (this.privileged) fs.fchownSync(fd, header.uid ?? 0, header.gid ?? 0);
-          fs.fchmodSync(fd, mode);
-          setAttributes(real, paxOf(header), this.privileged);
-          fs.futimesSync(fd, mtime, mtime);
-        } finally {
-          fs.closeSync(fd);
-        }
-        return;
-      }
-      case 'symlink':
-        this.clear(real, false);
-        fs.symlinkSync(header.linkname ?? '', real);
-        break;
-      case 'link': {
-        const target = this.place(componentsOf(header.linkname ?? '', `hard link ${JSON.stringify(header.name)} to`), header.name, false);
-        const st = fs.lstatSync(target, { throwIfNoEntry: false });
-        if (st === undefined || !st.isFile()) throw invalidArgument(`entry ${JSON.stringify(header.name)}: hard link to ${JSON.stringify(header.linkname)}, which is not a file of this layer`);
-        this.clear(real, false);
-        fs.linkSync(target, real);
-        this.made.add(real);
-        return void body.resume();
+      case 'contiguous-file':
+        return { type: 'file', size: header.size ?? 0, body: entry.body };
+      case 'symlink': {
+        const target = entry.linkname ?? Buffer.alloc(0);
+        if (target.length > TARGET_MAX) throw refuse(`its symlink target is ${target.length} bytes, more than ${TARGET_MAX}`);
+        if (target.includes(0)) throw refuse('its symlink target holds a NUL byte');
+        return { type: 'symlink', target };
       }
       case 'character-device':
       case 'block-device':
-        // Only root may make device nodes; an unprivileged import leaves them out.
-        if (!this.privileged) return void body.resume();
-        this.clear(real, false);
-        sys.mknod(real, (header.type === 'character-device' ? fs.constants.S_IFCHR : fs.constants.S_IFBLK) | mode, header.devmajor ?? 0, header.devminor ?? 0);
-        break;
+        // Only root may make device nodes; an import without root leaves them out.
+        if (!this.privileged) return undefined;
+        return { type: 'device', kind: header.type === 'character-device' ? fs.constants.S_IFCHR : fs.constants.S_IFBLK, major: header.devmajor ?? 0, minor: header.devminor ?? 0 };
       case 'fifo':
-        this.clear(real, false);
-        sys.mknod(real, fs.constants.S_IFIFO | mode, 0, 0);
-        break;
+        return { type: 'fifo' };
       default:
         // Global headers and the like carry nothing for the layer.
-        return void body.resume();
+        return undefined;
     }
-    body.resume();
-    this.made.add(real);
-    // Owner before mode: chown clears set-id bits.
-    if (this.privileged) fs.lchownSync(real, header.uid ?? 0, header.gid ?? 0);
-    setAttributes(real, paxOf(header), this.privileged);
-    if (header.type === 'directory') return void this.dirMeta.push([real, mode, header.mtime ?? new Date()]);
-    if (header.type !== 'symlink') fs.chmodSync(real, mode);
-    setMtime(real, header.mtime ?? new Date());
   }
 
-  /**
-   * Directory modes and times last, deepest first (creating what they hold
-   * changed their times); a directory named twice takes its last entry's.
-   */
-  finish(): void {
-    const done = new Set<string>();
-    for (const [dir, mode, mtime] of this.dirMeta.reverse()) {
-      if (done.has(dir)) continue;
-      done.add(dir);
-      if (mode >= 0) fs.chmodSync(dir, mode);
-      setMtime(dir, mtime);
+  private metadata(entry: TarEntry): EntryMetadata {
+    const { header, pax } = entry;
+    const xattrs = new Map<string, Buffer>();
+    for (const [key, value] of Object.entries(pax)) {
+      if (!key.startsWith('SCHILY.xattr.')) continue;
+      const attr = key.slice('SCHILY.xattr.'.length);
+      if (this.privileged || attr.startsWith('user.')) xattrs.set(attr, Buffer.from(value, 'latin1'));
     }
+    return {
+      mode: (header.mode ?? 0o644) & (this.privileged ? 0o7777 : 0o7777 & ~SETID),
+      owner: this.privileged ? { uid: header.uid ?? 0, gid: header.gid ?? 0 } : undefined,
+      mtime: header.mtime ?? new Date(),
+      xattrs,
+    };
+  }
+
+  private hardLink(entry: TarEntry, real: Buffer, refuse: Refuse): void {
+    const linkname = entry.linkname ?? Buffer.alloc(0);
+    const refuseTarget: Refuse = (why) => invalidArgument(`${this.naming.entries}hard link ${quoted(entry.name)} to ${quoted(linkname)}: ${why}`);
+    const target = this.place(componentsOf(linkname, refuseTarget), false, refuse);
+    const st = fs.lstatSync(target, { throwIfNoEntry: false });
+    if (st === undefined || !st.isFile()) throw refuse(`hard link to ${quoted(linkname)}, which is not a file of this layer`);
+    this.clear(real, false);
+    this.entries.link(target, real);
+    this.made.add(keyOf(real));
   }
 
   /**
    * The real path of `parts` in the layer, making missing parent
    * directories; refuses a parent that is not a directory of the layer itself.
    */
-  private place(parts: readonly string[], entryName: string, makeParents: boolean): string {
+  private place(parts: readonly Buffer[], makeParents: boolean, refuse: Refuse): Buffer {
     let dir = this.layer;
-    for (const part of parts.slice(0, -1)) {
-      dir = path.join(dir, part);
-      if (this.dirs.has(dir)) continue;
+    for (const [i, part] of parts.slice(0, -1).entries()) {
+      dir = joined(dir, part);
+      if (this.dirs.has(keyOf(dir))) continue;
       const st = fs.lstatSync(dir, { throwIfNoEntry: false });
-      const where = JSON.stringify(path.relative(this.layer, dir));
+      const where = (): string => quoted(joinedAll(parts.slice(0, i + 1)));
       if (st === undefined && makeParents) {
-        fs.mkdirSync(dir, { mode: 0o755 });
-        this.made.add(dir);
-      } else if (st === undefined) throw invalidArgument(`entry ${JSON.stringify(entryName)}: ${JSON.stringify(parts.join('/'))} is not in the layer`);
-      else if (st.isSymbolicLink()) throw invalidArgument(`entry ${JSON.stringify(entryName)}: path goes through a symlink (${where})`);
-      else if (!st.isDirectory()) throw invalidArgument(`entry ${JSON.stringify(entryName)}: ${where} is not a directory`);
-      this.dirs.add(dir);
+        this.entries.makeParent(dir);
+        this.made.add(keyOf(dir));
+      } else if (st === undefined) throw refuse(`${quoted(joinedAll(parts))} is not in the layer`);
+      else if (st.isSymbolicLink()) throw refuse(`path goes through a symlink (${where()})`);
+      else if (!st.isDirectory()) throw refuse(`${where()} is not a directory`);
+      this.dirs.add(keyOf(dir));
     }
-    return path.join(dir, parts[parts.length - 1] ?? '');
+    return joined(dir, parts[parts.length - 1] ?? Buffer.alloc(0));
   }
 
-  /** Makes room for a new entry at `real`: anything there goes, except a directory that stays one. */
-  private clear(real: string, keepDir: boolean): void {
-    if (!this.made.has(real)) return;
+  /**
+   * Makes room for a new entry at `real`: anything there goes, except a
+   * directory that stays one (`keepDir`); says whether such a directory is there.
+   */
+  private clear(real: Buffer, keepDir: boolean): boolean {
+    if (!this.made.has(keyOf(real))) return false;
     const st = fs.lstatSync(real, { throwIfNoEntry: false });
-    if (st === undefined || (keepDir && st.isDirectory())) return;
-    fs.rmSync(real, { recursive: true, force: true });
+    if (st === undefined) return false;
+    if (keepDir && st.isDirectory()) return true;
+    this.entries.remove(real);
     // It, and what was under it, are gone.
-    for (const known of [this.made, this.dirs]) for (const p of known) if (p === real || p.startsWith(`${real}/`)) known.delete(p);
-  }
-}
-
-function paxOf(header: tar.Headers): Record<string, string> {
-  return (header as tar.Headers & { pax?: Record<string, string> }).pax ?? {};
-}
-
-function setAttributes(real: string, pax: Record<string, string>, privileged: boolean): void {
-  for (const [key, value] of Object.entries(pax)) {
-    if (!key.startsWith('SCHILY.xattr.')) continue;
-    const name = key.slice('SCHILY.xattr.'.length);
-    if (!privileged && !name.startsWith('user.')) continue;
-    // tar-stream is patched to hand these over as latin1 strings: their char codes are the bytes.
-    sys.setxattr(real, name, Buffer.from(value, 'latin1'), 0);
-  }
-}
-
-function setMtime(real: string, mtime: Date): void {
-  const ms = mtime.getTime();
-  const sec = Math.floor(ms / 1000);
-  sys.utimens(real, 0, sys.UTIME_OMIT, sec, (ms - sec * 1000) * 1_000_000);
-}
-
-/** Runs `fn` with a descriptor of directory `dir`. */
-function withDir<T>(dir: string, fn: (fd: number) => T): T {
-  const fd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW);
-  try {
-    return fn(fd);
-  } finally {
-    fs.closeSync(fd);
+    const key = keyOf(real);
+    for (const known of [this.made, this.dirs]) for (const p of known) if (p === key || p.startsWith(`${key}/`)) known.delete(p);
+    return false;
   }
 }

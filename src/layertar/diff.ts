@@ -1,5 +1,5 @@
+import { isUtf8 } from 'node:buffer';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Writable } from 'node:stream';
 import * as zlib from 'node:zlib';
@@ -9,16 +9,21 @@ import { sys } from '../native/sys';
 import type { UsageProgress } from '../snapshotter/usage';
 import { major, minor } from '../layerfs/devices';
 
+const SLASH = Buffer.from('/');
+const OPAQUE_NAME = Buffer.from(OPAQUE_MARKER);
+const WHITEOUT_NAME = Buffer.from(WHITEOUT_PREFIX);
+
 /**
  * Writes layer directory `layer` as an OCI image layer tar to `out`:
  * whiteouts as `.wh.NAME` entries, opaque directories as a
  * `.wh..wh..opq` entry, files with several names in the layer as one file
  * and hard links, extended attributes (overlay's own aside) as PAX
- * `SCHILY.xattr.` records. Entries come in path order, each directory
- * before what it holds.
+ * `SCHILY.xattr.` records. Entries come in path order (of bytes), each
+ * directory before what it holds. Names are written as the bytes they are.
  */
 export async function writeLayerTar(layer: string, out: Writable, opts: { gzip?: boolean; onProgress?: UsageProgress } = {}): Promise<void> {
-  const pack = tar.pack();
+  // latin1 carries names to tar-stream a byte a char; it writes each char back as its byte.
+  const pack = tar.pack({ filenameEncoding: 'latin1' });
   const done = opts.gzip === true ? pipeline(pack, zlib.createGzip(), out) : pipeline(pack, out);
   // Awaited at the end; a failure before then must not go unhandled.
   done.catch(() => undefined);
@@ -26,7 +31,7 @@ export async function writeLayerTar(layer: string, out: Writable, opts: { gzip?:
   let size = 0;
   let inodes = 0;
 
-  const add = async (header: tar.Headers, xattrs: Map<string, Buffer>, body?: string): Promise<void> => {
+  const add = async (header: tar.Headers, xattrs: Map<string, Buffer>, body?: Buffer): Promise<void> => {
     // Values as bytes: tar-stream is patched to write Buffers as they are.
     if (xattrs.size > 0) header = { ...header, pax: Object.fromEntries([...xattrs].map(([k, v]) => [`SCHILY.xattr.${k}`, v])) } as tar.Headers;
     if (body === undefined) await entry(pack, header);
@@ -44,28 +49,41 @@ export async function writeLayerTar(layer: string, out: Writable, opts: { gzip?:
     opts.onProgress?.({ size, inodes });
   };
 
-  const walk = async (dir: string, rel: string): Promise<void> => {
-    const names = fs.readdirSync(dir).sort();
+  /** `dirFd`: directory `dir` open, for the native calls to reach what it holds when its path is not UTF-8. */
+  const walk = async (dir: Buffer, dirFd: number, rel: string): Promise<void> => {
+    const names = fs.readdirSync(dir, { encoding: 'buffer' }).sort(Buffer.compare);
     for (const name of names) {
-      const real = path.join(dir, name);
-      const at = rel === '' ? name : `${rel}/${name}`;
+      const real = Buffer.concat([dir, SLASH, name]);
+      const at = rel === '' ? name.toString('latin1') : `${rel}/${name.toString('latin1')}`;
       const st = fs.lstatSync(real);
       const base = { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: st.mtime };
-      if (name === OPAQUE_MARKER || name.startsWith(WHITEOUT_PREFIX)) {
+      if (name.equals(OPAQUE_NAME) || name.subarray(0, WHITEOUT_NAME.length).equals(WHITEOUT_NAME)) {
         await add({ ...base, name: at, type: 'file', size: 0 }, new Map());
         continue;
       }
       if (st.isCharacterDevice() && st.rdev === 0) {
-        await add({ ...base, name: rel === '' ? WHITEOUT_PREFIX + name : `${rel}/${WHITEOUT_PREFIX}${name}`, type: 'file', size: 0, mode: 0o644 }, new Map());
+        await add({ ...base, name: rel === '' ? WHITEOUT_PREFIX + at : `${rel}/${WHITEOUT_PREFIX}${name.toString('latin1')}`, type: 'file', size: 0, mode: 0o644 }, new Map());
         continue;
       }
-      const xattrs = attributesOf(real);
       if (st.isDirectory()) {
-        await add({ ...base, name: `${at}/`, type: 'directory' }, xattrs);
-        // The kernel's opaque form is an attribute; the tar form is a marker entry inside.
-        if (opaqueDir(real) && !fs.existsSync(path.join(real, OPAQUE_MARKER))) await add({ ...base, name: `${at}/${OPAQUE_MARKER}`, type: 'file', size: 0, mode: 0o644 }, new Map());
-        await walk(real, at);
-      } else if (st.isFile()) {
+        const fd = fs.openSync(real, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW);
+        try {
+          const self = isUtf8(real) ? real.toString() : `/proc/self/fd/${fd}/.`;
+          await add({ ...base, name: `${at}/`, type: 'directory' }, attributesOf(self));
+          // The kernel's opaque form is an attribute; the tar form is a marker entry inside.
+          if (isOpaque(fd) && !fs.existsSync(Buffer.concat([real, SLASH, OPAQUE_NAME]))) await add({ ...base, name: `${at}/${OPAQUE_MARKER}`, type: 'file', size: 0, mode: 0o644 }, new Map());
+          await walk(real, fd, at);
+        } finally {
+          fs.closeSync(fd);
+        }
+        continue;
+      }
+      // The native calls take UTF-8 paths and never follow a final symlink: a
+      // file whose own name is not UTF-8 is out of their reach, and its
+      // attributes are left out. Its directory's path is reached through its descriptor.
+      const native = isUtf8(real) ? real.toString() : isUtf8(name) ? `/proc/self/fd/${dirFd}/${name.toString()}` : undefined;
+      const xattrs = native === undefined ? new Map<string, Buffer>() : attributesOf(native);
+      if (st.isFile()) {
         const key = `${st.dev}:${st.ino}`;
         const first = st.nlink > 1 ? seen.get(key) : undefined;
         if (first !== undefined) await add({ ...base, name: at, type: 'link', linkname: first, size: 0 }, xattrs);
@@ -74,7 +92,7 @@ export async function writeLayerTar(layer: string, out: Writable, opts: { gzip?:
           await add({ ...base, name: at, type: 'file', size: st.size }, xattrs, real);
         }
       } else if (st.isSymbolicLink()) {
-        await add({ ...base, name: at, type: 'symlink', linkname: fs.readlinkSync(real) }, xattrs);
+        await add({ ...base, name: at, type: 'symlink', linkname: fs.readlinkSync(real, { encoding: 'buffer' }).toString('latin1') }, xattrs);
       } else if (st.isCharacterDevice() || st.isBlockDevice()) {
         await add({ ...base, name: at, type: st.isCharacterDevice() ? 'character-device' : 'block-device', devmajor: major(st.rdev), devminor: minor(st.rdev) }, xattrs);
       } else if (st.isFIFO()) {
@@ -85,7 +103,12 @@ export async function writeLayerTar(layer: string, out: Writable, opts: { gzip?:
   };
 
   try {
-    await walk(layer, '');
+    const rootFd = fs.openSync(layer, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+    try {
+      await walk(Buffer.from(layer), rootFd, '');
+    } finally {
+      fs.closeSync(rootFd);
+    }
     pack.finalize();
   } catch (err) {
     pack.destroy(err as Error);
@@ -123,11 +146,3 @@ function attributesOf(file: string): Map<string, Buffer> {
   return out;
 }
 
-function opaqueDir(dir: string): boolean {
-  const fd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW);
-  try {
-    return isOpaque(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}

@@ -1,45 +1,71 @@
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { alreadyExists, kindOf } from '../errors';
+import { alreadyExists, kindOf, systemFailure } from '../errors';
 import * as fs from 'node:fs';
 import { upperFormat } from '../overlay/format';
+import { removeTree } from '../snapshotter/dirs';
 import type { Labels, Snapshotter, UsageProgress } from '../snapshotter/snapshotter';
-import { applyLayerTar } from './apply';
+import { applyLayerTar, type ImportNaming } from './apply';
+import { systemFailureAt } from './failures';
 
 export interface ImportOptions {
   readonly parent?: string;
   readonly labels?: Labels;
   readonly onProgress?: UsageProgress;
   readonly diffId?: string;
-  /** What the tar is called in messages. */
+  /** What the tar is called in messages, imported by itself: "layer.tar", "stdin". */
   readonly source?: string;
+  /** How messages name the tar, its entries and the import, where it is part of more (an image's layer). */
+  readonly naming?: ImportNaming;
 }
 
 /**
  * A layer tar as committed snapshot `name` over `parent`: prepared under a
  * key of its own, unpacked into that snapshot's layer, committed. If
- * anything fails the prepared snapshot is removed again.
+ * anything fails, whatever it is, the prepared snapshot is removed again.
  */
 export async function importLayer(s: Snapshotter, input: Readable, name: string, opts: ImportOptions = {}): Promise<void> {
+  const naming = opts.naming ?? { tar: opts.source ?? 'input', entries: '', failures: `import ${name}` };
   if (exists(s, name)) throw alreadyExists(`snapshot ${JSON.stringify(name)}: already exists`);
   const key = `import-${randomBytes(8).toString('hex')}`;
-  s.prepare(key, opts.parent ?? '', { 'snapfs.import': name });
+  try {
+    s.prepare(key, opts.parent ?? '', { 'snapfs.import': name });
+  } catch (err) {
+    input.destroy();
+    throw systemFailureAt(err, naming.failures) ?? err;
+  }
   try {
     const stack = s.layers(key);
     const work = fs.openSync(stack.work, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
-    const format = upperFormat(work);
-    fs.closeSync(work);
-    await applyLayerTar(input, stack.upper!, format, {
+    let format;
+    try {
+      format = upperFormat(work);
+    } finally {
+      fs.closeSync(work);
+    }
+    await applyLayerTar(input, { upper: stack.upper!, work: stack.work }, format, {
       privileged: process.getuid?.() === 0,
+      naming,
       ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
       ...(opts.diffId ? { diffId: opts.diffId } : {}),
-      ...(opts.source ? { source: opts.source } : {}),
     });
     await s.commit(name, key, opts.labels ?? {});
   } catch (err) {
     input.destroy();
+    discard(s, key);
+    throw systemFailureAt(err, naming.failures) ?? err;
+  }
+}
+
+/** Removes the prepared snapshot of a failed import. */
+function discard(s: Snapshotter, key: string): void {
+  try {
     s.remove(key);
-    throw err;
+  } catch (err) {
+    if (kindOf(systemFailure(err)) !== 'ResourceExhausted') throw err;
+    // A full disk can refuse the removal's own writes to the database: free what the import wrote first.
+    removeTree(s.layers(key).upper!);
+    s.remove(key);
   }
 }
 

@@ -26,7 +26,12 @@ export function removeTree(dir: string): void {
   } finally {
     fs.closeSync(fd);
   }
-  fs.rmdirSync(dir);
+  // Another process (a cleanup) may be removing the same tree: what is gone is gone.
+  try {
+    fs.rmdirSync(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
 }
 
 /** Removes everything directory `dirfd` holds. */
@@ -35,7 +40,9 @@ function empty(dirfd: number): void {
   try {
     entries = readdirFd(dirfd);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EACCES') throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return; // removed meanwhile
+    if (code !== 'EACCES') throw err;
     makeWritable(dirfd);
     entries = readdirFd(dirfd);
   }
@@ -47,7 +54,13 @@ function empty(dirfd: number): void {
       directory = isDir(st);
     }
     if (directory) {
-      const fd = sys.openAt(dirfd, e.name, O_DIR, 0);
+      let fd: number;
+      try {
+        fd = sys.openAt(dirfd, e.name, O_DIR, 0);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw err;
+      }
       try {
         empty(fd);
       } finally {
