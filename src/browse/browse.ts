@@ -11,14 +11,14 @@ import { keyOfName, nameOfKey } from './names';
 
 const E = os.constants.errno;
 /** Where each snapshot's own layer is shown, as it is on disk (whiteouts included). */
-export const LAYERS_DIR = '.layers';
+const LAYERS_DIR = '.layers';
 const S_IFMT = 0o170000;
 const ROOT = 1;
 const LAYERS = 2;
 /** Node ids of a view's files: its serial number, then the file's own node id in the view. */
 const SPAN = 2 ** 32;
 /** Snapshots come and go while mounted: names and attributes are kept briefly. */
-export const CACHE_SECONDS = 1;
+const CACHE_SECONDS = 1;
 /**
  * How long a snapshot's view is used before it is checked against the
  * metastore (a key may be removed and made again, over other layers).

@@ -56,7 +56,6 @@ export const Init = {
 } as const;
 
 /** fuse_open_out.open_flags */
-export const FOPEN_DIRECT_IO = 1 << 0;
 export const FOPEN_KEEP_CACHE = 1 << 1;
 export const FOPEN_CACHE_DIR = 1 << 3;
 
@@ -78,19 +77,17 @@ export const Fattr = {
 export const FUSE_GETATTR_FH = 1;
 export const FUSE_OPEN_KILL_SUIDGID = 1;
 export const FUSE_FSYNC_FDATASYNC = 1;
-export const NOTIFY_INVAL_INODE = 2;
-export const NOTIFY_INVAL_ENTRY = 3;
 
 /** The oldest kernel protocol spoken: its layouts are the ones below. */
-export const MIN_MINOR = 26;
+const MIN_MINOR = 26;
 /** The newest spoken (an older kernel's is taken). */
-export const MAX_MINOR = 38;
+const MAX_MINOR = 38;
 
 export const IN_HEADER = 40;
-export const ATTR_SIZE = 88;
-export const ENTRY_OUT = 40 + ATTR_SIZE;
-export const ATTR_OUT = 16 + ATTR_SIZE;
-export const OPEN_OUT = 16;
+const ATTR_SIZE = 88;
+const ENTRY_OUT = 40 + ATTR_SIZE;
+const ATTR_OUT = 16 + ATTR_SIZE;
+const OPEN_OUT = 16;
 const DIRENT_HEADER = 24;
 
 /** What every request starts with. */

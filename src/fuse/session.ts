@@ -8,7 +8,6 @@ import {
   entryOut,
   Fattr,
   FOPEN_CACHE_DIR,
-  FOPEN_DIRECT_IO,
   FOPEN_KEEP_CACHE,
   FUSE_FSYNC_FDATASYNC,
   FUSE_GETATTR_FH,
@@ -16,8 +15,6 @@ import {
   IN_HEADER,
   initOut,
   nameAt,
-  NOTIFY_INVAL_ENTRY,
-  NOTIFY_INVAL_INODE,
   Op,
   openOut,
   parseHeader,
@@ -51,8 +48,6 @@ export interface Opened {
   readonly fh: number;
   /** The kernel may keep the pages it read (of a file), or what it listed (of a directory). */
   readonly keepCache?: boolean;
-  /** Bypass the kernel's page cache for this open file. */
-  readonly directIo?: boolean;
 }
 
 export interface AttrAnswer {
@@ -141,7 +136,6 @@ interface SessionNative {
   fuseBuffer(buf: Buffer): void;
   sessionOpen(fd: number, dispatch: (length: number) => void, ended: (errno: number) => void, spinMicros: number): Native;
   sessionReply(session: Native, unique: number, error: number, body?: Buffer): boolean;
-  sessionNotify(session: Native, code: number, body: Buffer): void;
   sessionRefuseWrites(session: Native): void;
   sessionClose(session: Native): void;
   readonly FUSE_REQUEST_BYTES: number;
@@ -187,24 +181,6 @@ export class Session {
   /** From now on every write(2) is EROFS (the file system refuses every other change itself). */
   refuseWrites(): void {
     native.sessionRefuseWrites(this.native);
-  }
-
-  /** Drops what the kernel keeps of node `ino`: its attributes, and its pages (all, by default). */
-  invalidateInode(ino: number, offset = 0, length = 0): void {
-    const body = Buffer.alloc(24);
-    body.writeBigUInt64LE(BigInt(ino), 0);
-    body.writeBigInt64LE(BigInt(offset), 8);
-    body.writeBigInt64LE(BigInt(length), 16);
-    native.sessionNotify(this.native, NOTIFY_INVAL_INODE, body);
-  }
-
-  /** Drops the name `name` in directory `parent` from the kernel's cache. */
-  invalidateEntry(parent: number, name: Buffer): void {
-    const body = Buffer.alloc(16 + name.length + 1);
-    body.writeBigUInt64LE(BigInt(parent), 0);
-    body.writeUInt32LE(name.length, 8);
-    name.copy(body, 16);
-    native.sessionNotify(this.native, NOTIFY_INVAL_ENTRY, body);
   }
 
   /** Stops serving: the mount, if still there, answers ENOTCONN from now on. */
@@ -465,7 +441,7 @@ function sized(value: Buffer, size: number): Buffer {
 }
 
 function openFlags(o: Opened, dir: boolean): number {
-  return (o.keepCache === true ? (dir ? FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE : FOPEN_KEEP_CACHE) : 0) | (o.directIo === true ? FOPEN_DIRECT_IO : 0);
+  return o.keepCache === true ? (dir ? FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE : FOPEN_KEEP_CACHE) : 0;
 }
 
 function parseSetattr(buf: Buffer): SetAttr {

@@ -12,7 +12,7 @@
  *   own descriptor: data never crosses into JavaScript. A write may be
  *   refused from some moment on (commit freezes a mount) and drops set-ID
  *   bits when the kernel asks (FUSE_HANDLE_KILLPRIV_V2);
- * - answers and notifications, written as they come, so that an answer
+ * - answers, written as they come, so that an answer
  *   may be given long after its request (work done off the thread).
  *
  * Every session in the process shares the two buffers: requests are
@@ -334,21 +334,6 @@ static napi_value js_session_reply(napi_env env, napi_callback_info info) {
   return result;
 }
 
-/* sessionNotify(session, code, body): a notification (FUSE_NOTIFY_*) the kernel did not ask for. */
-static napi_value js_session_notify(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
-  if (!get_args(env, info, 3, argv)) return NULL;
-  session_t *s = get_session(env, argv[0]);
-  void *body;
-  size_t len;
-  if (napi_get_buffer_info(env, argv[2], &body, &len) != napi_ok) return throw_type(env, "sessionNotify: the body must be a Buffer");
-  if (s == NULL || s->closed) return NULL;
-  int err = send_reply(s, 0, (int) get_int64(env, argv[1]), body, len);
-  /* ENOENT: nothing the kernel knows of to invalidate. */
-  if (err != 0 && err != -ENOENT) return throw_errno(env, -err, "writev", NULL, 0);
-  return NULL;
-}
-
 /* sessionRefuseWrites(session): from now on every write is EROFS (commit freezes the mount). */
 static napi_value js_session_refuse_writes(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -373,7 +358,6 @@ void init_fuse(napi_env env, napi_value exports) {
   export_function(env, exports, "fuseBuffer", js_fuse_buffer);
   export_function(env, exports, "sessionOpen", js_session_open);
   export_function(env, exports, "sessionReply", js_session_reply);
-  export_function(env, exports, "sessionNotify", js_session_notify);
   export_function(env, exports, "sessionRefuseWrites", js_session_refuse_writes);
   export_function(env, exports, "sessionClose", js_session_close);
   napi_value v;

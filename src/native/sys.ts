@@ -70,7 +70,7 @@ export interface Stat {
 
 const S_IFMT = 0o170000;
 export const S_IFDIR = 0o040000;
-export const S_IFREG = 0o100000;
+const S_IFREG = 0o100000;
 export const S_IFLNK = 0o120000;
 export const S_IFCHR = 0o020000;
 
@@ -122,7 +122,6 @@ export interface Dirent {
 export const DT_UNKNOWN = 0;
 export const DT_CHR = 2;
 export const DT_DIR = 4;
-export const DT_REG = 8;
 
 /** The entries of directory `dirfd` (an O_PATH descriptor will do), `.` and `..` aside; names are views of one buffer. */
 export function readdirFd(dirfd: number): Dirent[] {

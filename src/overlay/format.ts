@@ -37,7 +37,7 @@ export function isOpaque(dirfd: number): boolean {
 }
 
 /** The `.wh.NAME` marker of a name, if the name leaves room for one. */
-export function whiteoutMarker(name: Buffer): Buffer | undefined {
+function whiteoutMarker(name: Buffer): Buffer | undefined {
   return PREFIX.length + name.length <= NAME_MAX ? Buffer.concat([PREFIX, name]) : undefined;
 }
 
