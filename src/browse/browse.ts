@@ -4,6 +4,7 @@ import { kindOf } from '../errors';
 import { fail } from '../fuse/errno';
 import type { Attr, AttrAnswer, DirEntry, Entry, FileSystem, Opened, Request, StatFs } from '../fuse/session';
 import { mergedLayers, MergedTree, ownLayer, pathComponents } from '../inspect/tree';
+import { Tree } from '../layerfs/tree';
 import { NAME_MAX } from '../overlay/format';
 import { S_IFLNK } from '../native/sys';
 import type { LayerStack, Snapshotter } from '../snapshotter/snapshotter';
@@ -75,6 +76,10 @@ export class BrowseFS implements FileSystem {
     for (const view of this.bySerial.values()) view.tree.close();
     this.bySerial.clear();
     this.views.clear();
+  }
+
+  beginRequest(): void {
+    Tree.begin();
   }
 
   lookup(req: Request, parent: number, name: Buffer): Entry {

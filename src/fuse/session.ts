@@ -84,6 +84,8 @@ export interface SetAttr {
  * implemented answers ENOSYS.
  */
 export interface FileSystem {
+  /** A request is about to be served (what the file system borrowed for the last one may go). */
+  beginRequest?(): void;
   /** Entry `ino` 0: there is no such name (and the kernel may keep that for entryTimeout). */
   lookup(req: Request, parent: number, name: Buffer): Answer<Entry>;
   forget?(ino: number, nlookup: number): void;
@@ -240,6 +242,7 @@ export class Session {
     const ino = h.nodeid;
     const u = h.unique;
     const nosys = (): void => this.error(u, -E.ENOSYS);
+    fs.beginRequest?.();
     const name = (at: number): Buffer => nameAt(buf, IN_HEADER + at, length)[0];
     switch (h.opcode) {
       case Op.INIT:

@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import { invalidArgument, notFound } from '../errors';
 import type { Inode } from '../layerfs/inode';
 import { LayerFS, type TreeOptions } from '../layerfs/layerfs';
+import { Tree } from '../layerfs/tree';
 import { showName } from '../names';
 import { isFile, isSymlink, sys, type Stat } from '../native/sys';
 import type { LayerStack } from '../snapshotter/snapshotter';
@@ -81,6 +82,7 @@ export class MergedTree {
 
   /** Resolves `p` (relative paths start at the root); `followLast` follows a final symlink too. */
   resolve(p: Buffer, followLast = true): Entry {
+    Tree.begin();
     const tree = this.fs.tree;
     const todo = pathComponents(p);
     const done: { inode: Inode; name: Buffer }[] = [];
@@ -111,6 +113,7 @@ export class MergedTree {
 
   /** The names in merged directory `dir` (an entry from resolve), in byte order. */
   list(dir: Entry): Buffer[] {
+    Tree.begin();
     if (!dir.inode.isDir) return [basename(dir.path)];
     return this.fs.names(dir.inode.ino).sort(Buffer.compare);
   }
@@ -121,6 +124,7 @@ export class MergedTree {
   }
 
   readlink(inode: Inode): Buffer {
+    Tree.begin();
     const at = this.fs.tree.place(inode);
     return sys.readlinkAt(at.dirfd, at.name);
   }
@@ -135,6 +139,7 @@ export class MergedTree {
   /** A descriptor to read a regular file of the tree (the caller closes it). */
   openFile(e: Entry, p: Buffer): number {
     if (!isFile(e.st)) this.fail(p, 'not a regular file', invalidArgument);
+    Tree.begin();
     const at = this.fs.tree.place(e.inode);
     return sys.openFile(at.dirfd, at.name, fs.constants.O_RDONLY);
   }

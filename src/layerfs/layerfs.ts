@@ -110,6 +110,10 @@ export class LayerFS implements FileSystem {
     this.tree.close();
   }
 
+  beginRequest(): void {
+    Tree.begin();
+  }
+
   // Names and attributes
 
   lookup(_req: Request, parent: number, name: Buffer): Entry {

@@ -10,6 +10,14 @@ const O_DIR = O_PATH | fs.constants.O_DIRECTORY;
 /** Directory descriptors kept open at most (others are opened again when needed). */
 const OPEN_DIRS = 128;
 
+/**
+ * Descriptors borrowed while serving one request are never closed before
+ * the next begins (see Tree.begin): an operation may hold several, and ask
+ * for many more while it holds them (copying up a deep tree), and a number
+ * closed and handed out again by the kernel would be another directory.
+ */
+let epoch = 0;
+
 /** The directories a merged tree is made of: read-only layers (topmost first), and where writes go. */
 export interface LayerDirs {
   readonly lowers: readonly string[];
@@ -66,8 +74,8 @@ export class Tree {
   private readonly probedTop: boolean;
   private readonly devs: readonly bigint[];
   private readonly live = new Map<number, Inode>();
-  /** Open directory descriptors by `ino:layer`, least recently used first. */
-  private readonly dirs = new Map<string, number>();
+  /** Open directory descriptors by `ino:layer`, least recently used first, and the request that last used each. */
+  private readonly dirs = new Map<string, { fd: number; epoch: number }>();
   private index: number | undefined;
 
   constructor(layers: LayerDirs, opts: TreeOptions = {}) {
@@ -94,9 +102,14 @@ export class Tree {
     this.live.set(1, this.root);
   }
 
+  /** A new request (or in-process call) begins: the descriptors the last one borrowed may be closed. */
+  static begin(): void {
+    epoch++;
+  }
+
   /** Closes every descriptor: the tree is not used again. */
   close(): void {
-    for (const fd of this.dirs.values()) fs.closeSync(fd);
+    for (const { fd } of this.dirs.values()) fs.closeSync(fd);
     this.dirs.clear();
     for (const inode of this.live.values()) if (inode.pinned !== undefined) fs.closeSync(inode.pinned);
     for (const fd of [...this.roots, this.work, this.index]) if (fd !== undefined) fs.closeSync(fd);
@@ -109,18 +122,20 @@ export class Tree {
 
   /**
    * A descriptor of directory `dir`'s copy in `layer`, borrowed: valid
-   * until a few hundred more are asked for; never closed by the caller.
+   * until the request being served ends; never closed by the caller.
    */
   dirFd(dir: Inode, layer: number): number {
     if (dir === this.root) return this.roots[layer]!;
     const key = `${dir.ino}:${layer}`;
-    let fd = this.dirs.get(key);
-    if (fd !== undefined) {
+    const kept = this.dirs.get(key);
+    if (kept !== undefined) {
       this.dirs.delete(key);
-      this.dirs.set(key, fd);
-      return fd;
+      kept.epoch = epoch;
+      this.dirs.set(key, kept);
+      return kept.fd;
     }
     const parent = dir.parent ?? fail(E.ENOENT);
+    let fd: number;
     try {
       fd = sys.openAt(this.dirFd(parent, layer), dir.name, O_DIR, 0);
     } catch (err) {
@@ -134,11 +149,12 @@ export class Tree {
   }
 
   private keepDirFd(key: string, fd: number): void {
-    this.dirs.set(key, fd);
-    if (this.dirs.size > OPEN_DIRS) {
-      const [oldest, oldFd] = this.dirs.entries().next().value as [string, number];
+    this.dirs.set(key, { fd, epoch });
+    // The least recently used go first; none borrowed by the request being served.
+    for (const [oldest, entry] of this.dirs) {
+      if (this.dirs.size <= OPEN_DIRS || entry.epoch === epoch) break;
       this.dirs.delete(oldest);
-      fs.closeSync(oldFd);
+      fs.closeSync(entry.fd);
     }
   }
 
@@ -146,10 +162,10 @@ export class Tree {
   dropDirFds(dir: Inode): void {
     for (const layer of dir.dirLayers) {
       const key = `${dir.ino}:${layer}`;
-      const fd = this.dirs.get(key);
-      if (fd === undefined) continue;
+      const kept = this.dirs.get(key);
+      if (kept === undefined) continue;
       this.dirs.delete(key);
-      fs.closeSync(fd);
+      fs.closeSync(kept.fd);
     }
   }
 
