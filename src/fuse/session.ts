@@ -447,6 +447,9 @@ function openFlags(o: Opened, dir: boolean): number {
   return o.keepCache === true ? (dir ? FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE : FOPEN_KEEP_CACHE) : 0;
 }
 
+/** What a setattr may change, but the change time. */
+const CHANGES = Fattr.MODE | Fattr.UID | Fattr.GID | Fattr.SIZE | Fattr.ATIME | Fattr.MTIME | Fattr.ATIME_NOW | Fattr.MTIME_NOW;
+
 function parseSetattr(buf: Buffer): SetAttr {
   const valid = u32(buf, 0);
   const has = (bit: number): boolean => (valid & bit) !== 0;
@@ -466,6 +469,7 @@ function parseSetattr(buf: Buffer): SetAttr {
     ...(mtime !== undefined ? { mtime } : {}),
     ...(has(Fattr.FH) ? { fh: u64(buf, 8) } : {}),
     killSuidgid: has(Fattr.KILL_SUIDGID),
-    touchCtime: has(Fattr.CTIME),
+    // Without the writeback cache the kernel sends chown(f, -1, -1) as a setattr that sets nothing.
+    touchCtime: has(Fattr.CTIME) || (valid & CHANGES) === 0,
   };
 }

@@ -321,10 +321,11 @@ export class LayerFS implements FileSystem {
     const { up: dstUp } = this.makeRoom(newParent, newName);
     let pin: number | undefined;
     if (replaced !== undefined) {
-      if (to!.layer === 0) this.freed(replaced, this.tree.stat(replaced));
+      const st = this.tree.stat(replaced);
+      if (to!.layer === 0) this.freed(replaced, st);
       if (!replaced.isDir) this.countUnlink(replaced);
       if (to!.layer === 0 && replaced.isDir) this.removeUpperDir(dstUp, newName);
-      else if (to!.layer === 0) pin = this.pinIfUsed(replaced, dstUp, newName);
+      else if (to!.layer === 0) pin = this.pinIfUsed(replaced, dstUp, newName, st.nlink > 1);
     }
     sys.renameAt(srcUp, name, dstUp, newName, 0);
     // What the layers below hold at the destination must not show through.
@@ -337,7 +338,7 @@ export class LayerFS implements FileSystem {
       }
     }
     if (hideSrc) this.format!.whiteout(srcUp, name);
-    if (replaced !== undefined && replaced !== moving) this.gone(replaced, pin);
+    if (replaced !== undefined && replaced !== moving) this.gone(replaced, to!.layer, pin);
     this.tree.rename(moving, dst, newName);
     if (moving.isDir) this.tree.movedAway(moving);
   }
@@ -399,22 +400,24 @@ export class LayerFS implements FileSystem {
     if (dir && this.tree.readdir(child).length > 0) fail(E.ENOTEMPTY);
     const hideBelow = this.tree.visibleBelow(p, name);
     const st = this.tree.stat(child);
+    // An upper file with other names keeps its storage, and is reached by them.
+    const otherNames = !dir && found.layer === 0 && st.nlink > 1;
     let pin: number | undefined;
     if (found.layer === 0) {
       const up = this.tree.dirFd(p, 0);
       // An upper directory that looks empty may still hold whiteouts.
       if (dir) this.removeUpperDir(up, name);
       else {
-        pin = this.pinIfUsed(child, up, name);
+        pin = this.pinIfUsed(child, up, name, otherNames);
         sys.unlinkAt(up, name, false);
       }
     } else if (!dir) {
-      pin = this.pinIfUsed(child, this.tree.dirFd(p, found.layer), name);
+      pin = this.pinIfUsed(child, this.tree.dirFd(p, found.layer), name, false);
     }
     if (!dir) this.countUnlink(child);
     if (hideBelow) this.format!.whiteout(this.upperDir(p), name);
     if (found.layer === 0) this.freed(child, st);
-    this.gone(child, pin);
+    this.gone(child, found.layer, pin);
   }
 
   /** An upper file lost a name: once it has none, its inode number may go to another file. */
@@ -423,27 +426,31 @@ export class LayerFS implements FileSystem {
   }
 
   /**
-   * A name of `inode` is gone. A file still in use keeps working through
-   * a descriptor held for it (an unlinked open file: no hidden name needed).
+   * A name of `inode`, found in `layer`, is gone. A file still in use, or
+   * with other names, keeps working through a descriptor held for it (an
+   * unlinked open file needs no hidden name).
    */
-  private gone(inode: Inode, pin: number | undefined): void {
+  private gone(inode: Inode, layer: number, pin: number | undefined): void {
     if (inode.isDir) {
       this.tree.dropDirFds(inode);
       this.tree.detach(inode, undefined);
       return;
     }
-    // Another name still reaches a copied-up hard link through the index.
-    if (inode.index !== undefined) return;
+    // A copied-up hard link is reached through the index; a lower one's
+    // other names, and even this one's copy in its layer, reach it still.
+    if (inode.index !== undefined || (layer > 0 && pin === undefined && this.groups.has(inode.ino))) return;
     this.tree.detach(inode, pin);
   }
 
   /**
-   * An O_PATH descriptor of a file losing its name while open, for what is
-   * asked of it through its open handles (fstat, fchmod…). One that is not
-   * open gets none: its storage goes at once, as on any file system.
+   * An O_PATH descriptor of a file losing its name while open (for what is
+   * asked through its handles: fstat, fchmod…) or while it has other names
+   * (which the kernel may not have looked up yet). One that is neither gets
+   * none: its storage goes at once, as on any file system.
    */
-  private pinIfUsed(inode: Inode, dirfd: number, name: Buffer): number | undefined {
-    if (inode.isDir || inode.index !== undefined || inode.pinned !== undefined || !this.openCount.has(inode.ino)) return undefined;
+  private pinIfUsed(inode: Inode, dirfd: number, name: Buffer, otherNames: boolean): number | undefined {
+    if (inode.isDir || inode.index !== undefined || inode.pinned !== undefined) return undefined;
+    if (!otherNames && !this.openCount.has(inode.ino)) return undefined;
     return sys.openAt(dirfd, name, O_PATH, 0);
   }
 

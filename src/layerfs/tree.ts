@@ -295,12 +295,20 @@ export class Tree {
     const key = fileKey(st.dev, st.ino);
     let ino = this.numbers.of(key);
     const known = this.live.get(ino);
-    // A live inode of a file whose names are all gone, or of another kind, is another file:
-    // its storage was freed and its inode number reused (by a writer we do not see, say).
-    if (known !== undefined && (known.unlinked || known.isDir !== isDir(st) || (known !== this.root && known.parent === undefined && known.pinned === undefined && known.index === undefined))) {
+    if (known !== undefined && known.isDir !== isDir(st)) {
+      // Another file under the same device and inode number: one whose storage was freed
+      // behind the tree's back (by the writer of a changing top layer), and its number reused.
       this.numbers.drop(key);
       ino = this.numbers.of(key);
     } else if (known !== undefined) {
+      // A file whose last known name went is reached again through another (a lower hard link).
+      if (known !== this.root && known.parent === undefined) {
+        known.parent = dir;
+        dir.children++;
+        known.name = Buffer.from(name);
+        known.layer = layer;
+        known.unlinked = false;
+      }
       if (isDir(st)) known.dirLayers = dirLayers;
       return known;
     }
