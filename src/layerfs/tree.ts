@@ -249,22 +249,59 @@ export class Tree {
     let top: number | undefined;
     let topIsDir = false;
     const dirLayers: number[] = [];
-    for (const layer of dir.dirLayers) {
-      const kind = this.entryIn(dir, layer, name);
-      if (kind === 'whiteout') break;
-      if (kind === undefined) continue;
-      if (top === undefined) {
-        top = layer;
-        topIsDir = kind === 'dir';
-        if (!topIsDir) break;
-      } else if (kind !== 'dir') break;
-      dirLayers.push(layer);
-      if (this.isOpaqueChild(dir, layer, name)) break;
+    // The copies of a directory are opened to see whether they are opaque, and kept for what comes next.
+    const opened: [number, number][] = [];
+    try {
+      for (const layer of dir.dirLayers) {
+        const kind = this.entryIn(dir, layer, name);
+        if (kind === 'whiteout') break;
+        if (kind === undefined) continue;
+        if (top === undefined) {
+          top = layer;
+          topIsDir = kind === 'dir';
+          if (!topIsDir) break;
+        } else if (kind !== 'dir') break;
+        const fd = this.openChildDir(dir, layer, name);
+        // Not a directory after all (replaced meanwhile): nothing from there on shows.
+        if (fd === undefined) break;
+        opened.push([layer, fd]);
+        dirLayers.push(layer);
+        if (!this.raw && isOpaque(fd)) break;
+      }
+      if (top === undefined || (topIsDir && opened.length === 0)) return undefined;
+      const st = topIsDir ? fstat(opened[0]![1]) : statAt(this.dirFd(dir, top), name);
+      if (st === undefined) return undefined;
+      const inode = this.adopt(dir, name, top, st, topIsDir ? dirLayers : []);
+      for (const [layer, fd] of opened.splice(0)) {
+        const key = `${inode.ino}:${layer}`;
+        if (this.dirs.has(key)) fs.closeSync(fd);
+        else this.keepDirFd(key, fd);
+      }
+      return { inode, layer: top };
+    } finally {
+      for (const [, fd] of opened) fs.closeSync(fd);
     }
-    if (top === undefined) return undefined;
-    const st = statAt(this.dirFd(dir, top), name);
-    if (st === undefined) return undefined;
-    return { inode: this.adopt(dir, name, top, st, topIsDir ? dirLayers : []), layer: top };
+  }
+
+  /**
+   * A copy of a directory's child directory, opened to be read (its
+   * attributes, its listing), or only as a path where it may not be read;
+   * undefined when it is not a directory.
+   */
+  private openChildDir(dir: Inode, layer: number, name: Buffer): number | undefined {
+    const parent = this.dirFd(dir, layer);
+    try {
+      return sys.openAt(parent, name, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY, 0);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOTDIR' || code === 'ELOOP' || code === 'ENOENT') return undefined;
+      if (code !== 'EACCES') throw err;
+    }
+    try {
+      return sys.openAt(parent, name, O_DIR, 0);
+    } catch {
+      return undefined;
+    }
   }
 
   /** An entry as the merged tree sees it (see format.ts); a raw tree sees every entry as it is. */
@@ -273,21 +310,6 @@ export class Tree {
     if (e.type !== DT_UNKNOWN) return { name: e.name, kind: e.type === DT_DIR ? 'dir' : 'other' };
     const st = statAt(dirfd, e.name);
     return st === undefined ? undefined : { name: e.name, kind: isDir(st) ? 'dir' : 'other' };
-  }
-
-  private isOpaqueChild(dir: Inode, layer: number, name: Buffer): boolean {
-    if (this.raw) return false;
-    let fd: number;
-    try {
-      fd = sys.openAt(this.dirFd(dir, layer), name, O_DIR, 0);
-    } catch {
-      return true; // not a directory after all: nothing below shows
-    }
-    try {
-      return isOpaque(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
   }
 
   /** The inode for a file found at `name` in `dir`'s copy in `layer`: the live one of that file, or a new one. */

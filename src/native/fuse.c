@@ -131,7 +131,37 @@ static void call(session_t *s, napi_ref ref, int32_t arg) {
 static void end_session(session_t *s, int err);
 
 /* One request: served here, or handed to JavaScript. Returns false when the session is over. */
-static bool handle(session_t *s, ssize_t n) {
+/*
+ * JavaScript is entered for the requests it answers only: a batch of reads
+ * and writes, served here, costs no callback scope (whose closing runs
+ * JavaScript's pending work). Scopes opened for a batch close at its end,
+ * so that Promises settled by the handlers run, and answers given
+ * asynchronously go out, between batches.
+ */
+typedef struct {
+  bool open;
+  napi_handle_scope handles;
+  napi_callback_scope scope;
+} js_scope;
+
+static void enter_js(session_t *s, js_scope *js) {
+  if (js->open) return;
+  napi_open_handle_scope(s->env, &js->handles);
+  napi_value resource;
+  napi_get_global(s->env, &resource);
+  napi_open_callback_scope(s->env, resource, s->context, &js->scope);
+  js->open = true;
+}
+
+static void leave_js(session_t *s, js_scope *js) {
+  if (!js->open) return;
+  napi_close_callback_scope(s->env, js->scope);
+  napi_close_handle_scope(s->env, js->handles);
+  js->open = false;
+}
+
+/* One request: served here, or handed to JavaScript. Returns false when the session is over. */
+static bool handle(session_t *s, ssize_t n, js_scope *js) {
   const struct fuse_in_header *in = (const struct fuse_in_header *) request_buf;
   if ((size_t) n < sizeof *in || in->len != (uint32_t) n) return true;
   const char *arg = request_buf + sizeof *in;
@@ -149,6 +179,7 @@ static bool handle(session_t *s, ssize_t n) {
       /* Every request is answered promptly; there is nothing to cut short. */
       return true;
   }
+  enter_js(s, js);
   napi_handle_scope scope;
   napi_open_handle_scope(s->env, &scope);
   call(s, s->dispatch, (int32_t) n);
@@ -161,19 +192,13 @@ static bool handle(session_t *s, ssize_t n) {
  * other events get their turn. Then, while requests keep coming within
  * spin_ns, goes on without sleeping: a caller's next request usually comes
  * within microseconds of its answer, and the wake-up spared costs more than
- * most requests. Promises settled by the requests' handlers run between
- * batches, so answers given asynchronously go out without delay.
+ * most requests.
  */
 static void serve(uv_poll_t *poll, int status, int events) {
   session_t *s = poll->data;
   long idle_since = 0;
+  js_scope js = { .open = false };
   for (int handled = 0; !s->closed;) {
-    napi_callback_scope scope;
-    napi_handle_scope handles;
-    napi_open_handle_scope(s->env, &handles);
-    napi_value resource;
-    napi_get_global(s->env, &resource);
-    napi_open_callback_scope(s->env, resource, s->context, &scope);
     bool empty = false;
     for (int i = 0; i < BATCH && !s->closed; i++) {
       ssize_t n = read(s->fd, request_buf, REQUEST_BYTES);
@@ -188,10 +213,9 @@ static void serve(uv_poll_t *poll, int status, int events) {
       }
       handled++;
       idle_since = 0;
-      if (!handle(s, n)) break;
+      if (!handle(s, n, &js)) break;
     }
-    napi_close_callback_scope(s->env, scope);
-    napi_close_handle_scope(s->env, handles);
+    leave_js(s, &js);
     if (s->closed) return;
     if (!empty) {
       if (handled >= 4 * BATCH) return; /* let the event loop run; it calls again while readable */

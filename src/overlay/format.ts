@@ -32,7 +32,11 @@ export type EntryKind = 'dir' | 'other' | 'whiteout';
 
 /** Whether directory `dirfd` (of some layer) hides the layers below it. */
 export function isOpaque(dirfd: number): boolean {
-  for (const name of OPAQUE_XATTRS) if (sys.getxattr(dirfd, name)?.toString() === 'y') return true;
+  // One listing of its attributes: most directories have none.
+  const names = sys.listxattr(dirfd);
+  for (const name of names) {
+    if (OPAQUE_XATTRS.includes(name.toString('latin1')) && sys.getxattr(dirfd, name)?.toString() === 'y') return true;
+  }
   return statAt(dirfd, OPAQUE_MARKER) !== undefined;
 }
 
