@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { SnapfsError } from '../src/errors';
 import { Snapshotter } from '../src/snapshotter/snapshotter';
-import { idsAndDirs, ok, snapfs, tempDir } from './helpers';
+import { CLI, idsAndDirs, ok, snapfs, tempDir } from './helpers';
 
 const WORKER = path.join(__dirname, 'fixtures', 'worker.js');
 
@@ -123,6 +123,93 @@ describe('crash safety: SIGKILL at every step', () => {
       }
       assert.ok(committedByWorkers > 10, `the workers got work done before being killed (${committedByWorkers} commits)`);
     } finally {
+      fs.rmSync(path.dirname(root), { recursive: true, force: true });
+    }
+  });
+});
+
+describe('crash safety: imports', () => {
+  /** A layer tar of many small files, so that an import takes long enough to be killed in the middle. */
+  function makeTar(dir: string): string {
+    const src = path.join(dir, 'src');
+    for (let d = 0; d < 30; d++) {
+      fs.mkdirSync(path.join(src, `d${d}`), { recursive: true });
+      for (let f = 0; f < 100; f++) fs.writeFileSync(path.join(src, `d${d}`, `f${f}`), `${d}/${f}\n`.repeat(50));
+    }
+    const tar = path.join(dir, 'layer.tar');
+    execFileSync('tar', ['-cf', tar, '-C', src, '.']);
+    return tar;
+  }
+
+  /** After cleanup: no import's snapshot, directory or lock is left. */
+  function checkNothingLeft(root: string, name: string): void {
+    checkIntact(root);
+    const s = new Snapshotter(root);
+    try {
+      assert.deepEqual(s.walk(['labels."snapfs.import"']).map((i) => i.name), [], 'no import snapshot left');
+      const done = s.walk([`name==${name}`]).length === 1;
+      assert.deepEqual(fs.readdirSync(path.join(root, 'held')), [], 'no lock left');
+      if (done) s.remove(name);
+    } finally {
+      s.close();
+    }
+  }
+
+  it('an import killed at each of its steps, or at random moments, leaves nothing once cleanup has run', async () => {
+    const root = await makeRoot();
+    const tar = makeTar(path.dirname(root));
+    try {
+      for (const point of ['prepare:inserted', 'prepare:dirs', 'import:unpacked', 'commit:updated', 'import:committed']) {
+        const r = await snapfs(root, ['import', tar, 'layer', '--parent', 'base'], { env: { SNAPFS_FAULT: point } });
+        assert.equal(r.code, 137, `killed at ${point} (${r.stderr})`);
+        checkNothingLeft(root, 'layer');
+      }
+      let killedMidway = 0;
+      for (let round = 0; round < 8; round++) {
+        const child = spawn(process.execPath, [CLI, '--root', root, 'import', tar, 'layer', '--parent', 'base'], { stdio: 'ignore' });
+        await new Promise((r) => setTimeout(r, 100 + ((round * 97) % 500)));
+        child.kill('SIGKILL');
+        const code = await new Promise((r) => child.on('close', (c) => r(c)));
+        if (code === null) killedMidway++;
+        checkNothingLeft(root, 'layer');
+      }
+      assert.ok(killedMidway >= 4, `most imports were killed before they ended (${killedMidway} of 8)`);
+      await ok(root, ['import', tar, 'layer', '--parent', 'base']); // and the root works as before
+    } finally {
+      fs.rmSync(path.dirname(root), { recursive: true, force: true });
+    }
+  });
+
+  it("cleanup never touches an import still running in another process, nor a snapshot that only looks like one", async () => {
+    const root = await makeRoot();
+    const tar = fs.readFileSync(makeTar(path.dirname(root)));
+    let child: ChildProcess | undefined;
+    try {
+      // Named and labelled as an import's would be, as a gRPC client may: it holds no lock of ours.
+      await ok(root, ['prepare', 'import-0123456789abcdef', 'base', '--label', 'snapfs.import=lookalike']);
+      const proc = spawn(process.execPath, [CLI, '--root', root, 'import', '-', 'live', '--parent', 'base'], { stdio: ['pipe', 'ignore', 'pipe'] });
+      child = proc;
+      let stderr = '';
+      proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const exited = new Promise<number | null>((r) => proc.on('close', (c) => r(c)));
+      proc.stdin.write(tar.subarray(0, 64 << 10)); // the import starts, and waits for the rest
+      const importing = async (): Promise<unknown[]> => JSON.parse(await ok(root, ['ls', '--json', '--filter', 'labels."snapfs.import"==live'])) as unknown[];
+      for (let i = 0; i < 100 && (await importing()).length === 0; i++) await new Promise((r) => setTimeout(r, 50));
+      assert.equal((await importing()).length, 1, 'the import has its snapshot');
+      const s = new Snapshotter(root);
+      try {
+        assert.deepEqual(s.cleanup(), []);
+        assert.equal(s.stat('import-0123456789abcdef').kind, 'active');
+      } finally {
+        s.close();
+      }
+      assert.equal((await importing()).length, 1, 'the running import keeps its snapshot');
+      proc.stdin.end(tar.subarray(64 << 10));
+      assert.equal(await exited, 0, stderr);
+      assert.equal((await ok(root, ['info', 'live', '--json'])).includes('"committed"'), true);
+      assert.deepEqual(fs.readdirSync(path.join(root, 'held')), [], 'the import let go of its lock');
+    } finally {
+      child?.kill('SIGKILL');
       fs.rmSync(path.dirname(root), { recursive: true, force: true });
     }
   });

@@ -30,7 +30,7 @@ export function registerRootCommands(program: Command): void {
 
   program
     .command('cleanup')
-    .description('remove directories that no snapshot owns (leftovers of crashed processes)')
+    .description('remove what killed processes left: snapshots of killed imports, directories no snapshot owns')
     .option('--json', 'print JSON')
     .action(async (_opts: unknown, cmd: Command) => {
       await withSnapshotter(

@@ -1,10 +1,10 @@
-import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { alreadyExists, kindOf, systemFailure } from '../errors';
 import * as fs from 'node:fs';
 import { upperFormat } from '../overlay/format';
+import { faultPoint } from '../faults';
 import { removeTree } from '../snapshotter/dirs';
-import type { Labels, Snapshotter, UsageProgress } from '../snapshotter/snapshotter';
+import type { HeldSnapshot, Labels, Snapshotter, UsageProgress } from '../snapshotter/snapshotter';
 import { applyLayerTar, type ImportNaming } from './apply';
 import { systemFailureAt } from './failures';
 
@@ -27,15 +27,15 @@ export interface ImportOptions {
 export async function importLayer(s: Snapshotter, input: Readable, name: string, opts: ImportOptions = {}): Promise<void> {
   const naming = opts.naming ?? { tar: opts.source ?? 'input', entries: '', failures: `import ${name}` };
   if (exists(s, name)) throw alreadyExists(`snapshot ${JSON.stringify(name)}: already exists`);
-  const key = `import-${randomBytes(8).toString('hex')}`;
+  let held: HeldSnapshot;
   try {
-    s.prepare(key, opts.parent ?? '', { 'snapfs.import': name });
+    held = s.prepareHeld('import', opts.parent ?? '', { 'snapfs.import': name });
   } catch (err) {
     input.destroy();
     throw systemFailureAt(err, naming.failures) ?? err;
   }
   try {
-    const stack = s.layers(key);
+    const stack = s.layers(held.key);
     const work = fs.openSync(stack.work, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
     let format;
     try {
@@ -49,12 +49,21 @@ export async function importLayer(s: Snapshotter, input: Readable, name: string,
       ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
       ...(opts.diffId ? { diffId: opts.diffId } : {}),
     });
-    await s.commit(name, key, opts.labels ?? {});
+    faultPoint('import:unpacked');
+    await s.commit(name, held.key, opts.labels ?? {});
+    faultPoint('import:committed');
   } catch (err) {
     input.destroy();
-    discard(s, key);
+    try {
+      discard(s, held.key);
+    } catch (discardErr) {
+      held.abandon(); // cleanup removes it
+      throw discardErr;
+    }
+    held.release();
     throw systemFailureAt(err, naming.failures) ?? err;
   }
+  held.release();
 }
 
 /** Removes the prepared snapshot of a failed import. */

@@ -9,6 +9,7 @@ import * as path from 'node:path';
  *   ROOT/snapshots/<id>/fs        the snapshot's own layer (upper directory)
  *   ROOT/snapshots/<id>/work      scratch space of the file system serving it
  *   ROOT/snapshots/.rm-<random>   being deleted, after the metadata is gone
+ *   ROOT/held/<key>               locked by the process whose work active snapshot <key> is (held.ts)
  */
 export const OWNER_FILE = 'served-by.json';
 
@@ -17,12 +18,14 @@ export class Layout {
   readonly db: string;
   readonly snapshots: string;
   readonly owner: string;
+  readonly held: string;
 
   constructor(root: string) {
     this.root = path.resolve(root);
     this.db = path.join(this.root, 'metadata.db');
     this.snapshots = path.join(this.root, 'snapshots');
     this.owner = path.join(this.root, OWNER_FILE);
+    this.held = path.join(this.root, 'held');
   }
 
   dir(id: number): string {

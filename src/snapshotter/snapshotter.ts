@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { nowNs } from '../clock';
-import { alreadyExists, failedPrecondition, invalidArgument, notFound } from '../errors';
+import { alreadyExists, failedPrecondition, invalidArgument, kindOf, notFound } from '../errors';
 import { faultPoint } from '../faults';
 import { parseFilters } from '../filters/parse';
 import { appendEvent, eventsAfter, type SnapshotEvent } from '../metastore/events';
@@ -23,6 +23,7 @@ import { Store, type Tx } from '../metastore/store';
 import { walkSnapshots } from '../metastore/walk';
 import { freezeMount } from '../mount/control';
 import { removeTree, renameIfPresent } from './dirs';
+import { dropLock, settleAbandoned, takeLock } from './held';
 import { Layout, snapshotIdOf } from './layout';
 import { mountsOf, type Mount } from './mounts';
 import { createRoot, inspectRoot } from './root';
@@ -41,6 +42,15 @@ export interface LayerStack {
   readonly upper?: string;
   /** Scratch space of whatever serves the mount. */
   readonly work: string;
+}
+
+/** An active snapshot that is one process's work while that process lives (see prepareHeld). */
+export interface HeldSnapshot {
+  readonly key: string;
+  /** The snapshot was committed or removed: the lock goes with it. */
+  release(): void;
+  /** Lets go of a snapshot that could not be removed: cleanup will remove it. */
+  abandon(): void;
 }
 
 /** What Stat and Walk return, as containerd's snapshots.Info. */
@@ -70,6 +80,31 @@ export class Snapshotter {
 
   prepare(key: string, parent = '', labels: Labels = {}): Mount[] {
     return this.createSnapshot('active', key, parent, labels);
+  }
+
+  /**
+   * Prepare for work of this process alone (an import), under a fresh key
+   * `${prefix}-<16 hex digits>`. The snapshot is held by a lock that the
+   * kernel releases when the process ends, however it ends, and that is
+   * taken before the snapshot exists: `cleanup` removes a held snapshot
+   * whose lock nobody holds, and never one whose process still runs.
+   */
+  prepareHeld(prefix: string, parent: string, labels: Labels): HeldSnapshot {
+    // A snapshot without parent may be the root's first: make the root, then the lock, then the snapshot.
+    this.writer(parent === '');
+    if (!this.storeOnDisk) throw notFound(`parent ${JSON.stringify(parent)} does not exist`);
+    const lock = takeLock(this.layout.held, prefix);
+    try {
+      this.prepare(lock.key, parent, labels);
+    } catch (err) {
+      dropLock(this.layout.held, lock);
+      throw err;
+    }
+    return {
+      key: lock.key,
+      release: () => dropLock(this.layout.held, lock),
+      abandon: () => fs.closeSync(lock.fd),
+    };
   }
 
   view(key: string, parent = '', labels: Labels = {}): Mount[] {
@@ -209,14 +244,27 @@ export class Snapshotter {
   }
 
   /**
-   * Removes every directory under ROOT/snapshots that no snapshot owns:
-   * leftovers of processes killed mid-operation. Returns their names.
-   * They are moved aside under the write lock, so that an id handed out
-   * again right after cannot lose its new directory, and deleted after.
+   * Removes what processes killed mid-operation left: held snapshots whose
+   * process is gone (see prepareHeld), then every directory under
+   * ROOT/snapshots that no snapshot owns. Returns the snapshots' keys and
+   * the directories' names. Directories are moved aside under the write
+   * lock, so that an id handed out again right after cannot lose its new
+   * directory, and deleted after.
    */
   cleanup(): string[] {
     const store = this.writer(false);
     if (!this.storeOnDisk) return [];
+    const abandoned: string[] = [];
+    settleAbandoned(this.layout.held, (key) => {
+      // Killed before its snapshot was made, or after it was committed: only the lock is left.
+      if (store.read((tx) => getSnapshot(tx, key)?.kind) !== 'active') return;
+      try {
+        this.remove(key);
+        abandoned.push(key);
+      } catch (err) {
+        if (kindOf(err) !== 'NotFound') throw err;
+      }
+    });
     const doomed = store.write((tx) => {
       const ids = allIds(tx);
       const moved: { name: string; to: string }[] = [];
@@ -229,7 +277,7 @@ export class Snapshotter {
       return moved;
     });
     for (const { to } of doomed) removeTree(to);
-    return doomed.map((d) => d.name);
+    return [...abandoned, ...doomed.map((d) => d.name)];
   }
 
   /** The event journal after sequence number `after`. */
@@ -345,6 +393,7 @@ export class Snapshotter {
     this.store = Store.open(this.layout.db);
     this.storeOnDisk = true;
     fs.mkdirSync(this.layout.snapshots, { recursive: true, mode: 0o700 });
+    fs.mkdirSync(this.layout.held, { recursive: true, mode: 0o700 });
     return this.store;
   }
 }
