@@ -153,9 +153,12 @@ describe('names are bytes: import keeps every byte of names and symlink targets,
     // Deep enough for the ustar prefix and past it, into a PAX path.
     fs.mkdirSync(under(up, bytes('deep'), n1, n2, n3, n4, n5), { recursive: true });
     fs.writeFileSync(under(up, bytes('deep'), n1, n2, n3, n4, n5, n0), 'deep');
-    // Binary attribute values, on a UTF-8 name: the native calls reach it.
+    // Binary attribute values, on a UTF-8 name and on one that is not.
     fs.writeFileSync(path.join(up, 'attributes'), '');
     sys.setxattr(path.join(up, 'attributes'), 'user.note', Buffer.from([0, 0xff, 0x80]), 0);
+    const attributed = bytes('attributes-\xff');
+    fs.writeFileSync(under(up, attributed), '');
+    sys.setxattr(under(up, attributed), 'user.note', Buffer.from([0x80, 0]), 0);
     sys.mknod(path.join(up, 'fifo'), fs.constants.S_IFIFO | 0o640, 0, 0);
     fs.renameSync(path.join(up, 'fifo'), under(up, Buffer.concat([bytes('fifo-'), n2])));
     await ok(root, ['commit', 'bytes', 'bytes-work']);
@@ -166,6 +169,7 @@ describe('names are bytes: import keeps every byte of names and symlink targets,
     for (const name of names) assert.ok(inTar.includes(`${name.toString('latin1')}/`), `${quoted(name)} is in the tar as it is`);
     await ok(root, ['import', first, 'bytes-again']);
     assert.deepEqual(describeBytes(layerDirOf(root, 'bytes-again')), describeBytes(layerDirOf(root, 'bytes')));
+    assert.deepEqual(sys.getxattr(under(layerDirOf(root, 'bytes-again'), attributed), 'user.note'), Buffer.from([0x80, 0]), 'attributes of a file whose name is not UTF-8 go through');
     const second = path.join(dir, 'bytes-2.tar');
     await ok(root, ['diff', 'bytes-again', '-o', second]);
     assert.ok(fs.readFileSync(second).equals(fs.readFileSync(first)), 'the same tar, byte for byte');

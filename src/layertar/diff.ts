@@ -1,15 +1,15 @@
-import { isUtf8 } from 'node:buffer';
 import * as fs from 'node:fs';
 import { pipeline } from 'node:stream/promises';
-import type { Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import * as zlib from 'node:zlib';
 import * as tar from 'tar-stream';
 import { isOpaque, isPrivateXattr, OPAQUE_MARKER, WHITEOUT_PREFIX } from '../overlay/format';
-import { sys } from '../native/sys';
+import { secondsAndNanos } from '../clock';
+import { fstat, isDir, isFile, isSymlink, isWhiteout, O_PATH, readdirFd, statAt, sys } from '../native/sys';
 import type { UsageProgress } from '../snapshotter/usage';
 import { major, minor } from '../layerfs/devices';
 
-const SLASH = Buffer.from('/');
+const { S_IFMT, S_IFCHR, S_IFBLK, S_IFIFO } = fs.constants;
 const OPAQUE_NAME = Buffer.from(OPAQUE_MARKER);
 const WHITEOUT_NAME = Buffer.from(WHITEOUT_PREFIX);
 
@@ -31,7 +31,7 @@ export async function writeLayerTar(layer: string, out: Writable, opts: { gzip?:
   let size = 0;
   let inodes = 0;
 
-  const add = async (header: tar.Headers, xattrs: Map<string, Buffer>, body?: Buffer): Promise<void> => {
+  const add = async (header: tar.Headers, xattrs: Map<string, Buffer>, body?: Readable): Promise<void> => {
     // Values as bytes: tar-stream is patched to write Buffers as they are.
     if (xattrs.size > 0) header = { ...header, pax: Object.fromEntries([...xattrs].map(([k, v]) => [`SCHILY.xattr.${k}`, v])) } as tar.Headers;
     if (body === undefined) await entry(pack, header);
@@ -40,7 +40,7 @@ export async function writeLayerTar(layer: string, out: Writable, opts: { gzip?:
       const entered = new Promise<void>((resolve, reject) => {
         const sink = pack.entry(header, (err) => (err ? reject(err) : resolve()));
         // A file that changed size meanwhile ("Size mismatch") or a read error fails the whole tar.
-        written = pipeline(fs.createReadStream(body), sink);
+        written = pipeline(body, sink);
       });
       await Promise.all([entered, written]);
     }
@@ -49,63 +49,79 @@ export async function writeLayerTar(layer: string, out: Writable, opts: { gzip?:
     opts.onProgress?.({ size, inodes });
   };
 
-  /** `dirFd`: directory `dir` open, for the native calls to reach what it holds when its path is not UTF-8. */
-  const walk = async (dir: Buffer, dirFd: number, rel: string): Promise<void> => {
-    const names = fs.readdirSync(dir, { encoding: 'buffer' }).sort(Buffer.compare);
+  /**
+   * Walks directory `dirFd` (at `rel` in the tar) by descriptors, one name
+   * at a time, never following a symlink: a layer being written meanwhile
+   * (a container's) cannot lead the walk, or the data read, outside it.
+   */
+  const walk = async (dirFd: number, rel: string): Promise<void> => {
+    const names = readdirFd(dirFd)
+      .map((e) => Buffer.from(e.name))
+      .sort(Buffer.compare);
     for (const name of names) {
-      const real = Buffer.concat([dir, SLASH, name]);
       const at = rel === '' ? name.toString('latin1') : `${rel}/${name.toString('latin1')}`;
-      const st = fs.lstatSync(real);
-      const base = { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: st.mtime };
+      const st = statAt(dirFd, name);
+      if (st === undefined) continue; // removed meanwhile
+      const base = { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: dateOf(st.mtimeNs) };
       if (name.equals(OPAQUE_NAME) || name.subarray(0, WHITEOUT_NAME.length).equals(WHITEOUT_NAME)) {
         await add({ ...base, name: at, type: 'file', size: 0 }, new Map());
         continue;
       }
-      if (st.isCharacterDevice() && st.rdev === 0) {
+      if (isWhiteout(st)) {
         await add({ ...base, name: rel === '' ? WHITEOUT_PREFIX + at : `${rel}/${WHITEOUT_PREFIX}${name.toString('latin1')}`, type: 'file', size: 0, mode: 0o644 }, new Map());
         continue;
       }
-      if (st.isDirectory()) {
-        const fd = fs.openSync(real, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW);
+      if (isDir(st)) {
+        const fd = sys.openAt(dirFd, name, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY, 0);
         try {
-          const self = isUtf8(real) ? real.toString() : `/proc/self/fd/${fd}/.`;
-          await add({ ...base, name: `${at}/`, type: 'directory' }, attributesOf(self));
+          await add({ ...base, name: `${at}/`, type: 'directory' }, attributesOf(fd));
           // The kernel's opaque form is an attribute; the tar form is a marker entry inside.
-          if (isOpaque(fd) && !fs.existsSync(Buffer.concat([real, SLASH, OPAQUE_NAME]))) await add({ ...base, name: `${at}/${OPAQUE_MARKER}`, type: 'file', size: 0, mode: 0o644 }, new Map());
-          await walk(real, fd, at);
+          if (isOpaque(fd) && statAt(fd, OPAQUE_NAME) === undefined) await add({ ...base, name: `${at}/${OPAQUE_MARKER}`, type: 'file', size: 0, mode: 0o644 }, new Map());
+          await walk(fd, at);
         } finally {
           fs.closeSync(fd);
         }
         continue;
       }
-      // The native calls take UTF-8 paths and never follow a final symlink: a
-      // file whose own name is not UTF-8 is out of their reach, and its
-      // attributes are left out. Its directory's path is reached through its descriptor.
-      const native = isUtf8(real) ? real.toString() : isUtf8(name) ? `/proc/self/fd/${dirFd}/${name.toString()}` : undefined;
-      const xattrs = native === undefined ? new Map<string, Buffer>() : attributesOf(native);
-      if (st.isFile()) {
+      if (isFile(st)) {
         const key = `${st.dev}:${st.ino}`;
         const first = st.nlink > 1 ? seen.get(key) : undefined;
-        if (first !== undefined) await add({ ...base, name: at, type: 'link', linkname: first, size: 0 }, xattrs);
-        else {
-          if (st.nlink > 1) seen.set(key, at);
-          await add({ ...base, name: at, type: 'file', size: st.size }, xattrs, real);
+        // Only a regular file's data is opened (a name swapped for a fifo or a device is refused), and read from that descriptor.
+        const fd = sys.openFile(dirFd, name, fs.constants.O_RDONLY);
+        let body: fs.ReadStream | undefined;
+        try {
+          const xattrs = attributesOf(fd);
+          if (first !== undefined) await add({ ...base, name: at, type: 'link', linkname: first, size: 0 }, xattrs);
+          else {
+            if (st.nlink > 1) seen.set(key, at);
+            body = fs.createReadStream('', { fd, start: 0 });
+            await add({ ...base, name: at, type: 'file', size: fstat(fd).size }, xattrs, body);
+          }
+        } finally {
+          if (body === undefined) fs.closeSync(fd);
+          else body.destroy();
         }
-      } else if (st.isSymbolicLink()) {
-        await add({ ...base, name: at, type: 'symlink', linkname: fs.readlinkSync(real, { encoding: 'buffer' }).toString('latin1') }, xattrs);
-      } else if (st.isCharacterDevice() || st.isBlockDevice()) {
-        await add({ ...base, name: at, type: st.isCharacterDevice() ? 'character-device' : 'block-device', devmajor: major(st.rdev), devminor: minor(st.rdev) }, xattrs);
-      } else if (st.isFIFO()) {
-        await add({ ...base, name: at, type: 'fifo' }, xattrs);
+        continue;
       }
-      // Sockets have no tar form: skipped, as tar(1) does.
+      // The rest is never opened: attributes through a descriptor that opens nothing.
+      const fd = sys.openAt(dirFd, name, O_PATH, 0);
+      const type = st.mode & S_IFMT;
+      try {
+        const xattrs = attributesOf(fd);
+        if (isSymlink(st)) await add({ ...base, name: at, type: 'symlink', linkname: sys.readlinkAt(dirFd, name).toString('latin1') }, xattrs);
+        else if (type === S_IFCHR || type === S_IFBLK) await add({ ...base, name: at, type: type === S_IFCHR ? 'character-device' : 'block-device', devmajor: major(st.rdev), devminor: minor(st.rdev) }, xattrs);
+        else if (type === S_IFIFO) await add({ ...base, name: at, type: 'fifo' }, xattrs);
+        // Sockets have no tar form: skipped, as tar(1) does.
+      } finally {
+        fs.closeSync(fd);
+      }
     }
   };
 
   try {
     const rootFd = fs.openSync(layer, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
     try {
-      await walk(Buffer.from(layer), rootFd, '');
+      await walk(rootFd, '');
     } finally {
       fs.closeSync(rootFd);
     }
@@ -125,8 +141,14 @@ function entry(pack: tar.Pack, header: tar.Headers): Promise<void> {
   });
 }
 
-/** Every extended attribute of `file` but overlay's own. */
-function attributesOf(file: string): Map<string, Buffer> {
+/** A file's time as tar-stream takes it (milliseconds; before 1970 they round down). */
+function dateOf(ns: bigint): Date {
+  const [seconds, nanos] = secondsAndNanos(ns);
+  return new Date(Number(seconds) * 1000 + Math.floor(nanos / 1e6));
+}
+
+/** Every extended attribute of the file open as `file` but overlay's own. */
+function attributesOf(file: number): Map<string, Buffer> {
   const out = new Map<string, Buffer>();
   let names: Buffer[];
   try {
