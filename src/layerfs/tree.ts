@@ -270,7 +270,10 @@ export class Tree {
       }
       if (top === undefined || (topIsDir && opened.length === 0)) return undefined;
       const st = topIsDir ? fstat(opened[0]![1]) : statAt(this.dirFd(dir, top), name);
-      if (st === undefined) return undefined;
+      // A directory where no directory was seen came meanwhile (it was a symlink, say): it is not
+      // there, as a directory gone meanwhile is not. Adopted as a file, it would take a live
+      // directory's inode and leave it no layers: nothing in it would show any more.
+      if (st === undefined || (!topIsDir && isDir(st))) return undefined;
       const inode = this.adopt(dir, name, top, st, topIsDir ? dirLayers : []);
       for (const [layer, fd] of opened.splice(0)) {
         const key = `${inode.ino}:${layer}`;
