@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as nativeFiles from '../src/native/sys';
 import { sys } from '../src/native/sys';
+import { Connection, Listener, type Peer } from '../src/native/unix';
 import { tempDir } from './helpers';
 
 describe('native system calls', () => {
@@ -214,5 +216,113 @@ describe('descriptor primitives: one name in one directory, nothing followed', (
     }
     assert.ok(fs.lstatSync(path.join(dir, 'second-link')).isSymbolicLink());
     assert.equal(fs.lstatSync(path.join(dir, 'second-link')).ino, fs.lstatSync(path.join(dir, 'secret-link')).ino);
+  });
+});
+
+describe('unix sockets that carry descriptors', () => {
+  let dir: string;
+  before(() => {
+    dir = tempDir('snapfs-unix-');
+    fs.chmodSync(dir, 0o755); // for nobody's client
+  });
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  /** A client in a child process (a blocking exchange must not run on the thread serving the socket), as `uid` when given. */
+  const client = (socket: string, script: string, uid?: number): Promise<{ code: number | null; stdout: string; stderr: string }> =>
+    new Promise((resolve) => {
+      const unix = path.join(__dirname, '..', 'src', 'native', 'unix.js');
+      const child = spawn(process.execPath, ['-e', `const u = require(${JSON.stringify(unix)}); const fs = require('fs'); const socket = ${JSON.stringify(socket)};\n${script}`], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        ...(uid === undefined ? {} : { uid, gid: uid }),
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.on('close', (code) => resolve({ code, stdout, stderr }));
+    });
+
+  it("hands descriptors over with a message, says who sent it, and carries the answer back", async () => {
+    const socket = path.join(dir, 'a.sock');
+    fs.writeFileSync(path.join(dir, 'handed'), 'read through the descriptor handed over\n');
+    const got: { text: string; content: string; peer: Peer }[] = [];
+    const conns: Connection[] = [];
+    const listener = new Listener(socket, (fd) => {
+      conns.push(
+        new Connection(
+          fd,
+          (conn, msg) => {
+            got.push({ text: msg.data.toString(), content: msg.fds.map((f) => fs.readFileSync(f, 'utf8')).join(''), peer: conn.peer });
+            for (const f of msg.fds) fs.closeSync(f);
+            conn.send(Buffer.from(`answer to ${msg.data.toString()}`));
+          },
+          () => undefined,
+        ),
+      );
+    });
+    try {
+      const file = path.join(dir, 'handed');
+      const r = await client(socket, `const fd = fs.openSync(${JSON.stringify(file)}, 'r'); const a = u.exchange(socket, Buffer.from('hello'), [fd], 5000); process.stdout.write(a.data.toString() + ' ' + process.pid);`);
+      assert.equal(r.code, 0, r.stderr);
+      const [answer, pid] = [r.stdout.slice(0, r.stdout.lastIndexOf(' ')), Number(r.stdout.slice(r.stdout.lastIndexOf(' ') + 1))];
+      assert.equal(answer, 'answer to hello');
+      assert.equal(got.length, 1);
+      assert.equal(got[0]!.text, 'hello');
+      assert.equal(got[0]!.content, 'read through the descriptor handed over\n');
+      assert.deepEqual(got[0]!.peer, { pid, uid: process.getuid!(), gid: process.getgid!() });
+    } finally {
+      conns.forEach((c) => c.close());
+      listener.close();
+    }
+  });
+
+  it('says which user connected: another user is known by its own uid', { skip: process.getuid?.() !== 0 && 'switches to nobody' }, async () => {
+    const socket = path.join(dir, 'b.sock');
+    const peers: Peer[] = [];
+    const conns: Connection[] = [];
+    const listener = new Listener(socket, (fd) => {
+      const conn = new Connection(fd, (c) => c.send(Buffer.from('no')), () => undefined);
+      peers.push(conn.peer);
+      conns.push(conn);
+    });
+    fs.chmodSync(socket, 0o777);
+    try {
+      const r = await client(socket, `process.stdout.write(u.exchange(socket, Buffer.from('let me in'), [], 5000).data.toString());`, 65534);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, 'no');
+      assert.deepEqual(peers.map((p) => p.uid), [65534]);
+    } finally {
+      conns.forEach((c) => c.close());
+      listener.close();
+    }
+  });
+
+  it('a client waits for an answer only as long as it was told, and a closed connection is an end, not a hang', async () => {
+    const socket = path.join(dir, 'c.sock');
+    const conns: Connection[] = [];
+    let closedSeen = 0;
+    const listener = new Listener(socket, (fd) => {
+      conns.push(
+        new Connection(
+          fd,
+          (conn, msg) => {
+            if (msg.data.toString() === 'hang up') conn.close();
+          },
+          () => closedSeen++,
+        ),
+      );
+    });
+    try {
+      const silent = await client(socket, `try { u.exchange(socket, Buffer.from('wait'), [], 200); } catch (e) { process.stdout.write(e.code); }`);
+      assert.equal(silent.stdout, 'ETIMEDOUT', silent.stderr);
+      const hung = await client(socket, `try { u.exchange(socket, Buffer.from('hang up'), [], 5000); } catch (e) { process.stdout.write(e.code); }`);
+      assert.equal(hung.stdout, 'ECONNRESET', hung.stderr);
+      const none = await client(path.join(dir, 'nobody-listens.sock'), `try { u.exchange(socket, Buffer.from('x'), [], 200); } catch (e) { process.stdout.write(e.code); }`);
+      assert.equal(none.stdout, 'ENOENT', none.stderr);
+      assert.equal(closedSeen, 1, 'the client that left after its timeout is seen to go');
+    } finally {
+      conns.forEach((c) => c.close());
+      listener.close();
+    }
   });
 });

@@ -46,5 +46,6 @@ void export_function(napi_env env, napi_value exports, const char *name, napi_ca
 /* The parts of the addon, each adding its functions to exports. */
 void init_files(napi_env env, napi_value exports);
 void init_fuse(napi_env env, napi_value exports);
+void init_unix(napi_env env, napi_value exports);
 
 #endif

@@ -44,8 +44,21 @@ interface Native {
   /** An exclusive flock without waiting: false when someone else holds it (released when its process ends). */
   tryLock(fd: number): boolean;
   realtimeNs(): bigint;
+  unixListen(path: string, backlog: number): number;
+  unixConnect(path: string, timeoutMs: number): number;
+  unixAccept(fd: number): number;
+  unixPeer(fd: number): [number, number, number];
+  unixSend(fd: number, data: Buffer, fds: readonly number[]): void;
+  unixReceive(fd: number): { data: Buffer; fds: number[] } | null | undefined;
+  watchReadable(fd: number, callback: () => void): Watch;
+  unwatch(watch: Watch): void;
   readonly UTIME_OMIT: number;
   readonly UTIME_NOW: number;
+}
+
+/** A descriptor libuv watches for the addon (see unix.c). */
+export interface Watch {
+  readonly __brand: 'Watch';
 }
 
 // dist/src/native → the package root, where the build lives.

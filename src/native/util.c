@@ -12,6 +12,7 @@ static const char *errno_name(int err) {
     E(EBUSY) E(EEXIST) E(EXDEV) E(ENODEV) E(ENOTDIR) E(EISDIR) E(EINVAL) E(ENFILE) E(EMFILE) E(ETXTBSY)
     E(EFBIG) E(ENOSPC) E(ESPIPE) E(EROFS) E(EMLINK) E(ERANGE) E(ENAMETOOLONG) E(ENOSYS) E(ENOTEMPTY)
     E(ELOOP) E(ENODATA) E(EOPNOTSUPP) E(EDQUOT) E(ENOTCONN) E(EOVERFLOW) E(ESTALE)
+    E(ECONNREFUSED) E(ECONNRESET) E(EPIPE) E(EADDRINUSE) E(EMSGSIZE) E(ETIMEDOUT)
 #undef E
   }
   return NULL;
@@ -147,6 +148,7 @@ void export_function(napi_env env, napi_value exports, const char *name, napi_ca
 static napi_value init(napi_env env, napi_value exports) {
   init_files(env, exports);
   init_fuse(env, exports);
+  init_unix(env, exports);
   return exports;
 }
 

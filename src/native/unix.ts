@@ -1,0 +1,105 @@
+import * as fs from 'node:fs';
+import { sys, type Watch } from './sys';
+
+/**
+ * Unix sockets that carry descriptors (SCM_RIGHTS) and say who is on the
+ * other end (SO_PEERCRED): how a mount helper hands a mount to a daemon.
+ * Messages (SOCK_SEQPACKET) arrive whole, with their descriptors.
+ */
+
+export interface Message {
+  readonly data: Buffer;
+  /** Descriptors that came with the message, now this process's (close-on-exec): the receiver closes them. */
+  readonly fds: readonly number[];
+}
+
+/** Who connected, as the kernel saw them at connect(2). */
+export interface Peer {
+  readonly pid: number;
+  readonly uid: number;
+  readonly gid: number;
+}
+
+/** One connection accepted by a Listener: messages as they come, on the event loop. */
+export class Connection {
+  readonly peer: Peer;
+  private watch: Watch | undefined;
+
+  constructor(
+    private readonly fd: number,
+    onMessage: (conn: Connection, msg: Message) => void,
+    onClose: (conn: Connection) => void,
+  ) {
+    const [pid, uid, gid] = sys.unixPeer(fd);
+    this.peer = { pid, uid, gid };
+    this.watch = sys.watchReadable(fd, () => {
+      for (;;) {
+        let msg: Message | null | undefined;
+        try {
+          msg = sys.unixReceive(fd);
+        } catch {
+          msg = null; // a broken connection ends like a closed one
+        }
+        if (msg === undefined) return;
+        if (msg === null) {
+          this.close();
+          onClose(this);
+          return;
+        }
+        onMessage(this, msg);
+        if (this.watch === undefined) return; // closed by onMessage
+      }
+    });
+  }
+
+  /** Sends a message; `fds` stay open here too. Errors (the peer left) are thrown. */
+  send(data: Buffer, fds: readonly number[] = []): void {
+    sys.unixSend(this.fd, data, fds);
+  }
+
+  close(): void {
+    if (this.watch === undefined) return;
+    sys.unwatch(this.watch);
+    this.watch = undefined;
+    fs.closeSync(this.fd);
+  }
+}
+
+/** A listening socket at `path`, accepting on the event loop. */
+export class Listener {
+  private watch: Watch | undefined;
+  private readonly fd: number;
+
+  constructor(path: string, onConnection: (fd: number) => void) {
+    this.fd = sys.unixListen(path, 64);
+    this.watch = sys.watchReadable(this.fd, () => {
+      for (let fd = sys.unixAccept(this.fd); fd >= 0; fd = sys.unixAccept(this.fd)) onConnection(fd);
+    });
+  }
+
+  close(): void {
+    if (this.watch === undefined) return;
+    sys.unwatch(this.watch);
+    this.watch = undefined;
+    fs.closeSync(this.fd);
+  }
+}
+
+/**
+ * A client's one exchange, blocking: connects to `path`, sends `data` with
+ * `fds`, and waits `timeoutMs` at most for one reply. For short-lived
+ * clients (a mount helper), never on the thread of a process serving the
+ * socket.
+ */
+export function exchange(path: string, data: Buffer, fds: readonly number[], timeoutMs: number): Message {
+  const fd = sys.unixConnect(path, timeoutMs);
+  try {
+    sys.unixSend(fd, data, fds);
+    const reply = sys.unixReceive(fd);
+    if (reply === undefined) throw Object.assign(new Error(`ETIMEDOUT: no answer within ${timeoutMs} ms, recvmsg '${path}'`), { code: 'ETIMEDOUT' });
+    if (reply === null) throw Object.assign(new Error(`ECONNRESET: closed without an answer, recvmsg '${path}'`), { code: 'ECONNRESET' });
+    return reply;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
