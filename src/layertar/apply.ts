@@ -2,11 +2,13 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import type { Readable } from 'node:stream';
 import { invalidArgument } from '../errors';
+import { fstat, isDir, isFile, O_PATH, statAt } from '../native/sys';
 import { NAME_MAX, OPAQUE_MARKER, WHITEOUT_PREFIX, type UpperFormat } from '../overlay/format';
 import { quoted } from '../names';
 import type { UsageProgress } from '../snapshotter/usage';
 import { systemFailureAt } from './failures';
 import { LayerEntries, type EntryMetadata, type NewEntry, type Refuse } from './layer-entries';
+import { LayerPlaces, type Place } from './places';
 import { entryRefusal, readTar, type TarEntry, type TarNaming } from './tar-entries';
 
 /** How an import names things in its messages. */
@@ -26,12 +28,6 @@ export interface ApplyOptions {
   /** The sha256 the uncompressed tar must have (an image's diff ID); checked at the end. */
   readonly diffId?: string;
   readonly naming: ImportNaming;
-}
-
-/** A snapshot's directories: its (empty) layer, and scratch space on the same file system. */
-export interface LayerDirs {
-  readonly upper: string;
-  readonly work: string;
 }
 
 const SETID = 0o6000;
@@ -55,11 +51,35 @@ const DOTDOT = Buffer.from('..');
  * Absolute names are taken as relative to the layer, as containerd and
  * docker do.
  */
-export async function applyLayerTar(input: Readable, dirs: LayerDirs, format: UpperFormat, opts: ApplyOptions): Promise<void> {
+export async function applyLayerTar(input: Readable, layer: string, format: UpperFormat, opts: ApplyOptions): Promise<void> {
+  // The snapshot's own directory: the one path opened; everything below it through this descriptor.
+  const root = fs.openSync(layer, O_PATH | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW);
+  try {
+    await applyBeneath(input, root, format, opts);
+  } finally {
+    fs.closeSync(root);
+  }
+}
+
+/** applyLayerTar into the layer whose root directory is open as `root`. */
+async function applyBeneath(input: Readable, root: number, format: UpperFormat, opts: ApplyOptions): Promise<void> {
   const naming: TarNaming = { tar: opts.naming.tar, kind: 'a layer tar', entries: opts.naming.entries };
-  const layer = Buffer.from(dirs.upper);
-  const entries = new LayerEntries(layer, format, dirs.work);
-  const writer = new LayerWriter(layer, entries, opts.privileged, naming);
+  const entries = new LayerEntries(root, format);
+  const writer = new LayerWriter(root, entries, opts.privileged, naming);
+  try {
+    await unpack(input, writer, naming, opts);
+  } finally {
+    writer.close();
+  }
+  try {
+    entries.finish();
+  } catch (err) {
+    throw systemFailureAt(err, opts.naming.failures) ?? err;
+  }
+}
+
+/** Every entry of the tar through `writer`, the tar checked against its diff ID if one is given. */
+async function unpack(input: Readable, writer: LayerWriter, naming: TarNaming, opts: ApplyOptions): Promise<void> {
   const hash = opts.diffId === undefined ? undefined : createHash('sha256');
   let size = 0;
   let inodes = 0;
@@ -81,11 +101,6 @@ export async function applyLayerTar(input: Readable, dirs: LayerDirs, format: Up
   if (hash !== undefined) {
     const digest = `sha256:${hash.digest('hex')}`;
     if (digest !== opts.diffId) throw invalidArgument(`${naming.tar}: content is ${digest}, not its diff ID ${opts.diffId}`);
-  }
-  try {
-    entries.finish();
-  } catch (err) {
-    throw systemFailureAt(err, opts.naming.failures) ?? err;
   }
 }
 
@@ -112,14 +127,6 @@ function componentsOf(name: Buffer, refuse: Refuse): Buffer[] {
   return parts;
 }
 
-function joined(dir: Buffer, name: Buffer): Buffer {
-  return Buffer.concat([dir, Buffer.from('/'), name]);
-}
-
-function joinedAll(parts: readonly Buffer[]): Buffer {
-  return parts.length === 0 ? Buffer.alloc(0) : parts.reduce(joined);
-}
-
 /** Sets of paths are kept as latin1 strings: a byte a char, so each path its own key. */
 function keyOf(p: Buffer): string {
   return p.toString('latin1');
@@ -127,20 +134,24 @@ function keyOf(p: Buffer): string {
 
 /** Writes a tar's entries into a layer directory: what each entry means; see applyLayerTar. */
 class LayerWriter {
-  /** Directories of the layer known to be real directories (not symlinks): no lstat per entry. */
-  private readonly dirs = new Set<string>();
   /**
-   * Every path this import made. The layer starts empty, so a name not in
-   * here is free: no lstat to find out.
+   * Every path this import made, below the layer's root. The layer starts
+   * empty, so a name not in here is free: no lookup to find out.
    */
   private readonly made = new Set<string>();
+  private readonly places: LayerPlaces;
 
   constructor(
-    private readonly layer: Buffer,
+    root: number,
     private readonly entries: LayerEntries,
     private readonly privileged: boolean,
     private readonly naming: TarNaming,
-  ) {}
+  ) {
+    this.places = new LayerPlaces(root, (dirfd, name, path) => {
+      this.entries.makeParent(dirfd, name);
+      this.made.add(keyOf(path));
+    });
+  }
 
   async apply(entry: TarEntry): Promise<void> {
     const { header, name } = entry;
@@ -152,28 +163,27 @@ class LayerWriter {
       if (header.type === 'directory') this.entries.rootTime(mtime);
       return;
     }
-    const real = this.place(parts, true, refuse);
-    const base = parts[parts.length - 1]!;
-    const dir = real.subarray(0, real.length - base.length - 1);
-    if (base.equals(OPAQUE_NAME)) return this.entries.markOpaque(dir);
-    if (base.subarray(0, WHITEOUT_NAME.length).equals(WHITEOUT_NAME)) {
-      const hidden = base.subarray(WHITEOUT_NAME.length);
-      if (hidden.length === 0 || hidden.equals(DOT) || hidden.equals(DOTDOT)) throw refuse(`a whiteout of ${quoted(hidden)} is no name`);
-      this.clear(joined(dir, hidden), false);
-      this.entries.whiteout(dir, hidden);
-      // Either form may now be there.
-      this.made.add(keyOf(joined(dir, hidden))).add(keyOf(joined(dir, base)));
-      return;
-    }
-    if (header.type === 'link') return this.hardLink(entry, real, refuse);
+    const at = this.places.place(parts, refuse);
+    if (at.name.equals(OPAQUE_NAME)) return this.entries.markOpaque(at.dirfd);
+    if (at.name.subarray(0, WHITEOUT_NAME.length).equals(WHITEOUT_NAME)) return this.whiteout(at, refuse);
+    if (header.type === 'link') return this.hardLink(entry, at, refuse);
     const made = this.newEntry(entry, refuse);
     if (made === undefined) return;
-    const existing = this.clear(real, made.type === 'directory');
-    await this.entries.make(real, made, this.metadata(entry), existing, refuse);
-    this.made.add(keyOf(real));
-    if (made.type === 'directory') this.dirs.add(keyOf(real));
+    const existing = this.clear(at, made.type === 'directory');
+    await this.entries.make(at, made, this.metadata(entry), existing, refuse);
+    this.made.add(keyOf(at.path));
   }
 
+  /** Whiteout entry `at` (`.wh.NAME`): NAME of this layer goes, and the layers below have it hidden. */
+  private whiteout(at: Place, refuse: Refuse): void {
+    const hidden = at.name.subarray(WHITEOUT_NAME.length);
+    if (hidden.length === 0 || hidden.equals(DOT) || hidden.equals(DOTDOT)) throw refuse(`a whiteout of ${quoted(hidden)} is no name`);
+    const gone: Place = { dirfd: at.dirfd, name: hidden, path: Buffer.concat([at.path.subarray(0, at.path.length - at.name.length), hidden]) };
+    this.clear(gone, false);
+    this.entries.whiteout(at.dirfd, hidden);
+    // Either form may now be there.
+    this.made.add(keyOf(gone.path)).add(keyOf(at.path));
+  }
   /** What the entry makes; undefined for what an import leaves out (devices without root, global headers). */
   private newEntry(entry: TarEntry, refuse: Refuse): NewEntry | undefined {
     const { header } = entry;
@@ -218,52 +228,42 @@ class LayerWriter {
     };
   }
 
-  private hardLink(entry: TarEntry, real: Buffer, refuse: Refuse): void {
+  private hardLink(entry: TarEntry, at: Place, refuse: Refuse): void {
     const linkname = entry.linkname ?? Buffer.alloc(0);
     const refuseTarget: Refuse = (why) => invalidArgument(`${this.naming.entries}hard link ${quoted(entry.name)} to ${quoted(linkname)}: ${why}`);
-    const target = this.place(componentsOf(linkname, refuseTarget), false, refuse);
-    const st = fs.lstatSync(target, { throwIfNoEntry: false });
-    if (st === undefined || !st.isFile()) throw refuse(`hard link to ${quoted(linkname)}, which is not a file of this layer`);
-    this.clear(real, false);
-    this.entries.link(target, real);
-    this.made.add(keyOf(real));
-  }
-
-  /**
-   * The real path of `parts` in the layer, making missing parent
-   * directories; refuses a parent that is not a directory of the layer itself.
-   */
-  private place(parts: readonly Buffer[], makeParents: boolean, refuse: Refuse): Buffer {
-    let dir = this.layer;
-    for (const [i, part] of parts.slice(0, -1).entries()) {
-      dir = joined(dir, part);
-      if (this.dirs.has(keyOf(dir))) continue;
-      const st = fs.lstatSync(dir, { throwIfNoEntry: false });
-      const where = (): string => quoted(joinedAll(parts.slice(0, i + 1)));
-      if (st === undefined && makeParents) {
-        this.entries.makeParent(dir);
-        this.made.add(keyOf(dir));
-      } else if (st === undefined) throw refuse(`${quoted(joinedAll(parts))} is not in the layer`);
-      else if (st.isSymbolicLink()) throw refuse(`path goes through a symlink (${where()})`);
-      else if (!st.isDirectory()) throw refuse(`${where()} is not a directory`);
-      this.dirs.add(keyOf(dir));
+    const parts = componentsOf(linkname, refuseTarget);
+    const notFile = (): Error => refuse(`hard link to ${quoted(linkname)}, which is not a file of this layer`);
+    // No name at all is the layer's root: no file either.
+    const target = parts.length === 0 ? undefined : this.places.find(parts, refuse);
+    if (target === undefined) throw notFile();
+    try {
+      if (!isFile(fstat(target))) throw notFile();
+      this.clear(at, false);
+      this.entries.link(target, at);
+    } finally {
+      fs.closeSync(target);
     }
-    return joined(dir, parts[parts.length - 1] ?? Buffer.alloc(0));
+    this.made.add(keyOf(at.path));
   }
 
   /**
-   * Makes room for a new entry at `real`: anything there goes, except a
+   * Makes room for a new entry at `at`: anything there goes, except a
    * directory that stays one (`keepDir`); says whether such a directory is there.
    */
-  private clear(real: Buffer, keepDir: boolean): boolean {
-    if (!this.made.has(keyOf(real))) return false;
-    const st = fs.lstatSync(real, { throwIfNoEntry: false });
+  private clear(at: Place, keepDir: boolean): boolean {
+    const key = keyOf(at.path);
+    if (!this.made.has(key)) return false;
+    const st = statAt(at.dirfd, at.name);
     if (st === undefined) return false;
-    if (keepDir && st.isDirectory()) return true;
-    this.entries.remove(real);
+    if (keepDir && isDir(st)) return true;
+    this.entries.remove(at);
+    this.places.removed(at.path);
     // It, and what was under it, are gone.
-    const key = keyOf(real);
-    for (const known of [this.made, this.dirs]) for (const p of known) if (p === key || p.startsWith(`${key}/`)) known.delete(p);
+    for (const p of this.made) if (p === key || p.startsWith(`${key}/`)) this.made.delete(p);
     return false;
+  }
+
+  close(): void {
+    this.places.close();
   }
 }

@@ -43,7 +43,7 @@ export async function importLayer(s: Snapshotter, input: Readable, name: string,
     } finally {
       fs.closeSync(work);
     }
-    await applyLayerTar(input, { upper: stack.upper!, work: stack.work }, format, {
+    await applyLayerTar(input, stack.upper!, format, {
       privileged: process.getuid?.() === 0,
       naming,
       ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),

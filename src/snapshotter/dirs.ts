@@ -1,5 +1,5 @@
 import * as fs from 'node:fs';
-import { DT_DIR, DT_UNKNOWN, fstat, isDir, O_PATH, readdirFd, statAt, sys, type Dirent } from '../native/sys';
+import { DT_DIR, DT_UNKNOWN, fstat, isDir, O_PATH, readdirFd, statAt, sys, type Dirent, type Name } from '../native/sys';
 
 const O_DIR = O_PATH | fs.constants.O_DIRECTORY;
 
@@ -32,6 +32,24 @@ export function removeTree(dir: string): void {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
+}
+
+/**
+ * removeTree for entry `name` of directory `dirfd` (writable): a directory
+ * with all it holds, or anything else. Nothing there is not an error.
+ */
+export function removeTreeAt(dirfd: number, name: Name): void {
+  const st = statAt(dirfd, name);
+  if (st === undefined) return;
+  if (isDir(st)) {
+    const fd = sys.openAt(dirfd, name, O_DIR, 0);
+    try {
+      empty(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  sys.unlinkAt(dirfd, name, isDir(st));
 }
 
 /** Removes everything directory `dirfd` holds. */
