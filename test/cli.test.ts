@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { COMMAND_NAMES } from '../src/cli/command-names';
+import { buildProgram } from '../src/cli/program';
 import { CLI, ok, rootState, snapfs, tempDir } from './helpers';
 
 const EXIT = { InvalidArgument: 2, NotFound: 3, AlreadyExists: 4, FailedPrecondition: 5, Unavailable: 7 } as const;
@@ -220,6 +222,38 @@ describe('snapfs CLI', () => {
         }
       }
       assert.equal(rootState(dir), before);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('knows every command by name before loading any, to tell a mount command line from a command', () => {
+    const declared = buildProgram().commands.flatMap((c) => [c.name(), ...c.aliases()]);
+    assert.deepEqual([...COMMAND_NAMES].sort(), declared.sort());
+  });
+
+  it('loads what a run needs: the mount helper no commander, gRPC or SQLite; info no gRPC, FUSE or tar code; help no SQLite', async () => {
+    const dir = tempDir();
+    try {
+      const loaded = (args: readonly string[]): Promise<{ code: number; packages: string[] }> =>
+        new Promise((resolve) => {
+          const out = path.join(dir, 'packages');
+          const preload = path.join(__dirname, 'fixtures', 'loaded-packages.js');
+          execFile(process.execPath, ['-r', preload, CLI, ...args], { env: { ...process.env, SNAPFS_LOADED_PACKAGES: out } }, (err) => {
+            resolve({ code: err === null ? 0 : Number(err.code), packages: fs.readFileSync(out, 'utf8').split('\n') });
+          });
+        });
+      const none = (packages: readonly string[], unwanted: readonly string[]): string[] => packages.filter((p) => unwanted.includes(p));
+
+      const helper = await loaded(['-o', `lowerdir=${path.join(dir, 'missing')}`, dir]);
+      assert.equal(helper.code, EXIT.InvalidArgument, 'refused: no such lower directory');
+      assert.deepEqual(none(helper.packages, ['commander', '@grpc/grpc-js', 'better-sqlite3']), []);
+      const info = await loaded(['--root', root, 'info', 'work']);
+      assert.equal(info.code, 0);
+      assert.deepEqual(none(info.packages, ['@grpc/grpc-js', 'fuse-native', 'tar-stream', 'cli-progress']), []);
+      const help = await loaded(['--root', root, '--help']);
+      assert.equal(help.code, 0);
+      assert.deepEqual(none(help.packages, ['better-sqlite3', '@grpc/grpc-js', 'fuse-native', 'tar-stream']), []);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -1,16 +1,11 @@
 import type { Command } from 'commander';
 import * as fs from 'node:fs';
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from '../errors';
-import { ownLayer } from '../inspect/tree';
-import { writeLayerTar } from '../layertar/diff';
-import { importImage } from '../layertar/image';
-import { READ_CHUNK } from '../layertar/apply';
-import { importLayer } from '../layertar/import';
 import { collect, parseLabels } from './args';
 import { withSnapshotter } from './context';
 import { usageProgress } from './progress';
 
-/** diff, import, import-image: layers in and out as OCI tars. */
+/** diff, import, import-image: layers in and out as OCI tars (the tar code is loaded by the command that runs). */
 export function registerLayerCommands(program: Command): void {
   program
     .command('diff <key>')
@@ -19,6 +14,8 @@ export function registerLayerCommands(program: Command): void {
     .option('--gzip', 'compress with gzip')
     .action(async (key: string, opts: { output?: string; gzip?: boolean }, cmd: Command) => {
       if (opts.output === undefined && process.stdout.isTTY === true) throw invalidArgument('diff: not writing a tar to a terminal; give -o FILE or redirect stdout');
+      const { ownLayer } = await import('../inspect/tree');
+      const { writeLayerTar } = await import('../layertar/diff');
       await withSnapshotter(cmd, async (s) => {
         const { own } = ownLayer(s.layers(key));
         if (own === undefined) throw failedPrecondition(`snapshot ${JSON.stringify(key)}: a view has no layer of its own`);
@@ -43,6 +40,8 @@ export function registerLayerCommands(program: Command): void {
     .option('--label <k=v>', 'set a label on the new snapshot (repeatable)', collect, [])
     .action(async (file: string, name: string, opts: { parent?: string; label: string[] }, cmd: Command) => {
       const labels = parseLabels(opts.label, false);
+      const { READ_CHUNK } = await import('../layertar/apply');
+      const { importLayer } = await import('../layertar/import');
       await withSnapshotter(
         cmd,
         async (s) => {
@@ -64,6 +63,7 @@ export function registerLayerCommands(program: Command): void {
     .description('unpack an OCI image layout or docker save archive as a chain of committed snapshots named by chain ID; prints the top one')
     .option('--name <ref>', 'the image to take where there are several')
     .action(async (source: string, opts: { name?: string }, cmd: Command) => {
+      const { importImage } = await import('../layertar/image');
       await withSnapshotter(
         cmd,
         async (s) => {

@@ -2,7 +2,6 @@ import type { Command } from 'commander';
 import { invalidArgument, kindOf } from '../errors';
 import type { Info, Snapshotter, Usage, UsageProgress } from '../snapshotter/snapshotter';
 import { collect } from './args';
-import { listSnapshotPath, pathArg } from './inspect-commands';
 import { wantsJson, withSnapshotter } from './context';
 import { humanBytes, infoJson, printJson, printLines, table } from './output';
 import { usageProgress } from './progress';
@@ -18,11 +17,13 @@ export function registerListingCommands(program: Command): void {
     .option('--escaped', 'with KEY: PATH holds \\xHH escapes for bytes (names that are not UTF-8)')
     .option('--json', 'print JSON')
     .action(async (key: string | undefined, p: string | undefined, opts: { filter: string[]; long?: boolean; escaped?: boolean }, cmd: Command) => {
+      if (key !== undefined) {
+        if (opts.filter.length > 0) throw invalidArgument('ls: --filter lists snapshots; it does not go with KEY');
+        // A snapshot's files need the merged-tree code; a listing of snapshots does not.
+        const { listSnapshotPath, pathArg } = await import('./inspect');
+        return withSnapshotter(cmd, (s) => listSnapshotPath(s, key, pathArg(p ?? '/', opts.escaped === true), opts.long === true, wantsJson(cmd)));
+      }
       await withSnapshotter(cmd, (s) => {
-        if (key !== undefined) {
-          if (opts.filter.length > 0) throw invalidArgument('ls: --filter lists snapshots; it does not go with KEY');
-          return listSnapshotPath(s, key, pathArg(p ?? '/', opts.escaped === true), opts.long === true, wantsJson(cmd));
-        }
         const infos = s.walk(opts.filter);
         if (wantsJson(cmd)) return printJson(infos.map(infoJson));
         printLines([table(['KEY', 'PARENT', 'KIND'], infos.map((i) => [i.name, i.parent, i.kind]))]);

@@ -1,58 +1,41 @@
 #!/usr/bin/env node
-import { Command, CommanderError } from 'commander';
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { EXIT_CODES, kindOf, messageOf, systemFailure } from '../errors';
-import { defaultRoot } from '../snapshotter/root';
-import { registerRootCommands } from './root-commands';
-import { registerListingCommands } from './listing-commands';
-import { mountFromCommandLine, registerMountCommands } from './mount-commands';
-import { isMountCommandLine } from '../mount/cmdline';
-import { registerInspectCommands } from './inspect-commands';
-import { registerLayerCommands } from './layer-commands';
-import { registerServeCommand } from './serve-command';
-import { registerSnapshotCommands } from './snapshot-commands';
+import { EXIT_CODES, invalidArgument, kindOf, messageOf, systemFailure } from '../errors';
+import { isMountCommandLine, parseMountCommandLine } from '../mount/cmdline';
+import { COMMAND_NAMES } from './command-names';
 
-function version(): string {
-  const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', '..', 'package.json'), 'utf8')) as {
-    version: string;
-  };
-  return pkg.version;
-}
-
-function buildProgram(): Command {
-  const program = new Command('snapfs')
-    .description('containerd-style snapshotter: copy-on-write snapshots in a SQLite-indexed root')
-    .version(version())
-    .option('--root <dir>', 'snapshotter root directory', defaultRoot())
-    .exitOverride()
-    .configureOutput({ outputError: (text, write) => write(`snapfs: ${text.replace(/^error: /, '')}`) });
-  registerSnapshotCommands(program);
-  registerListingCommands(program);
-  registerRootCommands(program);
-  registerMountCommands(program);
-  registerServeCommand(program);
-  registerInspectCommands(program);
-  registerLayerCommands(program);
-  for (const cmd of program.commands) cmd.exitOverride();
-  return program;
-}
-
+/**
+ * The snapfs command. What runs for a mount is told apart first, from argv
+ * alone, and loads only the mount code: fuse-overlayfs's command line
+ * (mount(8) runs us so for `mount -t fuse.snapfs`) and the hidden entry
+ * points of the daemons that serve mounts. Anything else is a command:
+ * commander is loaded then, and each command loads its own modules when it
+ * runs (program.ts).
+ */
 async function main(argv: readonly string[]): Promise<number> {
+  const args = argv.slice(2);
   try {
-    const program = buildProgram();
-    const commands = new Set(program.commands.flatMap((c) => [c.name(), ...c.aliases()]));
-    if (isMountCommandLine(argv.slice(2), commands)) {
-      await mountFromCommandLine(argv.slice(2));
+    if (args[0] === '__serve') {
+      // launch() started us to serve one mount (src/mount/launch.ts).
+      const request = args[1];
+      if (request === undefined) throw invalidArgument('__serve: no mount request given');
+      const { runDaemon } = await import('../mount/launch');
+      await runDaemon(request);
+      // libfuse's handles keep the event loop alive after the unmount.
+      process.exit(0);
+    }
+    if (args[0] === '__daemon') {
+      // A mount helper started us as the user's mount daemon (src/mount/daemon-client.ts).
+      const { runMountDaemon } = await import('../mount/daemon');
+      await runMountDaemon();
       return 0;
     }
-    await program.parseAsync(argv);
-    return 0;
-  } catch (err) {
-    if (err instanceof CommanderError) {
-      // Commander has printed the message already; help and version are not failures.
-      return err.exitCode === 0 ? 0 : EXIT_CODES.InvalidArgument;
+    if (isMountCommandLine(args, COMMAND_NAMES)) {
+      await mountFromCommandLine(args);
+      return 0;
     }
+    const { runProgram } = await import('./program');
+    return await runProgram(argv);
+  } catch (err) {
     const known = systemFailure(err) ?? err;
     const kind = kindOf(known);
     // A bug gets its stack trace; everything else one line.
@@ -60,6 +43,14 @@ async function main(argv: readonly string[]): Promise<number> {
     process.stderr.write(`snapfs: ${text}\n`);
     return EXIT_CODES[kind];
   }
+}
+
+/** fuse-overlayfs's and mount.fuse's command lines (see src/mount/cmdline.ts). */
+async function mountFromCommandLine(args: readonly string[]): Promise<void> {
+  const { launch } = await import('../mount/launch');
+  const { foreground, ...request } = parseMountCommandLine(args);
+  await launch(request, { foreground });
+  if (foreground) process.exit(0);
 }
 
 // stdout may be a pipe closed early (`snapfs ls | head`): that is not an error.

@@ -1,17 +1,21 @@
 import type { Command } from 'commander';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { parseMountCommandLine } from '../mount/cmdline';
-import { launch, runDaemon } from '../mount/launch';
 import { withSnapshotter } from './context';
 
-/** mount: serve a snapshot as a FUSE file system. */
+/**
+ * mount and browse: serve snapshots as FUSE file systems (the mount code is
+ * loaded when one runs). The daemons' hidden entry points and
+ * fuse-overlayfs's command line are no commands: main.ts runs them before
+ * commander is loaded.
+ */
 export function registerMountCommands(program: Command): void {
   program
     .command('mount <key> <mountpoint>')
     .description('mount a snapshot: active ones read-write, views and committed ones read-only; returns once the mount is live')
     .option('-f, --foreground', 'stay in the foreground until unmounted')
-    .action(async (key: string, mountpoint: string, opts: { foreground?: boolean }, cmd: Command) => {
+    .option('--dedicated', "served by a process of its own, not the user's mount daemon")
+    .action(async (key: string, mountpoint: string, opts: { foreground?: boolean; dedicated?: boolean }, cmd: Command) => {
       // The database is closed before mounting: a daemon never holds it.
       const stack = await withSnapshotter(cmd, (s) => s.layers(key));
       // An active snapshot without parents has only its upper layer: an empty lower stands in.
@@ -19,7 +23,9 @@ export function registerMountCommands(program: Command): void {
       const request = {
         stack: { lowers, upper: stack.upper, work: stack.upper === undefined ? undefined : stack.work },
         mountpoint: path.resolve(mountpoint),
+        ...(opts.dedicated === true ? { dedicated: true } : {}),
       };
+      const { launch } = await import('../mount/launch');
       await launch(request, { foreground: opts.foreground === true });
       // libfuse's handles keep the event loop alive after the unmount.
       if (opts.foreground === true) process.exit(0);
@@ -31,21 +37,10 @@ export function registerMountCommands(program: Command): void {
     .option('-f, --foreground', 'stay in the foreground until unmounted')
     .action(async (mountpoint: string, opts: { foreground?: boolean }, cmd: Command) => {
       const { root } = cmd.optsWithGlobals<{ root: string }>();
+      const { launch } = await import('../mount/launch');
       await launch({ browse: path.resolve(root), mountpoint: path.resolve(mountpoint) }, { foreground: opts.foreground === true });
       if (opts.foreground === true) process.exit(0);
     });
-
-  program.command('__serve <request>', { hidden: true }).action(async (request: string) => {
-    await runDaemon(request);
-    process.exit(0);
-  });
-}
-
-/** fuse-overlayfs's and mount.fuse's command lines (see src/mount/cmdline.ts). */
-export async function mountFromCommandLine(args: readonly string[]): Promise<void> {
-  const { foreground, ...request } = parseMountCommandLine(args);
-  await launch(request, { foreground });
-  if (foreground) process.exit(0);
 }
 
 function emptyDir(work: string): string {

@@ -1,4 +1,3 @@
-import { SingleBar } from 'cli-progress';
 import type { UsageProgress } from '../snapshotter/usage';
 import { humanBytes } from './output';
 
@@ -9,6 +8,8 @@ import { humanBytes } from './output';
  */
 export function usageProgress(what: string, unit = 'inodes'): { update: UsageProgress; done(): void } {
   if (process.stderr.isTTY !== true) return { update: () => undefined, done: () => undefined };
+  // Required only here: without a terminal (scripts, containerd) the bar and its dependencies are never loaded.
+  const { SingleBar } = require('cli-progress') as typeof import('cli-progress');
   const bar = new SingleBar({
     format: `{what}: {inodes} ${unit}, {size}`,
     stream: process.stderr,

@@ -1,6 +1,6 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import * as fs from 'node:fs';
-import { defaultAddress, LOG_LEVELS, serveSnapshots, type LogLevel } from '../grpc/server';
+import { defaultAddress, LOG_LEVELS, type LogLevel } from '../grpc/options';
 
 /** serve: the Snapshots gRPC API for containerd's proxy_plugins. */
 export function registerServeCommand(program: Command): void {
@@ -12,6 +12,8 @@ export function registerServeCommand(program: Command): void {
     .addOption(new Option('--log-level <level>', 'debug logs one line per call').choices(LOG_LEVELS).default('info'))
     .action(async (opts: { address: string; group?: number; logLevel: LogLevel }, cmd: Command) => {
       const { root } = cmd.optsWithGlobals<{ root: string }>();
+      // gRPC is loaded by this command alone.
+      const { serveSnapshots } = await import('../grpc/server');
       await serveSnapshots({
         root,
         address: opts.address,

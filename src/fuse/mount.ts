@@ -30,6 +30,15 @@ const INIT_TIMEOUT_MS = 10_000;
  * permissions itself (default_permissions), as on any file system.
  */
 export function mountFileSystem(mountpoint: string, fs: FileSystem, opts: MountOptions, session: Omit<SessionOptions, 'onInit' | 'onEnd'>): Promise<Served> {
+  return serveDevice(openDevice(mountpoint, opts), mountpoint, fs, session);
+}
+
+/**
+ * Mounts at `mountpoint` and returns the mount's /dev/fuse descriptor,
+ * not served yet: the kernel's INIT waits in it for whoever serves it
+ * (this process, or a daemon it is handed to).
+ */
+export function openDevice(mountpoint: string, opts: MountOptions): number {
   const options = [
     `fsname=${opts.fsname}`,
     `subtype=${opts.subtype}`,
@@ -38,12 +47,19 @@ export function mountFileSystem(mountpoint: string, fs: FileSystem, opts: MountO
     ...(opts.readOnly ? ['ro'] : []),
     ...(opts.flags ?? []),
   ];
-  let fd: number;
   try {
-    fd = Fuse.mountDevice(mountpoint, options);
+    return Fuse.mountDevice(mountpoint, options);
   } catch {
     throw unavailable(`mount ${mountpoint}: libfuse could not mount it (its message is above)`);
   }
+}
+
+/**
+ * Serves `fs` on the device descriptor `fd` of the mount at `mountpoint`
+ * (the session owns the descriptor from now on); resolves once the kernel's
+ * INIT is answered.
+ */
+export function serveDevice(fd: number, mountpoint: string, fs: FileSystem, session: Omit<SessionOptions, 'onInit' | 'onEnd'>): Promise<Served> {
   return new Promise((resolve, reject) => {
     let live = false;
     let end: (err: Error | undefined) => void = () => undefined;

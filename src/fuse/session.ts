@@ -171,6 +171,8 @@ export class Session {
   private readonly native: Native;
   private readonly buf = requestBuffer();
   private closed = false;
+  /** Requests answered here so far (reads and writes, served natively, are not counted). */
+  handled = 0;
 
   constructor(
     fd: number,
@@ -235,6 +237,7 @@ export class Session {
   }
 
   private dispatch(length: number): void {
+    this.handled++;
     const buf = this.buf;
     const h = parseHeader(buf);
     const fs = this.fs;

@@ -3,13 +3,13 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { alreadyExists, invalidArgument, messageOf, unavailable } from '../errors';
+import { freezeMount } from '../mount/control';
+import { onStopSignals } from '../signals';
+import { claimRoot, releaseRoot } from '../snapshotter/owner';
 import { Snapshotter } from '../snapshotter/snapshotter';
 import { fitsSocketAddress, MAX_SOCKET_PATH } from '../unix-socket';
-import { releaseRoot, claimRoot } from './owner';
+import { LOG_LEVELS, type LogLevel } from './options';
 import { snapshotsService, type CallLog } from './service';
-
-export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
-export const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
 
 export interface ServeOptions {
   readonly root: string;
@@ -22,12 +22,6 @@ export interface ServeOptions {
 
 /** In-flight calls get this long to finish after SIGTERM (longer than a commit waits for a mount to freeze); then they are cut. */
 const SHUTDOWN_GRACE_MS = 30_000;
-
-/** /run/snapfs/snapfs.sock for root, $XDG_RUNTIME_DIR/snapfs/snapfs.sock for others. */
-export function defaultAddress(env: NodeJS.ProcessEnv = process.env): string {
-  if (process.getuid?.() === 0 || !env.XDG_RUNTIME_DIR) return '/run/snapfs/snapfs.sock';
-  return path.join(env.XDG_RUNTIME_DIR, 'snapfs', 'snapfs.sock');
-}
 
 /**
  * A socket path is free, or made free: a socket nobody answers on is a
@@ -106,17 +100,19 @@ export async function serveSnapshots(opts: ServeOptions): Promise<void> {
   const logCall: CallLog = (method, request, outcome, ms) => say('debug', `call=${method} ${request}${request ? ' ' : ''}result=${JSON.stringify(outcome)} ms=${ms.toFixed(1)}`);
 
   // Signals are caught from the start: a client may connect, and its owner stop us, as soon as we bind.
-  let stop: (signal: NodeJS.Signals) => void = () => undefined;
+  let stopListening: () => void = () => undefined;
   const stopped = new Promise<NodeJS.Signals>((resolve) => {
-    stop = (signal) => {
-      process.off('SIGTERM', stop);
-      process.off('SIGINT', stop);
+    stopListening = onStopSignals((signal) => {
+      stopListening();
       resolve(signal);
-    };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
+    });
   });
-  const snapshotter = new Snapshotter(opts.root);
+  // A commit freezes the mount of its snapshot, if there is one, before measuring it.
+  const snapshotter = new Snapshotter(opts.root, {
+    freeze: async (workDir) => {
+      await freezeMount(workDir);
+    },
+  });
   const server = new grpc.Server();
   const service = snapshotsService(snapshotter, logCall);
   server.addService(service.definition, service.implementation);
@@ -130,8 +126,7 @@ export async function serveSnapshots(opts: ServeOptions): Promise<void> {
       throw err;
     }
   } catch (err) {
-    process.off('SIGTERM', stop);
-    process.off('SIGINT', stop);
+    stopListening();
     snapshotter.close();
     throw err;
   }

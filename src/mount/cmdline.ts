@@ -59,6 +59,7 @@ export function parseMountCommandLine(args: readonly string[]): MountCommandLine
   let readOnly = false;
   let allowOther = false;
   let squashToRoot = false;
+  let dedicated = false;
   const mappings: { uidMapping?: string; gidMapping?: string } = {};
   const mountFlags: string[] = [];
   for (const o of options) {
@@ -82,6 +83,9 @@ export function parseMountCommandLine(args: readonly string[]): MountCommandLine
         break;
       case 'squash_to_root':
         squashToRoot = true;
+        break;
+      case 'dedicated':
+        dedicated = true;
         break;
       case 'uidmapping':
       case 'gidmapping':
@@ -110,6 +114,7 @@ export function parseMountCommandLine(args: readonly string[]): MountCommandLine
     squashToRoot,
     ...mappings,
     mountFlags,
+    ...(dedicated ? { dedicated } : {}),
   };
 }
 

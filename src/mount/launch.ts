@@ -5,8 +5,10 @@ import { unavailable, invalidArgument } from '../errors';
 import { checkControlSocket, servingPid } from './control';
 import { isMounted } from './mountinfo';
 import { daemonFiles, openLog, runtimeDir } from './runtime';
-import { serveBrowse, type BrowseRequest } from '../browse/serve-browse';
-import { serve, type MountRequest } from './serve';
+import type { BrowseRequest } from './serve-browse';
+import { openDevice, unmount } from '../fuse/mount';
+import { handOver } from './daemon-client';
+import { mountFlags, serve, type MountRequest } from './serve';
 
 /**
  * Checks what can be checked before mounting, so that a failure is one clear
@@ -18,6 +20,7 @@ import { serve, type MountRequest } from './serve';
 export async function launch(req: MountRequest | BrowseRequest, opts: { foreground: boolean }): Promise<void> {
   check(req);
   if (opts.foreground) return serveAny(req, () => undefined);
+  if (!('browse' in req) && req.dedicated !== true) return mountThroughDaemon(req);
   const logFile = logFileOf(req);
   const log = openLog(logFile);
   const child = spawn(process.execPath, [process.argv[1]!, '__serve', JSON.stringify(req)], {
@@ -34,6 +37,29 @@ export async function launch(req: MountRequest | BrowseRequest, opts: { foregrou
   });
   child.disconnect();
   child.unref();
+}
+
+/**
+ * Mounts here, in the caller's mount namespace, and hands the mount to the
+ * user's mount daemon (see daemon.ts). If it cannot be handed over, the
+ * mount is taken down again.
+ */
+async function mountThroughDaemon(req: MountRequest): Promise<void> {
+  const device = openDevice(req.mountpoint, {
+    fsname: 'snapfs',
+    subtype: 'snapfs',
+    readOnly: req.stack.upper === undefined,
+    allowOther: req.allowOther === true || process.getuid?.() === 0,
+    flags: mountFlags(req),
+  });
+  try {
+    handOver(req, device);
+  } catch (err) {
+    fs.closeSync(device); // the connection is aborted: nobody serves it
+    await unmount(req.mountpoint).catch(() => undefined);
+    throw err;
+  }
+  fs.closeSync(device);
 }
 
 /** The daemon's side of launch(): serve, report the outcome once, then run until unmounted. */
@@ -59,8 +85,11 @@ function logFileOf(req: MountRequest | BrowseRequest): string {
   return req.stack.work === undefined ? path.join(runtimeDir(), 'mount.log') : daemonFiles(req.stack.work).log;
 }
 
-function serveAny(req: MountRequest | BrowseRequest, onMounted: () => void): Promise<void> {
-  return 'browse' in req ? serveBrowse(req, onMounted) : serve(req, onMounted);
+async function serveAny(req: MountRequest | BrowseRequest, onMounted: () => void): Promise<void> {
+  if (!('browse' in req)) return serve(req, onMounted);
+  // Loaded for browse alone: it opens the root's database, which no other mount needs.
+  const { serveBrowse } = await import('./serve-browse');
+  return serveBrowse(req, onMounted);
 }
 
 function check(req: MountRequest | BrowseRequest): void {

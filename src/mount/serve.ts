@@ -1,7 +1,9 @@
-import { mountFileSystem, unmount, type Served } from '../fuse/mount';
+import * as fs from 'node:fs';
+import { mountFileSystem, serveDevice, unmount, type Served } from '../fuse/mount';
 import { Init } from '../fuse/protocol';
 import { parseIdMap } from '../layerfs/idmap';
 import { LayerFS, type LayerDirs } from '../layerfs/layerfs';
+import { onStopSignals } from '../signals';
 import { serveControl } from './control';
 
 export interface MountRequest {
@@ -16,6 +18,8 @@ export interface MountRequest {
   readonly gidMapping?: string;
   /** mount(8) flags to pass on (suid, nodev, noexec, noatime, …). */
   readonly mountFlags?: readonly string[];
+  /** Served by a process of its own rather than the user's mount daemon. */
+  readonly dedicated?: boolean;
 }
 
 /**
@@ -38,45 +42,85 @@ export const SPIN_MICROS = 50;
  * libfuse mounts nosuid,nodev unless told otherwise; a container's root file
  * system needs both, as on overlayfs. Only root may ask for them.
  */
-function mountFlags(req: MountRequest): string[] {
+export function mountFlags(req: MountRequest): string[] {
   const given = req.mountFlags ?? [];
   if (process.getuid?.() !== 0) return given.filter((f) => f !== 'suid' && f !== 'dev');
   return [...(given.includes('nosuid') ? [] : ['suid']), ...(given.includes('nodev') ? [] : ['dev']), ...given.filter((f) => f !== 'suid' && f !== 'dev')];
 }
 
+/** A mount being served: its session, and the end of it. */
+export interface ServedMount {
+  readonly served: Served;
+  /** Once the mount is gone: lets go of its layers and closes its control socket (once). */
+  release(): Promise<void>;
+}
+
 /**
- * Serves `req` until it is unmounted: by SIGTERM/SIGINT (we unmount), or by
- * `umount`/`fusermount -u` from outside (the session ends). `onMounted`
- * runs once the mount is live.
+ * Serves `req` on `device`, a mount's /dev/fuse descriptor made elsewhere
+ * (a helper handed it over; ours from now on, closed whatever happens), or
+ * on a mount made now; resolves once the
+ * mount is live. Once its session ends, `release` lets go of what it holds.
+ */
+export async function startServing(req: MountRequest, device?: number): Promise<ServedMount> {
+  let layerfs: LayerFS;
+  try {
+    layerfs = new LayerFS(req.stack, {
+      squashToRoot: req.squashToRoot === true,
+      ...(req.uidMapping === undefined ? {} : { uids: parseIdMap('uidmapping', req.uidMapping) }),
+      ...(req.gidMapping === undefined ? {} : { gids: parseIdMap('gidmapping', req.gidMapping) }),
+    });
+  } catch (err) {
+    // The device is ours to close from the start: nobody will serve it.
+    if (device !== undefined) fs.closeSync(device);
+    throw err;
+  }
+  let served: Served;
+  try {
+    const session = { initFlags: MOUNT_INIT_FLAGS, spinMicros: SPIN_MICROS };
+    served =
+      device === undefined
+        ? await mountFileSystem(
+            req.mountpoint,
+            layerfs,
+            { fsname: 'snapfs', subtype: 'snapfs', readOnly: layerfs.readOnly, allowOther: req.allowOther === true || process.getuid?.() === 0, flags: mountFlags(req) },
+            session,
+          )
+        : await serveDevice(device, req.mountpoint, layerfs, session);
+  } catch (err) {
+    layerfs.close();
+    throw err;
+  }
+  // Writes never reach LayerFS: the session refuses them itself.
+  const freeze = (): void => {
+    layerfs.freeze();
+    served.session.refuseWrites();
+  };
+  const work = req.stack.work;
+  let closeControl: () => Promise<void>;
+  try {
+    closeControl = work !== undefined && !layerfs.readOnly ? serveControl(work, req.mountpoint, freeze) : () => Promise.resolve();
+  } catch (err) {
+    served.session.close();
+    layerfs.close();
+    throw err;
+  }
+  let released: Promise<void> | undefined;
+  const release = (): Promise<void> => (released ??= closeControl().finally(() => layerfs.close()));
+  return { served, release };
+}
+
+/**
+ * Serves `req` in this process until it is unmounted: by SIGTERM/SIGINT
+ * (we unmount), or by `umount`/`fusermount -u` from outside (the session
+ * ends). `onMounted` runs once the mount is live.
  */
 export async function serve(req: MountRequest, onMounted: () => void): Promise<void> {
   // Modes arrive with the caller's umask applied already.
   process.umask(0);
-  const layerfs = new LayerFS(req.stack, {
-    squashToRoot: req.squashToRoot === true,
-    ...(req.uidMapping === undefined ? {} : { uids: parseIdMap('uidmapping', req.uidMapping) }),
-    ...(req.gidMapping === undefined ? {} : { gids: parseIdMap('gidmapping', req.gidMapping) }),
-  });
-  try {
-    const served = await mountFileSystem(
-      req.mountpoint,
-      layerfs,
-      { fsname: 'snapfs', subtype: 'snapfs', readOnly: layerfs.readOnly, allowOther: req.allowOther === true || process.getuid?.() === 0, flags: mountFlags(req) },
-      { initFlags: MOUNT_INIT_FLAGS, spinMicros: SPIN_MICROS },
-    );
-    // Writes never reach LayerFS: the session refuses them itself.
-    const freeze = (): void => {
-      layerfs.freeze();
-      served.session.refuseWrites();
-    };
-    const work = req.stack.work;
-    const closeControl = work !== undefined && !layerfs.readOnly ? serveControl(work, req.mountpoint, freeze) : () => Promise.resolve();
-    onMounted();
-    await untilUnmounted(served, req.mountpoint);
-    await closeControl();
-  } finally {
-    layerfs.close();
-  }
+  const mount = await startServing(req);
+  onMounted();
+  await untilUnmounted(mount.served, req.mountpoint);
+  await mount.release();
 }
 
 /**
@@ -86,19 +130,16 @@ export async function serve(req: MountRequest, onMounted: () => void): Promise<v
 export function untilUnmounted(served: Served, mountpoint: string): Promise<void> {
   return new Promise((resolve) => {
     const done = (): void => {
-      process.off('SIGTERM', stop);
-      process.off('SIGINT', stop);
+      stopListening();
       served.session.close();
       resolve();
     };
-    const stop = (): void => {
+    const stopListening = onStopSignals(() => {
       unmount(mountpoint).then(done, (err: unknown) => {
         console.error(`snapfs: ${err instanceof Error ? err.message : String(err)}`);
         done();
       });
-    };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
+    });
     served.ended.then(done, (err: unknown) => {
       console.error(`snapfs: ${mountpoint}: ${err instanceof Error ? err.message : String(err)}`);
       done();

@@ -21,7 +21,6 @@ import {
 } from '../metastore/snapshots';
 import { Store, type Tx } from '../metastore/store';
 import { walkSnapshots } from '../metastore/walk';
-import { freezeMount } from '../mount/control';
 import { removeTree, renameIfPresent } from './dirs';
 import { dropLock, settleAbandoned, takeLock } from './held';
 import { Layout, snapshotIdOf } from './layout';
@@ -63,6 +62,17 @@ export interface Info {
   readonly updated: bigint;
 }
 
+export interface SnapshotterOptions {
+  /**
+   * Called by commit with the snapshot's work directory before its layer is
+   * measured: resolves once whatever serves a mount of it (if anything
+   * does) has frozen its writers, so that the committed layer never changes
+   * again. Passed in by whoever knows the mounts (the CLI, `snapfs serve`):
+   * the snapshotter knows nothing of FUSE. Default: nothing to freeze.
+   */
+  readonly freeze?: (workDir: string) => Promise<void>;
+}
+
 /**
  * containerd's Snapshotter over one root directory. Each operation is one
  * SQLite transaction; directories are created inside the transaction (so a
@@ -71,11 +81,13 @@ export interface Info {
  */
 export class Snapshotter {
   private readonly layout: Layout;
+  private readonly freeze: (workDir: string) => Promise<void>;
   private store: Store | undefined;
   private storeOnDisk = false;
 
-  constructor(root: string) {
+  constructor(root: string, opts: SnapshotterOptions = {}) {
     this.layout = new Layout(root);
+    this.freeze = opts.freeze ?? (() => Promise.resolve());
   }
 
   prepare(key: string, parent = '', labels: Labels = {}): Mount[] {
@@ -155,7 +167,7 @@ export class Snapshotter {
     // The tree walk happens before taking the write lock; the transaction
     // re-checks that the snapshot is still the one measured.
     const measured = store.read((tx) => checkCommittable(tx, name, key));
-    await freezeMount(this.layout.work(measured.id));
+    await this.freeze(this.layout.work(measured.id));
     const usage = this.measure(key, measured.id, onProgress);
     faultPoint('commit:measured');
     store.write((tx) => {

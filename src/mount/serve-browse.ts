@@ -1,9 +1,14 @@
+import { BrowseFS } from '../browse/browse';
 import { mountFileSystem } from '../fuse/mount';
-import { MOUNT_INIT_FLAGS, SPIN_MICROS, untilUnmounted } from '../mount/serve';
 import { Snapshotter } from '../snapshotter/snapshotter';
-import { BrowseFS } from './browse';
+import { MOUNT_INIT_FLAGS, SPIN_MICROS, untilUnmounted } from './serve';
 
-/** A browse mount: every snapshot of `browse` (a root) under `mountpoint`. */
+/**
+ * A browse mount: every snapshot of `browse` (a root) under `mountpoint`.
+ * Served as the mounts of layers are (serve.ts), over the file system of
+ * src/browse, which knows nothing of daemons; this alone of the mount code
+ * opens a root's database.
+ */
 export interface BrowseRequest {
   readonly browse: string;
   readonly mountpoint: string;

@@ -1,10 +1,14 @@
 import * as fs from 'node:fs';
 import { alreadyExists } from '../errors';
 import { isRunning } from '../liveness';
-import { Layout } from '../snapshotter/layout';
-import { createRoot, inspectRoot } from '../snapshotter/root';
+import { Layout } from './layout';
+import { createRoot, inspectRoot } from './root';
 
-/** Who serves a root to containerd: written by `snapfs serve`, read by the CLI. */
+/**
+ * Who serves a root to containerd (ROOT/served-by.json): written by
+ * `snapfs serve`, read by the CLI. A fact about the root, kept with it:
+ * whatever opens a root can ask, without loading the gRPC server.
+ */
 export interface RootOwner {
   readonly pid: number;
   readonly address: string;

@@ -1,0 +1,90 @@
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { unavailable } from '../errors';
+import { O_PATH, sys } from '../native/sys';
+import { exchange } from '../native/unix';
+import { sharedDaemonFiles } from './daemon';
+import { handOverOf, type DaemonAnswer, type DaemonRequest } from './handover';
+import { openLog, removeStale } from './runtime';
+import type { MountRequest } from './serve';
+
+/** How long a daemon has to answer: a mount is live once the kernel's INIT is answered, well within this. */
+const ANSWER_MS = 20_000;
+/** How long a daemon just started has to listen. */
+const START_MS = 10_000;
+
+/**
+ * Hands the mount on `device` (a /dev/fuse descriptor this process made)
+ * to the user's mount daemon, with descriptors of its layer directories
+ * opened here, in this mount namespace; starts the daemon if none runs.
+ * Returns once the mount is live. The device stays open here: the caller
+ * closes it (and unmounts if this failed).
+ */
+export function handOver(req: MountRequest, device: number): void {
+  const dirs = [...req.stack.lowers, ...(req.stack.upper === undefined ? [] : [req.stack.upper, req.stack.work!])];
+  const layers: number[] = [];
+  try {
+    for (const dir of dirs) layers.push(fs.openSync(dir, O_PATH | fs.constants.O_DIRECTORY));
+    const answer = ask(handOverOf(req), [device, ...layers]);
+    if ('error' in answer) throw unavailable(`mount ${req.mountpoint}: ${answer.error} (see ${sharedDaemonFiles().log})`);
+  } finally {
+    for (const fd of layers) fs.closeSync(fd);
+  }
+}
+
+/** Asks the daemon, starting it first if none answers; a daemon on its way out is asked again once it is replaced. */
+export function ask(request: DaemonRequest, fds: readonly number[] = []): DaemonAnswer {
+  const { socket } = sharedDaemonFiles();
+  const data = Buffer.from(JSON.stringify(request));
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return JSON.parse(exchange(socket, data, fds, ANSWER_MS).data.toString()) as DaemonAnswer;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      // None there, one that died, or one exiting as we came.
+      if (attempt > 1 || !['ENOENT', 'ECONNREFUSED', 'ECONNRESET'].includes(code ?? '')) throw err;
+      startDaemon();
+    }
+  }
+}
+
+/** Whether a daemon listens on `socket`. */
+function answers(socket: string): boolean {
+  try {
+    fs.closeSync(sys.unixConnect(socket, 1000));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Starts the daemon, detached (its own session, cwd /, output to its log),
+ * unless another helper did meanwhile: helpers starting at once take
+ * turns on RUNTIME/daemon.lock, and each looks for a daemon again first.
+ */
+function startDaemon(): void {
+  const { socket, log, lock } = sharedDaemonFiles();
+  const lockFd = fs.openSync(lock, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
+  try {
+    while (!sys.tryLock(lockFd)) sleep(5);
+    if (answers(socket)) return;
+    removeStale(socket, 'socket');
+    const out = openLog(log);
+    const child = spawn(process.execPath, [path.join(__dirname, '..', 'cli', 'main.js'), '__daemon'], { detached: true, stdio: ['ignore', out, out], cwd: '/' });
+    fs.closeSync(out);
+    child.unref();
+    const deadline = Date.now() + START_MS;
+    while (!answers(socket)) {
+      if (Date.now() > deadline) throw unavailable(`mount daemon: not listening on ${socket} within ${START_MS / 1000} s (see ${log})`);
+      sleep(5);
+    }
+  } finally {
+    fs.closeSync(lockFd); // lets go of the lock
+  }
+}
+
+function sleep(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}

@@ -1,0 +1,169 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { unmount } from '../fuse/mount';
+import { Connection, Listener, type Message } from '../native/unix';
+import { layerCount, parseRequest, type DaemonAnswer, type HandOver, type LiveMount } from './handover';
+import { runtimeDir } from './runtime';
+import { startServing, type ServedMount } from './serve';
+
+/**
+ * The mount daemon: one process per user (and user namespace) serving
+ * every snapfs mount a helper hands it, each a session of its own on the
+ * /dev/fuse descriptor the helper made, over layer directories the helper
+ * opened. It listens on RUNTIME/daemon.sock, takes requests only from its
+ * own user, and exits once it has served no mount for a while.
+ */
+
+/** RUNTIME/daemon.sock, .log and .lock (the lock orders helpers that start one). */
+export function sharedDaemonFiles(): { socket: string; log: string; lock: string } {
+  const dir = runtimeDir();
+  return { socket: path.join(dir, 'daemon.sock'), log: path.join(dir, 'daemon.log'), lock: path.join(dir, 'daemon.lock') };
+}
+
+/** Seconds without a mount before the daemon exits (SNAPFS_DAEMON_IDLE_SECONDS). */
+function idleSeconds(): number {
+  const given = Number(process.env.SNAPFS_DAEMON_IDLE_SECONDS);
+  return Number.isFinite(given) && given >= 0 ? given : 60;
+}
+
+interface Serving {
+  readonly info: Omit<LiveMount, 'requests'>;
+  readonly mount: ServedMount;
+}
+
+export async function runMountDaemon(): Promise<void> {
+  // Modes arrive with the caller's umask applied already.
+  process.umask(0);
+  const { socket } = sharedDaemonFiles();
+  const uid = process.getuid?.();
+  const mounts = new Set<Serving>();
+  let pending = 0;
+  let idleTimer: NodeJS.Timeout | undefined;
+  const connections = new Set<Connection>();
+
+  const log = (line: string): void => console.error(`${new Date().toISOString()} ${line}`);
+
+  const listener = listen(socket, (fd) => {
+    const conn = new Connection(fd, onMessage, (c) => connections.delete(c));
+    connections.add(conn);
+  });
+  const socketId = fs.statSync(socket, { bigint: true });
+  log(`serving on ${socket} (pid ${process.pid})`);
+
+  let stopping = false;
+  const stop = (why: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log(why);
+    // The socket goes first: a helper that finds it gone starts a new daemon.
+    listener.close();
+    const st = fs.statSync(socket, { bigint: true, throwIfNoEntry: false });
+    if (st !== undefined && st.dev === socketId.dev && st.ino === socketId.ino) fs.unlinkSync(socket);
+    for (const c of connections) c.close();
+    void Promise.all([...mounts].map((m) => unmount(m.info.mountpoint).catch(() => undefined))).then(() => process.exit(0));
+  };
+  const idleCheck = (): void => {
+    if (idleTimer !== undefined) clearTimeout(idleTimer);
+    idleTimer = undefined;
+    if (mounts.size > 0 || pending > 0 || stopping) return;
+    idleTimer = setTimeout(() => stop(`no mount for ${idleSeconds()} s: exiting`), idleSeconds() * 1000);
+  };
+  process.on('SIGTERM', () => stop('SIGTERM: unmounting every mount'));
+  process.on('SIGINT', () => stop('SIGINT: unmounting every mount'));
+  idleCheck();
+
+  function onMessage(conn: Connection, msg: Message): void {
+    const answer = (a: DaemonAnswer): void => {
+      try {
+        conn.send(Buffer.from(JSON.stringify(a)));
+      } catch {
+        // The helper left: it has nothing more to hear.
+      }
+    };
+    if (conn.peer.uid !== uid) {
+      msg.fds.forEach((fd) => fs.closeSync(fd));
+      log(`refused a request from uid ${conn.peer.uid} (pid ${conn.peer.pid})`);
+      answer({ error: `refused: this daemon serves uid ${uid} only` });
+      conn.close();
+      return;
+    }
+    let request;
+    try {
+      request = parseRequest(msg.data);
+      if (request.op === 'mount' && msg.fds.length !== 1 + layerCount(request)) throw new Error(`request: ${msg.fds.length} descriptors for ${1 + layerCount(request)}`);
+    } catch (err) {
+      msg.fds.forEach((fd) => fs.closeSync(fd));
+      answer({ error: err instanceof Error ? err.message : String(err) });
+      return;
+    }
+    if (request.op === 'list') {
+      answer({ ok: true, mounts: [...mounts].map((m) => ({ ...m.info, requests: m.mount.served.session.handled })) });
+      return;
+    }
+    pending++;
+    serveHandOver(request, msg.fds).then(
+      (serving) => {
+        pending--;
+        mounts.add(serving);
+        log(`mounted ${serving.info.mountpoint}`);
+        answer({ ok: true });
+        serving.mount.served.ended
+          .catch((err: unknown) => log(`${serving.info.mountpoint}: ${err instanceof Error ? err.message : String(err)}`))
+          .then(() => serving.mount.release())
+          .finally(() => {
+            mounts.delete(serving);
+            log(`unmounted ${serving.info.mountpoint}`);
+            idleCheck();
+          });
+        idleCheck();
+      },
+      (err: unknown) => {
+        pending--;
+        const message = err instanceof Error ? err.message : String(err);
+        log(`mount ${request.mountpoint}: ${message}`);
+        answer({ error: message });
+        idleCheck();
+      },
+    );
+    idleCheck();
+  }
+}
+
+/**
+ * Serves one handed-over mount: its layers are the descriptors that came
+ * with it, reached through /proc/self/fd (the directories themselves, in
+ * whatever mount namespace the helper opened them), closed once the
+ * file system has opened its own.
+ */
+async function serveHandOver(h: HandOver, fds: readonly number[]): Promise<Serving> {
+  const [device, ...layers] = fds as [number, ...number[]];
+  const at = (fd: number): string => `/proc/self/fd/${fd}`;
+  const lowers = layers.slice(0, h.lowers.length).map(at);
+  const [upper, work] = h.upper === undefined ? [] : layers.slice(h.lowers.length).map(at);
+  try {
+    const mount = await startServing(
+      {
+        stack: { lowers, ...(upper === undefined ? {} : { upper, work: work! }) },
+        mountpoint: h.mountpoint,
+        ...(h.allowOther === undefined ? {} : { allowOther: h.allowOther }),
+        ...(h.squashToRoot === undefined ? {} : { squashToRoot: h.squashToRoot }),
+        ...(h.uidMapping === undefined ? {} : { uidMapping: h.uidMapping }),
+        ...(h.gidMapping === undefined ? {} : { gidMapping: h.gidMapping }),
+      },
+      device,
+    );
+    return { info: { mountpoint: h.mountpoint, lowers: h.lowers, ...(h.upper === undefined ? {} : { upper: h.upper, work: h.work! }), since: Date.now() }, mount };
+  } finally {
+    for (const fd of layers) fs.closeSync(fd);
+  }
+}
+
+/** Listens on `socket`, made 0600 (in the private runtime directory), in place of one a daemon that died left. */
+function listen(socket: string, onConnection: (fd: number) => void): Listener {
+  const old = process.umask(0o077);
+  try {
+    return new Listener(socket, onConnection);
+  } finally {
+    process.umask(old);
+  }
+}

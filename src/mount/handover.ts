@@ -1,0 +1,105 @@
+import { invalidArgument } from '../errors';
+import type { MountRequest } from './serve';
+
+/**
+ * What a mount helper sends the daemon with a mount: the request's text,
+ * and descriptors in this order: the mount's /dev/fuse, each lower layer
+ * (topmost first), then the upper and work directories if there are. The
+ * layers' paths travel only to be shown (`snapfs mounted`): the daemon
+ * opens nothing by path, so a mount made in another mount namespace is
+ * served over the very directories the helper saw there.
+ */
+export interface HandOver {
+  readonly op: 'mount';
+  readonly mountpoint: string;
+  readonly lowers: readonly string[];
+  readonly upper?: string;
+  readonly work?: string;
+  readonly allowOther?: boolean;
+  readonly squashToRoot?: boolean;
+  readonly uidMapping?: string;
+  readonly gidMapping?: string;
+}
+
+/** What a helper asks of the daemon: serve a mount, or list those it serves. */
+export type DaemonRequest = HandOver | { readonly op: 'list' };
+
+/** The daemon's one answer to a request. */
+export type DaemonAnswer = { readonly ok: true; readonly mounts?: readonly LiveMount[] } | { readonly error: string };
+
+/** A mount the daemon serves, as `snapfs mounted` shows it. */
+export interface LiveMount {
+  readonly mountpoint: string;
+  readonly lowers: readonly string[];
+  readonly upper?: string;
+  readonly work?: string;
+  /** Milliseconds since the epoch. */
+  readonly since: number;
+  /** Requests answered in JavaScript (reads and writes are served natively, uncounted). */
+  readonly requests: number;
+}
+
+/** The hand-over of `req` (descriptors to go with it: the device's, then handOverFds' order). */
+export function handOverOf(req: MountRequest): HandOver {
+  return {
+    op: 'mount',
+    mountpoint: req.mountpoint,
+    lowers: req.stack.lowers,
+    ...(req.stack.upper === undefined ? {} : { upper: req.stack.upper, work: req.stack.work! }),
+    ...(req.allowOther === true ? { allowOther: true } : {}),
+    ...(req.squashToRoot === true ? { squashToRoot: true } : {}),
+    ...(req.uidMapping === undefined ? {} : { uidMapping: req.uidMapping }),
+    ...(req.gidMapping === undefined ? {} : { gidMapping: req.gidMapping }),
+  };
+}
+
+/** How many layer descriptors come after the device's. */
+export function layerCount(h: HandOver): number {
+  return h.lowers.length + (h.upper === undefined ? 0 : 2);
+}
+
+/**
+ * Parses a request's text, checking every field's type: a helper of the
+ * same user sent it, but a bug or another version must not get further
+ * than one clear refusal.
+ */
+export function parseRequest(data: Buffer): DaemonRequest {
+  let value: unknown;
+  try {
+    value = JSON.parse(data.toString());
+  } catch {
+    throw invalidArgument('request: not JSON');
+  }
+  if (typeof value !== 'object' || value === null) throw invalidArgument('request: not an object');
+  const r = value as Record<string, unknown>;
+  if (r.op === 'list') return { op: 'list' };
+  if (r.op !== 'mount') throw invalidArgument(`request: unknown op ${JSON.stringify(r.op)}`);
+  const text = (name: string, optional: boolean): string | undefined => {
+    const v = r[name];
+    if (v === undefined && optional) return undefined;
+    if (typeof v !== 'string' || v === '') throw invalidArgument(`request: ${name} must be a non-empty string`);
+    return v;
+  };
+  const flag = (name: string): boolean | undefined => {
+    const v = r[name];
+    if (v !== undefined && typeof v !== 'boolean') throw invalidArgument(`request: ${name} must be true or false`);
+    return v;
+  };
+  if (!Array.isArray(r.lowers) || r.lowers.some((l) => typeof l !== 'string')) throw invalidArgument('request: lowers must be a list of paths');
+  const upper = text('upper', true);
+  const work = text('work', true);
+  if ((upper === undefined) !== (work === undefined)) throw invalidArgument('request: an upper layer needs a work directory, and only it');
+  if (r.lowers.length === 0 && upper === undefined) throw invalidArgument('request: no layers');
+  const [allowOther, squashToRoot] = [flag('allowOther'), flag('squashToRoot')];
+  const [uidMapping, gidMapping] = [text('uidMapping', true), text('gidMapping', true)];
+  return {
+    op: 'mount',
+    mountpoint: text('mountpoint', false)!,
+    lowers: r.lowers as string[],
+    ...(upper === undefined ? {} : { upper, work: work! }),
+    ...(allowOther === undefined ? {} : { allowOther }),
+    ...(squashToRoot === undefined ? {} : { squashToRoot }),
+    ...(uidMapping === undefined ? {} : { uidMapping }),
+    ...(gidMapping === undefined ? {} : { gidMapping }),
+  };
+}
