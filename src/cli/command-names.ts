@@ -8,7 +8,7 @@ export const COMMAND_NAMES: ReadonlySet<string> = new Set([
   'prepare', 'view', 'mounts', 'commit', 'rm', 'remove', 'info', 'stat', 'label',
   'ls', 'list', 'tree', 'usage', 'du',
   'events', 'cleanup',
-  'mount', 'browse',
+  'mount', 'browse', 'mounted', 'daemon',
   'serve',
   'cat', 'changes',
   'diff', 'import', 'import-image',

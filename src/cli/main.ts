@@ -25,8 +25,8 @@ async function main(argv: readonly string[]): Promise<number> {
     }
     if (args[0] === '__daemon') {
       // A mount helper started us as the user's mount daemon (src/mount/daemon-client.ts).
-      const { runMountDaemon } = await import('../mount/daemon');
-      await runMountDaemon();
+      const { idleSecondsFromEnv, runMountDaemon } = await import('../mount/daemon');
+      await runMountDaemon({ idleSeconds: idleSecondsFromEnv() });
       return 0;
     }
     if (isMountCommandLine(args, COMMAND_NAMES)) {

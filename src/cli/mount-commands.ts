@@ -1,7 +1,10 @@
 import type { Command } from 'commander';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { withSnapshotter } from './context';
+import { invalidArgument } from '../errors';
+import type { Snapshotter } from '../snapshotter/snapshotter';
+import { wantsJson, withSnapshotter } from './context';
+import { printJson, printLines, table } from './output';
 
 /**
  * mount and browse: serve snapshots as FUSE file systems (the mount code is
@@ -23,6 +26,7 @@ export function registerMountCommands(program: Command): void {
       const request = {
         stack: { lowers, upper: stack.upper, work: stack.upper === undefined ? undefined : stack.work },
         mountpoint: path.resolve(mountpoint),
+        snapshot: key,
         ...(opts.dedicated === true ? { dedicated: true } : {}),
       };
       const { launch } = await import('../mount/launch');
@@ -41,6 +45,54 @@ export function registerMountCommands(program: Command): void {
       await launch({ browse: path.resolve(root), mountpoint: path.resolve(mountpoint) }, { foreground: opts.foreground === true });
       if (opts.foreground === true) process.exit(0);
     });
+
+  program
+    .command('mounted')
+    .description("list the mounts the user's mount daemon serves: mount point, snapshot (of --root) where known, layers, requests answered")
+    .option('--json', 'print JSON')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const { liveMounts } = await import('../mount/daemon-client');
+      const mounts = liveMounts();
+      const unnamed = mounts.filter((m) => m.snapshot === undefined && m.upper !== undefined);
+      const keys = unnamed.length === 0 ? new Map<string, string>() : await withSnapshotter(cmd, activeByUpper);
+      const rows = mounts.map((m) => ({ ...m, snapshot: m.snapshot ?? (m.upper === undefined ? undefined : keys.get(m.upper)) ?? null, since: new Date(m.since).toISOString() }));
+      if (wantsJson(cmd)) return printJson(rows);
+      printLines([
+        table(
+          ['MOUNTPOINT', 'SNAPSHOT', 'LAYERS', 'REQUESTS', 'SINCE'],
+          rows.map((r) => [r.mountpoint, r.snapshot ?? '-', `${r.lowers.length}${r.upper === undefined ? ' ro' : '+upper'}`, String(r.requests), r.since]),
+        ),
+      ]);
+    });
+
+  program
+    .command('daemon')
+    .description("serve mounts as the user's mount daemon, in the foreground (as a service; mount helpers start one on demand otherwise)")
+    .option('--idle-exit <seconds>', 'exit after this many seconds without a mount (default: never)', (v: string) => seconds(v))
+    .action(async (opts: { idleExit?: number }) => {
+      const { runMountDaemon } = await import('../mount/daemon');
+      await runMountDaemon(opts.idleExit === undefined ? {} : { idleSeconds: opts.idleExit });
+    });
+}
+
+/**
+ * The active snapshots of the root by their upper directory: what names a
+ * mount made from `snapfs prepare`'s mount options (by containerd, say). A
+ * read-only mount made so is not named: views of one parent share their layers.
+ */
+function activeByUpper(s: Snapshotter): Map<string, string> {
+  const keys = new Map<string, string>();
+  for (const info of s.walk(['kind==active'])) {
+    const { upper } = s.layers(info.name);
+    if (upper !== undefined) keys.set(upper, info.name);
+  }
+  return keys;
+}
+
+function seconds(value: string): number {
+  const n = Number(value);
+  if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(n)) throw invalidArgument(`--idle-exit ${JSON.stringify(value)}: not a whole number of seconds`);
+  return n;
 }
 
 function emptyDir(work: string): string {

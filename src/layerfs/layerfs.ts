@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
+import { failurePoint, faultsArmed } from '../faults';
 import { fail } from '../fuse/errno';
 import type { AttrAnswer, DirEntry, Entry, FileSystem, Opened, Request, SetAttr, SetTime, StatFs } from '../fuse/session';
 import type { Attr } from '../fuse/protocol';
@@ -118,6 +119,7 @@ export class LayerFS implements FileSystem {
 
   lookup(_req: Request, parent: number, name: Buffer): Entry {
     if (name.length > NAME_MAX) fail(E.ENAMETOOLONG);
+    if (faultsArmed) failurePoint(`lookup:${name.toString('latin1')}`);
     const dir = this.tree.inode(parent);
     // The layer format's own names are no entries of the merged tree.
     const found = isReservedName(name) && !this.tree.raw ? undefined : this.find(dir, name);

@@ -5,7 +5,7 @@ import { unavailable } from '../errors';
 import { O_PATH, sys } from '../native/sys';
 import { exchange } from '../native/unix';
 import { sharedDaemonFiles } from './daemon';
-import { handOverOf, type DaemonAnswer, type DaemonRequest } from './handover';
+import { handOverOf, type DaemonAnswer, type DaemonRequest, type LiveMount } from './handover';
 import { openLog, removeStale } from './runtime';
 import type { MountRequest } from './serve';
 
@@ -33,17 +33,32 @@ export function handOver(req: MountRequest, device: number): void {
   }
 }
 
+/** The mounts the user's daemon serves; none if no daemon runs (none is started to ask). */
+export function liveMounts(): readonly LiveMount[] {
+  const { socket, log } = sharedDaemonFiles();
+  let answer: DaemonAnswer;
+  try {
+    answer = JSON.parse(exchange(socket, Buffer.from(JSON.stringify({ op: 'list' } satisfies DaemonRequest)), [], ANSWER_MS).data.toString()) as DaemonAnswer;
+  } catch (err) {
+    if (NO_DAEMON.includes((err as NodeJS.ErrnoException).code ?? '')) return [];
+    throw unavailable(`mount daemon ${socket}: ${(err as Error).message}`);
+  }
+  if ('error' in answer) throw unavailable(`mount daemon ${socket}: ${answer.error} (see ${log})`);
+  return answer.mounts ?? [];
+}
+
+/** What connecting says when no daemon listens: none there, one that died, or one exiting as we came. */
+const NO_DAEMON = ['ENOENT', 'ECONNREFUSED', 'ECONNRESET'];
+
 /** Asks the daemon, starting it first if none answers; a daemon on its way out is asked again once it is replaced. */
-export function ask(request: DaemonRequest, fds: readonly number[] = []): DaemonAnswer {
+function ask(request: DaemonRequest, fds: readonly number[] = []): DaemonAnswer {
   const { socket } = sharedDaemonFiles();
   const data = Buffer.from(JSON.stringify(request));
   for (let attempt = 0; ; attempt++) {
     try {
       return JSON.parse(exchange(socket, data, fds, ANSWER_MS).data.toString()) as DaemonAnswer;
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      // None there, one that died, or one exiting as we came.
-      if (attempt > 1 || !['ENOENT', 'ECONNREFUSED', 'ECONNRESET'].includes(code ?? '')) throw err;
+      if (attempt > 1 || !NO_DAEMON.includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
       startDaemon();
     }
   }

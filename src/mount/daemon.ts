@@ -14,16 +14,36 @@ import { startServing, type ServedMount } from './serve';
  * own user, and exits once it has served no mount for a while.
  */
 
-/** RUNTIME/daemon.sock, .log and .lock (the lock orders helpers that start one). */
+/**
+ * RUNTIME/daemon.sock, .log and .lock (the lock orders helpers that start
+ * one). One daemon per user namespace: chowning to the ids a namespace maps
+ * needs a daemon inside it, so outside the initial namespace the names carry
+ * the namespace's inode number (daemon-userns-INO.sock).
+ */
 export function sharedDaemonFiles(): { socket: string; log: string; lock: string } {
   const dir = runtimeDir();
-  return { socket: path.join(dir, 'daemon.sock'), log: path.join(dir, 'daemon.log'), lock: path.join(dir, 'daemon.lock') };
+  const base = path.join(dir, inInitialUserNamespace() ? 'daemon' : `daemon-userns-${fs.statSync('/proc/self/ns/user').ino}`);
+  return { socket: `${base}.sock`, log: `${base}.log`, lock: `${base}.lock` };
 }
 
-/** Seconds without a mount before the daemon exits (SNAPFS_DAEMON_IDLE_SECONDS). */
-function idleSeconds(): number {
+/** Whether this process's user namespace maps every id to itself, as the initial one does. */
+function inInitialUserNamespace(): boolean {
+  try {
+    return fs.readFileSync('/proc/self/uid_map', 'utf8').trim().split(/\s+/).join(' ') === '0 0 4294967295';
+  } catch {
+    return true;
+  }
+}
+
+/** Seconds without a mount before a daemon started on demand exits (SNAPFS_DAEMON_IDLE_SECONDS; default 60). */
+export function idleSecondsFromEnv(): number {
   const given = Number(process.env.SNAPFS_DAEMON_IDLE_SECONDS);
-  return Number.isFinite(given) && given >= 0 ? given : 60;
+  return process.env.SNAPFS_DAEMON_IDLE_SECONDS !== undefined && Number.isFinite(given) && given >= 0 ? given : 60;
+}
+
+export interface DaemonOptions {
+  /** Seconds without a mount before exiting; undefined: never (a service). */
+  readonly idleSeconds?: number;
 }
 
 interface Serving {
@@ -31,7 +51,7 @@ interface Serving {
   readonly mount: ServedMount;
 }
 
-export async function runMountDaemon(): Promise<void> {
+export async function runMountDaemon(opts: DaemonOptions = {}): Promise<void> {
   // Modes arrive with the caller's umask applied already.
   process.umask(0);
   const { socket } = sharedDaemonFiles();
@@ -65,8 +85,9 @@ export async function runMountDaemon(): Promise<void> {
   const idleCheck = (): void => {
     if (idleTimer !== undefined) clearTimeout(idleTimer);
     idleTimer = undefined;
-    if (mounts.size > 0 || pending > 0 || stopping) return;
-    idleTimer = setTimeout(() => stop(`no mount for ${idleSeconds()} s: exiting`), idleSeconds() * 1000);
+    const idle = opts.idleSeconds;
+    if (idle === undefined || mounts.size > 0 || pending > 0 || stopping) return;
+    idleTimer = setTimeout(() => stop(`no mount for ${idle} s: exiting`), idle * 1000);
   };
   process.on('SIGTERM', () => stop('SIGTERM: unmounting every mount'));
   process.on('SIGINT', () => stop('SIGINT: unmounting every mount'));
@@ -152,7 +173,14 @@ async function serveHandOver(h: HandOver, fds: readonly number[]): Promise<Servi
       },
       device,
     );
-    return { info: { mountpoint: h.mountpoint, lowers: h.lowers, ...(h.upper === undefined ? {} : { upper: h.upper, work: h.work! }), since: Date.now() }, mount };
+    const info = {
+      mountpoint: h.mountpoint,
+      lowers: h.lowers,
+      ...(h.upper === undefined ? {} : { upper: h.upper, work: h.work! }),
+      ...(h.snapshot === undefined ? {} : { snapshot: h.snapshot }),
+      since: Date.now(),
+    };
+    return { info, mount };
   } finally {
     for (const fd of layers) fs.closeSync(fd);
   }

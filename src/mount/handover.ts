@@ -19,6 +19,7 @@ export interface HandOver {
   readonly squashToRoot?: boolean;
   readonly uidMapping?: string;
   readonly gidMapping?: string;
+  readonly snapshot?: string;
 }
 
 /** What a helper asks of the daemon: serve a mount, or list those it serves. */
@@ -33,6 +34,8 @@ export interface LiveMount {
   readonly lowers: readonly string[];
   readonly upper?: string;
   readonly work?: string;
+  /** The snapshot's key, when it was mounted by key. */
+  readonly snapshot?: string;
   /** Milliseconds since the epoch. */
   readonly since: number;
   /** Requests answered in JavaScript (reads and writes are served natively, uncounted). */
@@ -50,6 +53,7 @@ export function handOverOf(req: MountRequest): HandOver {
     ...(req.squashToRoot === true ? { squashToRoot: true } : {}),
     ...(req.uidMapping === undefined ? {} : { uidMapping: req.uidMapping }),
     ...(req.gidMapping === undefined ? {} : { gidMapping: req.gidMapping }),
+    ...(req.snapshot === undefined ? {} : { snapshot: req.snapshot }),
   };
 }
 
@@ -91,7 +95,7 @@ export function parseRequest(data: Buffer): DaemonRequest {
   if ((upper === undefined) !== (work === undefined)) throw invalidArgument('request: an upper layer needs a work directory, and only it');
   if (r.lowers.length === 0 && upper === undefined) throw invalidArgument('request: no layers');
   const [allowOther, squashToRoot] = [flag('allowOther'), flag('squashToRoot')];
-  const [uidMapping, gidMapping] = [text('uidMapping', true), text('gidMapping', true)];
+  const [uidMapping, gidMapping, snapshot] = [text('uidMapping', true), text('gidMapping', true), text('snapshot', true)];
   return {
     op: 'mount',
     mountpoint: text('mountpoint', false)!,
@@ -101,5 +105,6 @@ export function parseRequest(data: Buffer): DaemonRequest {
     ...(squashToRoot === undefined ? {} : { squashToRoot }),
     ...(uidMapping === undefined ? {} : { uidMapping }),
     ...(gidMapping === undefined ? {} : { gidMapping }),
+    ...(snapshot === undefined ? {} : { snapshot }),
   };
 }

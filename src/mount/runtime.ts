@@ -5,7 +5,8 @@ import { unavailable } from '../errors';
 
 /**
  * The runtime directory, where mount daemons keep their own files (control
- * sockets, pid files, logs): /run/snapfs for root, else
+ * sockets, pid files, logs): $SNAPFS_RUNTIME_DIR if set (a separate set of
+ * daemons, as the tests run), else /run/snapfs for root, else
  * $XDG_RUNTIME_DIR/snapfs, else /tmp/snapfs-UID.
  *
  * It, and every directory below it, is made 0700 and checked before each
@@ -15,6 +16,8 @@ import { unavailable } from '../errors';
  * daemon running as root would write wherever what they put there points.
  */
 export function runtimeDir(): string {
+  const given = process.env.SNAPFS_RUNTIME_DIR;
+  if (given) return privateDir(path.resolve(given));
   const uid = process.geteuid?.();
   if (uid === 0) return privateDir('/run/snapfs');
   const xdg = process.env.XDG_RUNTIME_DIR;

@@ -18,6 +18,8 @@ export interface MountRequest {
   readonly gidMapping?: string;
   /** mount(8) flags to pass on (suid, nodev, noexec, noatime, …). */
   readonly mountFlags?: readonly string[];
+  /** The snapshot mounted, when mounted by key (`snapfs mount`): shown by `snapfs mounted`. */
+  readonly snapshot?: string;
   /** Served by a process of its own rather than the user's mount daemon. */
   readonly dedicated?: boolean;
 }

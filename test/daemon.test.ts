@@ -1,0 +1,344 @@
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { CLI, layerDirOf, snapfs, tempDir } from './helpers';
+import { describeTree, run, unmountAll } from './mount-helpers';
+
+const NOBODY = 65534;
+
+/**
+ * A separate set of daemons for one test: its own runtime directory (so
+ * the daemon it starts is its own, not that of other suites running
+ * meanwhile), and a short idle exit.
+ */
+class Daemons {
+  readonly runtime: string;
+  readonly env: NodeJS.ProcessEnv;
+
+  constructor(dir: string, name: string, extra: NodeJS.ProcessEnv = {}) {
+    this.runtime = path.join(dir, `run-${name}`);
+    this.env = { ...process.env, SNAPFS_RUNTIME_DIR: this.runtime, SNAPFS_DAEMON_IDLE_SECONDS: '2', ...extra };
+  }
+
+  get log(): string {
+    return fs.readFileSync(path.join(this.runtime, 'daemon.log'), 'utf8');
+  }
+
+  /** The pids of the daemons started, in order (from their log). */
+  started(): number[] {
+    if (!fs.existsSync(path.join(this.runtime, 'daemon.log'))) return [];
+    return [...this.log.matchAll(/serving on \S+ \(pid (\d+)\)/g)].map((m) => Number(m[1]));
+  }
+
+  /** fuse-overlayfs's command line, served by this set's daemon. */
+  async mountO(options: string, mnt: string): Promise<void> {
+    await run(process.execPath, [CLI, '-o', options, mnt], { env: this.env });
+  }
+
+  async cli(root: string, args: readonly string[]): Promise<string> {
+    const r = await snapfs(root, args, { env: this.env });
+    assert.equal(r.code, 0, `snapfs ${args.join(' ')}: ${r.stderr}`);
+    return r.stdout;
+  }
+
+  /** What `snapfs mounted` lists, with snapshot keys of `root` where given. */
+  async mounted(root = path.join(this.runtime, 'no-root')): Promise<{ mountpoint: string; requests: number; snapshot: string | null }[]> {
+    return JSON.parse(await this.cli(root, ['mounted', '--json'])) as { mountpoint: string; requests: number; snapshot: string | null }[];
+  }
+
+  /** Kills every daemon this set started (tests leave none behind). */
+  killAll(): void {
+    for (const pid of this.started()) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    }
+  }
+}
+
+async function until(what: string, check: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) assert.fail(`${what}: not within ${ms / 1000} s`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+function isMountPoint(dir: string): boolean {
+  return fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === dir);
+}
+
+/** A shell script run in `cwd` from a child process: the test process never touches a mount itself with blocking calls. */
+async function sh(script: string, cwd: string): Promise<string> {
+  return (await run('sh', ['-ec', script], { cwd })).stdout;
+}
+
+describe("one mount daemon serves every mount of its user", { skip: process.getuid?.() !== 0 && 'needs root (kernel overlay twins, tmpfs, another user)' }, () => {
+  let dir: string;
+  const sets: Daemons[] = [];
+  const daemons = (name: string, extra: NodeJS.ProcessEnv = {}): Daemons => {
+    const d = new Daemons(dir, name, extra);
+    sets.push(d);
+    return d;
+  };
+
+  before(() => {
+    dir = tempDir('snapfs-daemon-');
+    fs.chmodSync(dir, 0o755);
+  });
+  after(async () => {
+    await unmountAll(dir);
+    for (const d of sets) d.killAll();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('50 mounts (active, views, fuse-overlayfs command lines) from one daemon, started once by 20 at once, each as its kernel overlay twin; unmounted in any order, then it exits', async () => {
+    const d = daemons('fifty');
+    const root = path.join(dir, 'root50');
+    const base = path.join(dir, 'base');
+    const [l1, l2] = [path.join(base, 'l1'), path.join(base, 'l2')];
+    await sh(`mkdir -p ${l1}/d ${l2}/d && echo one > ${l1}/a && echo x > ${l1}/d/x && echo b > ${l1}/b && echo two > ${l2}/b && echo y > ${l2}/d/y`, dir);
+    // A committed snapshot holding the same files, for the mounts of snapshots.
+    await d.cli(root, ['prepare', 'fill']);
+    await run('cp', ['-a', `${l1}/.`, `${l2}/.`, layerDirOf(root, 'fill')]);
+    await d.cli(root, ['commit', 'base', 'fill']);
+
+    interface Pair {
+      readonly mnt: string;
+      readonly twin: string;
+      readonly writable: boolean;
+      readonly snapfs: () => Promise<void>;
+      readonly overlay: string;
+    }
+    const pairs: Pair[] = [];
+    for (let i = 0; i < 50; i++) {
+      const at = path.join(dir, `m${i}`);
+      const [mnt, twin, upper, work, tupper, twork] = ['mnt', 'twin', 'upper', 'work', 'tupper', 'twork'].map((n) => path.join(at, n)) as [string, string, string, string, string, string];
+      for (const p of [mnt, twin, upper, work, tupper, twork]) fs.mkdirSync(p, { recursive: true });
+      const kind = i % 5;
+      if (kind <= 1) {
+        pairs.push({ mnt, twin, writable: true, snapfs: () => d.mountO(`lowerdir=${l2}:${l1},upperdir=${upper},workdir=${work}`, mnt), overlay: `lowerdir=${l2}:${l1},upperdir=${tupper},workdir=${twork}` });
+      } else if (kind === 2) {
+        pairs.push({ mnt, twin, writable: false, snapfs: () => d.mountO(`lowerdir=${l2}:${l1}`, mnt), overlay: `lowerdir=${l2}:${l1}` });
+      } else {
+        const key = `${kind === 3 ? 'active' : 'view'}-${i}`;
+        await d.cli(root, [kind === 3 ? 'prepare' : 'view', key, 'base']);
+        const lower = layerDirOf(root, 'base');
+        const emptyLower = path.join(at, 'empty');
+        fs.mkdirSync(emptyLower);
+        pairs.push({
+          mnt,
+          twin,
+          writable: kind === 3,
+          snapfs: () => d.cli(root, ['mount', key, mnt]).then(() => undefined),
+          overlay: kind === 3 ? `lowerdir=${lower},upperdir=${tupper},workdir=${twork}` : `lowerdir=${lower}:${emptyLower}`,
+        });
+      }
+    }
+
+    // The first 20 at once, with no daemon running: one daemon starts.
+    await Promise.all(pairs.slice(0, 20).map((p) => p.snapfs()));
+    assert.equal(d.started().length, 1, `one daemon started for 20 mounts at once:\n${d.log}`);
+    for (let i = 20; i < 50; i += 10) await Promise.all(pairs.slice(i, i + 10).map((p) => p.snapfs()));
+    for (const p of pairs) await run('mount', ['-t', 'overlay', 'overlay', p.twin, '-o', p.overlay]);
+    assert.equal(d.started().length, 1, 'all 50 served by that daemon');
+    const listed = await d.mounted(root);
+    assert.deepEqual(listed.map((m) => m.mountpoint).sort(), pairs.map((p) => p.mnt).sort());
+    const keyed = (prefix: string): number => listed.filter((m) => m.snapshot?.startsWith(prefix) === true && m.mountpoint === pairs[Number(m.snapshot.split('-')[1])]!.mnt).length;
+    assert.deepEqual([keyed('active-'), keyed('view-')], [10, 10], 'snapshot keys shown where known');
+
+    // The same changes through each mount and its twin, all at once, each from a child process.
+    const changes = 'echo "$0" > new && echo more >> a && rm b && mkdir -p d/sub && mv d/x d/sub/x && ln a a2 && chmod 600 a && cat d/y >/dev/null';
+    const reads = 'ls -lR >/dev/null && cat a b d/x d/y >/dev/null';
+    await Promise.all(pairs.flatMap((p, i) => [p.mnt, p.twin].map((m) => run('sh', ['-ec', p.writable ? changes : reads, String(i)], { cwd: m }))));
+    for (const p of pairs) assert.equal(await describeTree(p.mnt, { times: false }), await describeTree(p.twin, { times: false }), p.mnt);
+    assert.ok((await d.mounted()).every((m) => m.requests > 0), 'requests counted per mount');
+
+    // Unmounted in random order; each one goes from the daemon's list.
+    const order = pairs.map((p) => p.mnt).sort(() => Math.random() - 0.5);
+    for (const [n, mnt] of order.entries()) {
+      await run('umount', [mnt]);
+      await until(`${mnt} gone from the daemon`, async () => (await d.mounted()).length === 49 - n);
+    }
+    for (const p of pairs) await run('umount', [p.twin]);
+    const [pid] = d.started() as [number];
+    await until('the idle daemon exits', () => !fs.existsSync(`/proc/${pid}`));
+    assert.match(d.log, /no mount for 2 s: exiting/);
+    assert.equal(fs.existsSync(path.join(d.runtime, 'daemon.sock')), false, 'its socket is gone');
+  });
+
+  it('a mount made inside unshare -m, over layers only there, is live there and absent outside', async () => {
+    const d = daemons('unshare');
+    const outside = path.join(dir, 'ns-outside');
+    const ns = path.join(dir, 'ns');
+    fs.mkdirSync(path.join(outside, 'mnt'), { recursive: true });
+    fs.mkdirSync(ns);
+    // The daemon runs here, started by a mount made here.
+    await d.mountO(`lowerdir=${dir}`, path.join(outside, 'mnt'));
+    const inside = [
+      `mount -t tmpfs ns ${ns}`,
+      `mkdir ${ns}/lower ${ns}/mnt && echo only here > ${ns}/lower/f`,
+      `"${process.execPath}" "${CLI}" -o lowerdir=${ns}/lower ${ns}/mnt`,
+      `cat ${ns}/mnt/f`,
+      'echo ready',
+      'read line',
+    ].join(' && ');
+    const child = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-ec', inside], { env: d.env, stdio: ['pipe', 'pipe', 'inherit'] });
+    try {
+      let out = '';
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.on('data', (b: Buffer) => {
+          out += b.toString();
+          if (out.includes('ready')) resolve();
+        });
+        child.once('exit', (code) => reject(new Error(`the script inside exited with ${code}: ${out}`)));
+      });
+      assert.equal(out, 'only here\nready\n');
+      assert.equal(isMountPoint(path.join(ns, 'mnt')), false, 'not mounted outside');
+      assert.deepEqual((await d.mounted()).map((m) => m.mountpoint).sort(), [path.join(outside, 'mnt'), path.join(ns, 'mnt')].sort(), 'served by the daemon outside');
+      child.stdin.end('done\n');
+      await new Promise((r) => child.once('exit', r));
+      // The namespace is gone, and its mount with it: the daemon lets go of it.
+      await until('the mount of the namespace leaves the daemon', async () => (await d.mounted()).length === 1);
+    } finally {
+      child.kill('SIGKILL');
+      await run('umount', [path.join(outside, 'mnt')]).catch(() => undefined);
+    }
+  });
+
+  it("root's daemon refuses requests of another user, and changes nothing; that user's mounts have a daemon of their own", async () => {
+    const d = daemons('refuse');
+    const lower = path.join(dir, 'refuse-lower');
+    const mnt = path.join(dir, 'refuse-mnt');
+    fs.mkdirSync(lower);
+    fs.mkdirSync(mnt);
+    fs.writeFileSync(path.join(lower, 'f'), 'root\n');
+    await d.mountO(`lowerdir=${lower}`, mnt);
+    const socket = path.join(d.runtime, 'daemon.sock');
+    const home = path.join(dir, 'nobody');
+    fs.mkdirSync(path.join(home, 'mnt'), { recursive: true });
+    fs.chownSync(home, NOBODY, NOBODY);
+    fs.chownSync(path.join(home, 'mnt'), NOBODY, NOBODY);
+    const fuseMode = fs.statSync('/dev/fuse').mode & 0o777;
+    // The runtime directory keeps other users out on its own; opened up here to reach the check behind it.
+    fs.chmodSync(d.runtime, 0o711);
+    fs.chmodSync(socket, 0o666);
+    fs.chmodSync('/dev/fuse', 0o666);
+    const asNobody = (args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> =>
+      new Promise((resolve) => {
+        execFile('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', 'env', '-i', `PATH=${process.env.PATH}`, ...Object.entries(env).map(([k, v]) => `${k}=${v}`), ...args], { cwd: home }, (err, stdout, stderr) =>
+          resolve({ code: err === null ? 0 : Number(err.code), stdout, stderr }),
+        );
+      });
+    try {
+      const unix = path.resolve(__dirname, '..', 'src', 'native', 'unix.js');
+      const probe = [
+        `const { exchange } = require(${JSON.stringify(unix)});`,
+        `const fs = require('fs');`,
+        `const ask = (req, fds) => JSON.parse(exchange(${JSON.stringify(socket)}, Buffer.from(JSON.stringify(req)), fds, 5000).data.toString());`,
+        `const dev = fs.openSync('/dev/null', 'r');`,
+        `console.log(JSON.stringify([ask({ op: 'list' }, []), ask({ op: 'mount', mountpoint: ${JSON.stringify(path.join(home, 'mnt'))}, lowers: ['/'] }, [dev, dev])]));`,
+      ].join('\n');
+      const r = await asNobody([process.execPath, '-e', probe]);
+      assert.equal(r.code, 0, r.stderr);
+      const answers = JSON.parse(r.stdout) as { error?: string }[];
+      assert.equal(answers.length, 2);
+      for (const a of answers) assert.match(a.error ?? '', /^refused: this daemon serves uid 0 only$/);
+      assert.match(d.log, new RegExp(`refused a request from uid ${NOBODY}`));
+      assert.deepEqual((await d.mounted()).map((m) => m.mountpoint), [mnt], "root's mounts are as they were");
+      assert.equal(isMountPoint(path.join(home, 'mnt')), false);
+
+      // The user's own mount: served by a daemon of the user's own.
+      const own = await asNobody([process.execPath, CLI, '-o', `lowerdir=${lower}`, path.join(home, 'mnt')], { SNAPFS_RUNTIME_DIR: path.join(home, 'run'), SNAPFS_DAEMON_IDLE_SECONDS: '1' });
+      assert.equal(own.code, 0, own.stderr);
+      const theirs = fs.readFileSync(path.join(home, 'run', 'daemon.log'), 'utf8').match(/\(pid (\d+)\)/)![1]!;
+      assert.equal(fs.statSync(`/proc/${theirs}`).uid, NOBODY, "the user's daemon runs as the user");
+      assert.equal((await asNobody(['cat', path.join(home, 'mnt', 'f')])).stdout, 'root\n');
+      assert.equal((await asNobody(['fusermount', '-u', path.join(home, 'mnt')])).code, 0);
+      await until("the user's daemon exits once idle", () => !fs.existsSync(`/proc/${theirs}`));
+    } finally {
+      fs.chmodSync('/dev/fuse', fuseMode);
+      await run('umount', [mnt]).catch(() => undefined);
+      await unmountAll(home);
+    }
+  });
+
+  it('layers on a tmpfs: once umount returns and the daemon has let go of the mount, the tmpfs unmounts at the first try', async () => {
+    const d = daemons('tmpfs');
+    const t = path.join(dir, 'tmpfs');
+    fs.mkdirSync(t);
+    try {
+      for (const written of [true, false]) {
+        await run('mount', ['-t', 'tmpfs', 'layers', t]);
+        await sh(`mkdir lower upper work mnt && echo low > lower/f`, t);
+        const mnt = path.join(t, 'mnt');
+        await d.mountO(`lowerdir=${t}/lower,upperdir=${t}/upper,workdir=${t}/work`, mnt);
+        await sh(written ? 'echo new > g && echo more >> f && cat g f' : 'cat f', mnt);
+        await run('umount', [mnt]);
+        await until('the daemon lets go of the mount', async () => (await d.mounted()).length === 0);
+        await run('umount', [t]);
+        assert.equal(isMountPoint(t), false, `tmpfs unmounted (written: ${written})`);
+      }
+    } finally {
+      await unmountAll(t);
+    }
+  });
+
+  it('kill -9 of the daemon: its mounts answer ENOTCONN, umount clears them, every acknowledged write is in the upper layer, the next mount starts a new daemon', async () => {
+    const d = daemons('kill');
+    const at = path.join(dir, 'kill');
+    const [lower, upper, work, mnt, other] = ['lower', 'upper', 'work', 'mnt', 'other'].map((n) => path.join(at, n)) as [string, string, string, string, string];
+    for (const p of [lower, upper, work, mnt, other]) fs.mkdirSync(p, { recursive: true });
+    fs.writeFileSync(path.join(lower, 'f'), 'low\n');
+    await d.mountO(`lowerdir=${lower},upperdir=${upper},workdir=${work}`, mnt);
+    await d.mountO(`lowerdir=${lower}`, other);
+    await sh('for i in $(seq 1 50); do echo "line $i" >> f; done; echo made > new; mkdir dir', mnt);
+    const [pid] = d.started() as [number];
+    process.kill(pid, 'SIGKILL');
+    await until('the daemon is gone', () => !fs.existsSync(`/proc/${pid}`));
+    for (const m of [mnt, other]) {
+      const r = await run('stat', [m]).then(() => '', (e: { stderr: string }) => e.stderr);
+      assert.match(r, /Transport endpoint is not connected/, m);
+    }
+    assert.equal(fs.readFileSync(path.join(upper, 'f'), 'utf8'), `low\n${Array.from({ length: 50 }, (_, i) => `line ${i + 1}\n`).join('')}`);
+    assert.equal(fs.readFileSync(path.join(upper, 'new'), 'utf8'), 'made\n');
+    assert.ok(fs.statSync(path.join(upper, 'dir')).isDirectory());
+    for (const m of [mnt, other]) {
+      await run('umount', [m]);
+      assert.equal(isMountPoint(m), false);
+    }
+    await d.mountO(`lowerdir=${lower},upperdir=${upper},workdir=${work}`, mnt);
+    try {
+      assert.equal(d.started().length, 2, 'a new daemon');
+      assert.equal(await sh('cat new', mnt), 'made\n');
+    } finally {
+      await run('umount', [mnt]);
+    }
+  });
+
+  it("a fault while serving one mount fails that request with EIO, is logged, and the daemon's other mounts, and that one, go on", async () => {
+    const d = daemons('fault', { SNAPFS_FAULT: 'lookup:boom' });
+    const at = path.join(dir, 'fault');
+    const [lower, a, b] = ['lower', 'a', 'b'].map((n) => path.join(at, n)) as [string, string, string];
+    for (const p of [lower, a, b]) fs.mkdirSync(p, { recursive: true });
+    fs.writeFileSync(path.join(lower, 'f'), 'fine\n');
+    fs.writeFileSync(path.join(lower, 'boom'), 'never read\n');
+    await d.mountO(`lowerdir=${lower}`, a);
+    await d.mountO(`lowerdir=${lower}`, b);
+    try {
+      const failed = await run('cat', [path.join(a, 'boom')]).then(() => '', (e: { stderr: string }) => e.stderr);
+      assert.match(failed, /Input\/output error/);
+      assert.match(d.log, /internal error: Error: fault injected at lookup:boom/);
+      assert.equal(await sh('cat f', a), 'fine\n');
+      assert.equal(await sh('cat f', b), 'fine\n');
+      assert.equal(d.started().length, 1);
+    } finally {
+      await run('umount', [a]);
+      await run('umount', [b]);
+    }
+  });
+});
