@@ -230,6 +230,10 @@ describe('snapfs CLI', () => {
   it('knows every command by name before loading any, to tell a mount command line from a command', () => {
     const declared = buildProgram().commands.flatMap((c) => [c.name(), ...c.aliases()]);
     assert.deepEqual([...COMMAND_NAMES].sort(), declared.sort());
+    // The installed launcher (C) keeps its own list, for the same reason.
+    const launcher = fs.readFileSync(path.resolve(__dirname, '..', '..', 'src', 'native', 'launcher.c'), 'utf8');
+    const list = /COMMANDS\[\] = \{([^}]*)\}/.exec(launcher)![1]!;
+    assert.deepEqual([...list.matchAll(/"([a-z-]+)"/g)].map((m) => m[1]).sort(), declared.sort());
   });
 
   it('loads what a run needs: the mount helper no commander, gRPC or SQLite; info no gRPC, FUSE or tar code; help no SQLite', async () => {

@@ -7,6 +7,8 @@ import { CLI, layerDirOf, snapfs, tempDir } from './helpers';
 import { describeTree, run, unmountAll } from './mount-helpers';
 
 const NOBODY = 65534;
+/** The installed snapfs command (src/native/launcher.c). */
+const LAUNCHER = path.resolve(__dirname, '..', '..', 'src', 'native', 'build', 'Release', 'snapfs-launcher');
 
 /**
  * A separate set of daemons for one test: its own runtime directory (so
@@ -339,6 +341,55 @@ describe("one mount daemon serves every mount of its user", { skip: process.getu
     } finally {
       await run('umount', [a]);
       await run('umount', [b]);
+    }
+  });
+
+  it('the launcher hands a mount command line to the running daemon without starting Node, and passes everything else to the CLI', async () => {
+    const d = daemons('launcher');
+    const at = path.join(dir, 'launcher');
+    const [lower, upper, work, first, mnt, ro, second] = ['lower', 'upper', 'work', 'first', 'mnt', 'ro', 'second'].map((n) => path.join(at, n)) as [string, string, string, string, string, string, string];
+    for (const p of [lower, upper, work, first, mnt, ro, second]) fs.mkdirSync(p, { recursive: true });
+    fs.writeFileSync(path.join(lower, 'f'), 'low\n');
+    // With Node unreachable, only what the launcher does alone can succeed.
+    const noNode = { ...d.env, SNAPFS_NODE: '/bin/false' };
+    const launch = (args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stderr: string }> =>
+      new Promise((resolve) => execFile(LAUNCHER, args, { env }, (err, _out, stderr) => resolve({ code: err === null ? 0 : Number(err.code), stderr })));
+    try {
+      assert.equal((await launch(['-o', `lowerdir=${lower}`, first], noNode)).code, 1, 'no daemon yet: passed on to Node, which is /bin/false');
+      assert.equal(isMountPoint(first), false);
+      assert.equal((await launch(['-o', `lowerdir=${lower}`, first], d.env)).code, 0, 'Node starts the daemon');
+      const fast = await launch(['snapfs', mnt, '-o', `rw,lowerdir=${lower},upperdir=${upper},workdir=${work}`], noNode);
+      assert.equal(fast.code, 0, fast.stderr);
+      await launch(['-o', `lowerdir=${lower}`, ro], noNode);
+      assert.equal(await sh('cat f && echo new > g && cat g', mnt), 'low\nnew\n');
+      assert.equal(fs.readFileSync(path.join(upper, 'g'), 'utf8'), 'new\n');
+      await assert.rejects(sh('touch g', ro), /Read-only file system/);
+      assert.deepEqual((await d.mounted()).map((m) => m.mountpoint).sort(), [first, mnt, ro].sort());
+      const flags = (m: string): string => fs.readFileSync('/proc/mounts', 'utf8').split('\n').find((l) => l.split(' ')[1] === m)!.split(' ').slice(0, 4).join(' ');
+      assert.match(flags(mnt), /^snapfs \S+ fuse\.snapfs rw,.*default_permissions,allow_other/);
+      assert.doesNotMatch(flags(mnt), /nosuid|nodev/, "a container's root needs suid and dev");
+      assert.match(flags(ro), /^snapfs \S+ fuse\.snapfs ro,/);
+      // Whatever it is unsure of goes to Node: a second writer of one upper layer, a busy mount point, an option of another kind, a command.
+      for (const args of [
+        ['-o', `lowerdir=${lower},upperdir=${upper},workdir=${work}`, second],
+        ['-o', `lowerdir=${lower}`, mnt],
+        ['-o', `lowerdir=${lower},noexec`, second],
+        ['-o', `lowerdir=${lower}`, 'relative'],
+        ['--root', at, 'info', 'x'],
+        ['diff', 'KEY', '-o', `lowerdir=${lower}`],
+      ]) {
+        const r = await launch(args, noNode);
+        assert.equal(r.code, 1, `passed on: ${args.join(' ')}`);
+      }
+      const busy = await launch(['-o', `lowerdir=${lower}`, mnt], d.env);
+      assert.equal(busy.code, 7);
+      assert.match(busy.stderr, /mountpoint busy/);
+      const writer = await launch(['-o', `lowerdir=${lower},upperdir=${upper},workdir=${work}`, second], d.env);
+      assert.equal(writer.code, 7);
+      assert.match(writer.stderr, /already mounted read-write by snapfs/);
+      assert.equal(isMountPoint(second), false);
+    } finally {
+      for (const m of [first, mnt, ro]) await run('umount', [m]).catch(() => undefined);
     }
   });
 });
