@@ -392,4 +392,30 @@ describe("one mount daemon serves every mount of its user", { skip: process.getu
       for (const m of [first, mnt, ro]) await run('umount', [m]).catch(() => undefined);
     }
   });
+
+  it("a mount whose layers are on a snapfs mount (nested containers) is served by a process of its own, not by the daemon serving those layers", async () => {
+    const d = daemons('nested');
+    const at = path.join(dir, 'nested');
+    const [lower, upper, work, outer, inner] = ['lower', 'upper', 'work', 'outer', 'inner'].map((n) => path.join(at, n)) as [string, string, string, string, string];
+    for (const p of [lower, upper, work, outer, inner]) fs.mkdirSync(p, { recursive: true });
+    await d.mountO(`lowerdir=${lower},upperdir=${upper},workdir=${work}`, outer);
+    try {
+      await sh('mkdir -p layers/lower layers/upper layers/work && echo nested > layers/lower/f', outer);
+      const options = `lowerdir=${outer}/layers/lower,upperdir=${outer}/layers/upper,workdir=${outer}/layers/work`;
+      const launched = await new Promise<number>((resolve) =>
+        execFile(LAUNCHER, ['-o', options, inner], { env: { ...d.env, SNAPFS_NODE: '/bin/false' } }, (err) => resolve(err === null ? 0 : Number(err.code))),
+      );
+      assert.equal(launched, 1, 'the launcher passes it on');
+      await d.mountO(options, inner);
+      assert.equal(await sh('cat f && echo written > g && cat g', inner), 'nested\nwritten\n');
+      assert.deepEqual((await d.mounted()).map((m) => m.mountpoint), [outer], 'the daemon serves the outer mount only');
+      const own = (await run('pgrep', ['-f', `__serve.*${inner}`])).stdout.trim().split('\n');
+      assert.equal(own.length, 1, 'a process of its own serves the inner one');
+      await run('umount', [inner]);
+      assert.equal(await sh('cat layers/upper/g', outer), 'written\n');
+    } finally {
+      await run('umount', [inner]).catch(() => undefined);
+      await run('umount', [outer]).catch(() => undefined);
+    }
+  });
 });

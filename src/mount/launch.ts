@@ -3,7 +3,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { unavailable, invalidArgument } from '../errors';
 import { checkControlSocket, servingPid } from './control';
-import { isMounted } from './mountinfo';
+import { major, minor } from '../layerfs/devices';
+import { devicesOfType, isMounted } from './mountinfo';
 import { daemonFiles, openLog, runtimeDir } from './runtime';
 import type { BrowseRequest } from './serve-browse';
 import { openDevice, unmount } from '../fuse/mount';
@@ -20,7 +21,7 @@ import { mountFlags, serve, type MountRequest } from './serve';
 export async function launch(req: MountRequest | BrowseRequest, opts: { foreground: boolean }): Promise<void> {
   check(req);
   if (opts.foreground) return serveAny(req, () => undefined);
-  if (!('browse' in req) && req.dedicated !== true) return mountThroughDaemon(req);
+  if (!('browse' in req) && req.dedicated !== true && !onSnapfsMount(req)) return mountThroughDaemon(req);
   const logFile = logFileOf(req);
   const log = openLog(logFile);
   const child = spawn(process.execPath, [process.argv[1]!, '__serve', JSON.stringify(req)], {
@@ -60,6 +61,21 @@ async function mountThroughDaemon(req: MountRequest): Promise<void> {
     throw err;
   }
   fs.closeSync(device);
+}
+
+/**
+ * Whether a layer of `req` is on a snapfs mount (a container's layers in
+ * a container, say): the daemon serving that mount would wait on itself
+ * when it read the layer, so such a mount gets a process of its own.
+ */
+function onSnapfsMount(req: MountRequest): boolean {
+  const devices = devicesOfType('fuse.snapfs');
+  if (devices.size === 0) return false;
+  const dirs = [...req.stack.lowers, ...(req.stack.upper === undefined ? [] : [req.stack.upper, req.stack.work!])];
+  return dirs.some((dir) => {
+    const { dev } = fs.statSync(dir);
+    return devices.has(`${major(dev)}:${minor(dev)}`);
+  });
 }
 
 /** The daemon's side of launch(): serve, report the outcome once, then run until unmounted. */

@@ -8,3 +8,17 @@ export function isMounted(mountpoint: string): boolean {
     .split('\n')
     .some((line) => line.split(' ')[4] === escaped);
 }
+
+/**
+ * The device numbers (MAJOR:MINOR) of this namespace's mounts of type
+ * `fstype`: what a directory's st_dev tells it is on one of them.
+ */
+export function devicesOfType(fstype: string): Set<string> {
+  const devices = new Set<string>();
+  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL…] - FSTYPE SOURCE SUPER
+    const fields = line.split(' ');
+    if (fields[fields.indexOf('-') + 1] === fstype) devices.add(fields[2]!);
+  }
+  return devices;
+}

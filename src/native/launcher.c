@@ -25,6 +25,7 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -124,6 +125,42 @@ static int mounted_at(const char *dir) {
   return found;
 }
 
+/* The device numbers of this namespace's snapfs mounts, read once. */
+static dev_t snapfs_devices[1024];
+static int nsnapfs_devices = -1;
+
+static void read_snapfs_devices(void) {
+  nsnapfs_devices = 0;
+  FILE *f = fopen("/proc/self/mountinfo", "re");
+  if (f == NULL) return;
+  char *line = NULL;
+  size_t cap = 0;
+  while (getline(&line, &cap, f) > 0 && nsnapfs_devices < 1024) {
+    /* ID PARENT MAJ:MIN … - FSTYPE SOURCE SUPER */
+    unsigned maj, min;
+    const char *type = strstr(line, " - ");
+    if (type != NULL && strncmp(type + 3, "fuse.snapfs ", 12) == 0 && sscanf(line, "%*s %*s %u:%u", &maj, &min) == 2)
+      snapfs_devices[nsnapfs_devices++] = makedev(maj, min);
+  }
+  free(line);
+  fclose(f);
+}
+
+/*
+ * Whether directory `p` is on a snapfs mount (a container's layers in a
+ * container): its daemon would wait on itself reading them, so the Node CLI
+ * gives such a mount a process of its own. Past 1,024 snapfs mounts, any is suspect.
+ */
+static int on_snapfs_mount(const char *p) {
+  struct stat st;
+  if (stat(p, &st) != 0) return 1;
+  if (nsnapfs_devices < 0) read_snapfs_devices();
+  if (nsnapfs_devices == 1024) return 1;
+  for (int i = 0; i < nsnapfs_devices; i++)
+    if (snapfs_devices[i] == st.st_dev) return 1;
+  return 0;
+}
+
 /* Whether this process's user namespace maps every id to itself, as the initial one does. */
 static int initial_user_namespace(void) {
   FILE *f = fopen("/proc/self/uid_map", "re");
@@ -201,8 +238,9 @@ static int parse(int argc, char **argv, struct request *r) {
   if (r->nlowers == 0 || (r->upper == NULL) != (r->work == NULL)) return 0;
   if (!plain_path(r->mountpoint) || !is_dir(r->mountpoint)) return 0;
   for (int i = 0; i < r->nlowers; i++)
-    if (!plain_path(r->lowers[i]) || !is_dir(r->lowers[i])) return 0;
-  if (r->upper != NULL && (!plain_path(r->upper) || !is_dir(r->upper) || !plain_path(r->work) || !is_dir(r->work))) return 0;
+    if (!plain_path(r->lowers[i]) || !is_dir(r->lowers[i]) || on_snapfs_mount(r->lowers[i])) return 0;
+  if (r->upper != NULL && (!plain_path(r->upper) || !is_dir(r->upper) || !plain_path(r->work) || !is_dir(r->work) || on_snapfs_mount(r->upper) || on_snapfs_mount(r->work)))
+    return 0;
   return 1;
 }
 
