@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Request } from '../src/fuse/session';
@@ -54,8 +56,8 @@ describe('LayerFS in process', () => {
     const st = fs.lstatSync(path.join(upper, name), { throwIfNoEntry: false });
     return st !== undefined && st.isCharacterDevice() && st.rdev === 0;
   };
-  const read = (ino: number): string => {
-    const { fh } = fsys.open(req, ino, fs.constants.O_RDONLY, false);
+  const read = async (ino: number): Promise<string> => {
+    const { fh } = await fsys.open(req, ino, fs.constants.O_RDONLY, false);
     try {
       return fs.readFileSync(fh, 'utf8');
     } finally {
@@ -63,15 +65,15 @@ describe('LayerFS in process', () => {
     }
   };
 
-  it('merges the layers: whiteouts (rootless form) hide, their markers never show', () => {
+  it('merges the layers: whiteouts (rootless form) hide, their markers never show', async () => {
     assert.deepEqual(names(ROOT), ['.', '..', 'a', 'b', b('caf\xe9').toString('latin1'), 'escape', 'etc']);
     assert.equal(lookup(ROOT, 'gone'), 0);
     assert.equal(lookup(ROOT, '.wh.gone'), 0);
-    assert.equal(read(lookup(lookup(ROOT, 'etc'), 'os-release')), 'lower\n');
+    assert.equal(await read(lookup(lookup(ROOT, 'etc'), 'os-release')), 'lower\n');
   });
 
-  it('names are bytes: a name that is not UTF-8 is found by its bytes alone', () => {
-    assert.equal(read(lookup(ROOT, b('caf\xe9'))), 'bytes\n');
+  it('names are bytes: a name that is not UTF-8 is found by its bytes alone', async () => {
+    assert.equal(await read(lookup(ROOT, b('caf\xe9'))), 'bytes\n');
     assert.equal(lookup(ROOT, 'café'), 0, 'the UTF-8 spelling is another name');
   });
 
@@ -87,22 +89,22 @@ describe('LayerFS in process', () => {
     assert.equal(fsys.readlink(req, link).toString(), outside);
   });
 
-  it('a write copies up, keeping the other name of a hard link one file with it', () => {
+  it('a write copies up, keeping the other name of a hard link one file with it', async () => {
     const a = lookup(ROOT, 'a');
-    const { fh } = fsys.open(req, a, fs.constants.O_WRONLY | fs.constants.O_APPEND, false);
+    const { fh } = await fsys.open(req, a, fs.constants.O_WRONLY | fs.constants.O_APPEND, false);
     fs.writeSync(fh, 'more\n');
     fsys.release(req, a, fh);
-    assert.equal(read(lookup(ROOT, 'b')), 'linked\nmore\n');
+    assert.equal(await read(lookup(ROOT, 'b')), 'linked\nmore\n');
     assert.equal(fs.readFileSync(path.join(lower, 'a'), 'utf8'), 'linked\n', 'the lower layer is untouched');
     assert.equal(fs.readFileSync(path.join(upper, 'a'), 'utf8'), 'linked\nmore\n');
   });
 
-  it('unlink of a lower file leaves a whiteout; rename of a lower directory copies its tree up first', () => {
+  it('unlink of a lower file leaves a whiteout; rename of a lower directory copies its tree up first', async () => {
     fsys.unlink(req, ROOT, Buffer.from('escape'));
     assert.ok(whitedOut('escape'));
     assert.equal(lookup(ROOT, 'escape'), 0);
     const etc = lookup(ROOT, 'etc');
-    fsys.rename(req, ROOT, Buffer.from('etc'), ROOT, Buffer.from('moved'), 0);
+    await fsys.rename(req, ROOT, Buffer.from('etc'), ROOT, Buffer.from('moved'), 0);
     assert.equal(lookup(ROOT, 'moved'), etc, 'the directory keeps its node');
     assert.equal(fs.readFileSync(path.join(upper, 'moved', 'os-release'), 'utf8'), 'lower\n');
     assert.ok(whitedOut('etc'));
@@ -119,5 +121,117 @@ describe('LayerFS in process', () => {
     } finally {
       frozen.close();
     }
+  });
+});
+
+/**
+ * A big file's copy-up, in process: its data is copied on libuv's pool
+ * while the thread goes on answering, once however many ask for it.
+ */
+describe('LayerFS in process: copy-up of big files off the thread', () => {
+  const MiB = 1 << 20;
+  let dir: string;
+  let lower: string;
+  let upper: string;
+  let work: string;
+  let fsys: LayerFS;
+  before(() => {
+    dir = tempDir('snapfs-unit-big-');
+    [lower, upper, work] = ['lower', 'upper', 'work'].map((d) => path.join(dir, d)) as [string, string, string];
+    for (const d of [lower, upper, work]) fs.mkdirSync(d);
+    for (const name of ['big', 'removed', 'renamed', 'closing', 'frozen']) writeSparse(path.join(lower, name));
+    fs.writeFileSync(path.join(lower, 'small'), 'small\n');
+    fsys = new LayerFS({ lowers: [lower], upper, work });
+  });
+  after(() => {
+    fsys.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** 3 MiB of data around a 2 MiB hole, and a hole at the end: 8 MiB. */
+  function writeSparse(file: string): void {
+    const fd = fs.openSync(file, 'w', 0o640);
+    fs.writeSync(fd, Buffer.alloc(3 * MiB, 'a'), 0, 3 * MiB, 0);
+    fs.writeSync(fd, Buffer.alloc(MiB, 'b'), 0, MiB, 5 * MiB);
+    fs.ftruncateSync(fd, 8 * MiB);
+    fs.closeSync(fd);
+  }
+  const lookup = (name: string): number => fsys.lookup(req, ROOT, Buffer.from(name)).ino;
+  const copying = (): string[] => fs.readdirSync(work).filter((n) => n.startsWith('.copyup-'));
+  const sha = (file: string): string => createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+  const WRITE = fs.constants.O_WRONLY | fs.constants.O_APPEND;
+
+  it('a small file is copied up at once', () => {
+    const opened = fsys.open(req, lookup('small'), WRITE, false);
+    assert.ok(!(opened instanceof Promise));
+    fsys.release(req, lookup('small'), opened.fh);
+    assert.equal(fs.readFileSync(path.join(upper, 'small'), 'utf8'), 'small\n');
+  });
+
+  it('one copy for every request that needs it; reads go to the lower file meanwhile; nobody sees half of it', async () => {
+    const ino = lookup('big');
+    const opening = fsys.open(req, ino, WRITE, false);
+    const chmod = fsys.setattr(req, ino, { mode: 0o600, touchCtime: true, killSuidgid: false });
+    assert.ok(opening instanceof Promise && chmod instanceof Promise, 'both wait for the copy');
+    assert.equal(copying().length, 1, 'one copy, in the work directory');
+    assert.equal(fs.existsSync(path.join(upper, 'big')), false, 'nothing in the upper layer yet');
+    const reading = fsys.open(req, ino, fs.constants.O_RDONLY, false);
+    assert.ok(!(reading instanceof Promise), 'a read does not wait');
+    assert.equal(createHash('sha256').update(fs.readFileSync(reading.fh)).digest('hex'), sha(path.join(lower, 'big')));
+    fsys.release(req, ino, reading.fh);
+    assert.equal(fsys.getattr(req, ino).attr.mode & 0o7777, 0o640, 'the lower file answers meanwhile');
+
+    const { fh } = await opening;
+    assert.equal((await chmod).attr.mode & 0o7777, 0o600);
+    fsys.release(req, ino, fh);
+    const st = fs.statSync(path.join(upper, 'big'));
+    assert.equal(sha(path.join(upper, 'big')), sha(path.join(lower, 'big')));
+    assert.equal(st.size, 8 * MiB);
+    assert.ok(st.blocks * 512 < 6 * MiB, `the holes stay holes (${st.blocks} blocks)`);
+    assert.equal(fsys.getattr(req, ino).attr.ino, ino, 'the copy keeps its node');
+    assert.deepEqual(copying(), []);
+  });
+
+  it('a file removed while its copy is made is not brought back', async () => {
+    const ino = lookup('removed');
+    const opening = fsys.open(req, ino, WRITE, false);
+    assert.ok(opening instanceof Promise);
+    fsys.unlink(req, ROOT, Buffer.from('removed'));
+    await assert.rejects(Promise.resolve(opening), { errno: -os.constants.errno.ENOENT });
+    assert.equal(lookup('removed'), 0);
+    assert.ok(!fs.lstatSync(path.join(upper, 'removed'), { throwIfNoEntry: false })?.isFile(), 'no copy in the upper layer');
+    assert.deepEqual(copying(), []);
+  });
+
+  it('a rename waits for the copy under way, and moves it', async () => {
+    const ino = lookup('renamed');
+    const opening = fsys.open(req, ino, WRITE, false);
+    const renaming = fsys.rename(req, ROOT, Buffer.from('renamed'), ROOT, Buffer.from('moved'), 0);
+    assert.ok(opening instanceof Promise && renaming instanceof Promise);
+    const { fh } = await opening;
+    await renaming;
+    fs.writeSync(fh, 'end');
+    fsys.release(req, ino, fh);
+    assert.equal(lookup('moved'), ino);
+    assert.equal(fs.statSync(path.join(upper, 'moved')).size, 8 * MiB + 3, 'the open file is the one moved');
+    assert.equal(lookup('renamed'), 0);
+    assert.deepEqual(copying(), []);
+  });
+
+  it('a freeze or a close meanwhile: the copy never reaches the upper layer, nor stays in the work directory', async () => {
+    const other = new LayerFS({ lowers: [lower], upper, work });
+    try {
+      const frozen = other.open(req, other.lookup(req, ROOT, Buffer.from('frozen')).ino, WRITE, false);
+      other.freeze();
+      await assert.rejects(Promise.resolve(frozen), { errno: -os.constants.errno.EROFS });
+    } finally {
+      other.close();
+    }
+    const closing = new LayerFS({ lowers: [lower], upper, work });
+    const opening = closing.open(req, closing.lookup(req, ROOT, Buffer.from('closing')).ino, WRITE, false);
+    closing.close();
+    await assert.rejects(Promise.resolve(opening), { errno: -os.constants.errno.ENOTCONN });
+    for (const name of ['frozen', 'closing']) assert.equal(fs.existsSync(path.join(upper, name)), false, name);
+    assert.deepEqual(copying(), []);
   });
 });

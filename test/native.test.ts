@@ -88,6 +88,54 @@ describe('native system calls', () => {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it('copyData and copyDataAsync copy data with its holes; copyDataAsync rejects as copyData throws', async () => {
+    const dir = tempDir();
+    const MiB = 1 << 20;
+    try {
+      // Data, a hole, data, and a hole at the end.
+      const src = path.join(dir, 'src');
+      const data = [Buffer.alloc(MiB, 'a'), Buffer.alloc(MiB, 'b')];
+      const fd = fs.openSync(src, 'w');
+      fs.writeSync(fd, data[0]!, 0, MiB, 0);
+      fs.writeSync(fd, data[1]!, 0, MiB, 4 * MiB);
+      fs.ftruncateSync(fd, 8 * MiB);
+      fs.closeSync(fd);
+      const expected = fs.readFileSync(src);
+      for (const [name, copy] of [
+        ['sync', (from: number, to: number) => sys.copyData(from, to, 8 * MiB)],
+        ['async', (from: number, to: number) => sys.copyDataAsync(from, to, 8 * MiB)],
+      ] as const) {
+        const from = fs.openSync(src, 'r');
+        const to = fs.openSync(path.join(dir, name), 'w');
+        try {
+          await copy(from, to);
+        } finally {
+          fs.closeSync(from);
+          fs.closeSync(to);
+        }
+        const st = fs.statSync(path.join(dir, name));
+        assert.equal(st.size, 8 * MiB, name);
+        assert.ok(st.blocks * 512 < 4 * MiB, `${name}: the holes stay holes (${st.blocks} blocks)`);
+        assert.ok(fs.readFileSync(path.join(dir, name)).equals(expected), name);
+      }
+      const readOnly = fs.openSync(src, 'r');
+      try {
+        assert.throws(() => sys.copyData(readOnly, readOnly, MiB), { code: 'EBADF' });
+        await assert.rejects(sys.copyDataAsync(readOnly, readOnly, MiB), (err: NodeJS.ErrnoException) => {
+          assert.ok(err instanceof Error);
+          assert.equal(err.code, 'EBADF');
+          assert.equal(err.errno, -9);
+          assert.equal(typeof err.syscall, 'string');
+          return true;
+        });
+      } finally {
+        fs.closeSync(readOnly);
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('descriptor primitives: one name in one directory, nothing followed', () => {

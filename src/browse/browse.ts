@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { kindOf } from '../errors';
 import { fail } from '../fuse/errno';
-import type { Attr, AttrAnswer, DirEntry, Entry, FileSystem, Opened, Request, StatFs } from '../fuse/session';
+import type { Answer, Attr, AttrAnswer, DirEntry, Entry, FileSystem, Opened, Request, StatFs } from '../fuse/session';
 import { mergedLayers, MergedTree, ownLayer, pathComponents } from '../inspect/tree';
 import { Tree } from '../layerfs/tree';
 import { NAME_MAX } from '../overlay/format';
@@ -119,7 +119,7 @@ export class BrowseFS implements FileSystem {
     return this.confined(view, inner, view.tree.fs.readlink(req, inner));
   }
 
-  open(req: Request, ino: number, flags: number): Opened {
+  open(req: Request, ino: number, flags: number): Answer<Opened> {
     if (ino === ROOT || ino === LAYERS) fail(E.EISDIR);
     const [view, inner] = this.inside(ino);
     return view.tree.fs.open(req, inner, flags, false);

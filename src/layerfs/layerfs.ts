@@ -2,11 +2,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { failurePoint, faultsArmed } from '../faults';
 import { fail } from '../fuse/errno';
-import type { AttrAnswer, DirEntry, Entry, FileSystem, Opened, Request, SetAttr, SetTime, StatFs } from '../fuse/session';
+import type { Answer, AttrAnswer, DirEntry, Entry, FileSystem, Opened, Request, SetAttr, SetTime, StatFs } from '../fuse/session';
 import type { Attr } from '../fuse/protocol';
 import { DT_DIR, fstat, isDir, O_PATH, readdirFd, statAt, sys, type Stat } from '../native/sys';
 import { isPrivateXattr, isReservedName, NAME_MAX, probe, upperFormat, type UpperFormat } from '../overlay/format';
-import { copyEntry, setTimes } from './copyup';
+import { copyEntry, Copier, CopyPending, setTimes } from './copyup';
 import { major, minor } from './devices';
 import { IDENTITY, type IdMap } from './idmap';
 import { fileKey, type Inode } from './inode';
@@ -65,8 +65,11 @@ interface LinkGroup {
  * holds them: reads and writes go straight to them (the FUSE session
  * serves them in C).
  *
- * Every method is synchronous on layer directories, never on the mount:
- * so it can be used in process, without a mount (inspect, browse, tests).
+ * Every method works on layer directories, never on the mount: so it can
+ * be used in process, without a mount (inspect, browse, tests). Each
+ * answers at once, but for one that must copy a big file up (see Copier):
+ * that one answers with a Promise, and is done again from the start once
+ * the file's data is copied, off the thread.
  */
 export class LayerFS implements FileSystem {
   readonly tree: Tree;
@@ -79,7 +82,9 @@ export class LayerFS implements FileSystem {
   private readonly listings = new Map<number, { dir: Inode; list?: DirEntry[] }>();
   private nextListing = 1;
   private readonly groups = new Map<number, LinkGroup>();
+  private readonly copier: Copier | undefined;
   private frozen = false;
+  private closed = false;
   private readonly asRoot = process.getuid?.() === 0;
   private readonly squashToRoot: boolean;
   private readonly uids: IdMap;
@@ -93,6 +98,7 @@ export class LayerFS implements FileSystem {
     this.cache = opts.cacheSeconds ?? DAY;
     this.tree = new Tree(layers, opts);
     this.format = this.tree.work === undefined ? undefined : upperFormat(this.tree.work);
+    this.copier = this.tree.work === undefined ? undefined : new Copier(this.tree.work);
   }
 
   get readOnly(): boolean {
@@ -106,6 +112,8 @@ export class LayerFS implements FileSystem {
 
   /** Closes every descriptor (open files included): the file system is not used again. */
   close(): void {
+    this.closed = true;
+    this.copier?.close();
     for (const fd of this.files.keys()) fs.closeSync(fd);
     this.files.clear();
     this.tree.close();
@@ -159,19 +167,21 @@ export class LayerFS implements FileSystem {
 
   // Open files and directories
 
-  open(req: Request, ino: number, flags: number, killSuidgid: boolean): Opened {
-    const inode = this.tree.inode(ino);
-    if ((flags & WRITE_FLAGS) !== 0) this.copyUp(inode);
-    const at = this.tree.place(inode);
-    const fd = sys.openFile(at.dirfd, at.name, flags & ~OPEN_IGNORED);
-    try {
-      if ((flags & C.O_TRUNC) !== 0 && killSuidgid) this.killSetIds(fd, req);
-    } catch (err) {
-      fs.closeSync(fd);
-      throw err;
-    }
-    this.handOut(fd, ino);
-    return { fh: fd, keepCache: true };
+  open(req: Request, ino: number, flags: number, killSuidgid: boolean): Answer<Opened> {
+    return this.retrying(() => {
+      const inode = this.tree.inode(ino);
+      if ((flags & WRITE_FLAGS) !== 0) this.copyUp(inode);
+      const at = this.tree.place(inode);
+      const fd = sys.openFile(at.dirfd, at.name, flags & ~OPEN_IGNORED);
+      try {
+        if ((flags & C.O_TRUNC) !== 0 && killSuidgid) this.killSetIds(fd, req);
+      } catch (err) {
+        fs.closeSync(fd);
+        throw err;
+      }
+      this.handOut(fd, ino);
+      return { fh: fd, keepCache: true };
+    });
   }
 
   release(_req: Request, _ino: number, fh: number): void {
@@ -269,20 +279,22 @@ export class LayerFS implements FileSystem {
     return this.made(req, dir, up, name, false);
   }
 
-  link(_req: Request, ino: number, newParent: number, newName: Buffer): Entry {
-    const inode = this.tree.inode(ino);
-    if (inode.isDir) fail(E.EPERM);
-    this.copyUp(inode);
-    const { up } = this.makeRoom(newParent, newName);
-    const fd = this.tree.openPath(inode);
-    try {
-      sys.linkAt(fd, up, newName);
-    } finally {
-      fs.closeSync(fd);
-    }
-    const group = this.groups.get(inode.ino);
-    if (group !== undefined) group.nlink++;
-    return this.entry(inode);
+  link(_req: Request, ino: number, newParent: number, newName: Buffer): Answer<Entry> {
+    return this.retrying(() => {
+      const inode = this.tree.inode(ino);
+      if (inode.isDir) fail(E.EPERM);
+      this.copyUp(inode);
+      const { up } = this.makeRoom(newParent, newName);
+      const fd = this.tree.openPath(inode);
+      try {
+        sys.linkAt(fd, up, newName);
+      } finally {
+        fs.closeSync(fd);
+      }
+      const group = this.groups.get(inode.ino);
+      if (group !== undefined) group.nlink++;
+      return this.entry(inode);
+    });
   }
 
   unlink(_req: Request, parent: number, name: Buffer): void {
@@ -293,100 +305,108 @@ export class LayerFS implements FileSystem {
     this.remove(parent, name, true);
   }
 
-  rename(_req: Request, parent: number, name: Buffer, newParent: number, newName: Buffer, flags: number): void {
-    this.writable();
-    if ((flags & ~RENAME_NOREPLACE) !== 0) fail(E.EINVAL);
-    if (isReservedName(newName)) fail(E.EINVAL);
-    if (newName.length > NAME_MAX) fail(E.ENAMETOOLONG);
-    const src = this.tree.inode(parent);
-    const dst = this.tree.inode(newParent);
-    if (src === dst && name.equals(newName)) return;
-    const from = this.find(src, name) ?? fail(E.ENOENT);
-    const to = this.find(dst, newName);
-    if (to !== undefined && (flags & RENAME_NOREPLACE) !== 0) fail(E.EEXIST);
-    const moving = from.inode;
-    const replaced = to?.inode;
-    // Two names of one file: rename(2) does nothing.
-    if (replaced === moving && !moving.isDir) return;
-    if (replaced !== undefined) {
-      if (moving.isDir && !replaced.isDir) fail(E.ENOTDIR);
-      if (!moving.isDir && replaced.isDir) fail(E.EISDIR);
-      if (replaced.isDir && this.tree.readdir(replaced).length > 0) fail(E.ENOTEMPTY);
-    }
-    for (let i: Inode | undefined = dst; moving.isDir && i !== undefined; i = i.parent) if (i === moving) fail(E.EINVAL);
-    const hideSrc = this.tree.visibleBelow(src, name);
-    const dstHadBelow = this.tree.visibleBelow(dst, newName);
-    // The upper copy must hold the whole merged content before it moves.
-    if (moving.isDir) this.copyUpTree(moving);
-    else this.copyUpName(src, name, moving);
-    const srcUp = this.upperDir(src);
-    const { up: dstUp } = this.makeRoom(newParent, newName);
-    let pin: number | undefined;
-    if (replaced !== undefined) {
-      const st = this.tree.stat(replaced);
-      if (to!.layer === 0) this.freed(replaced, st);
-      if (!replaced.isDir) this.countUnlink(replaced);
-      if (to!.layer === 0 && replaced.isDir) this.removeUpperDir(dstUp, newName);
-      else if (to!.layer === 0) pin = this.pinIfUsed(replaced, dstUp, newName, st.nlink > 1);
-    }
-    sys.renameAt(srcUp, name, dstUp, newName, 0);
-    // What the layers below hold at the destination must not show through.
-    if (moving.isDir && dstHadBelow) {
-      const fd = sys.openAt(dstUp, newName, O_PATH | C.O_DIRECTORY, 0);
+  rename(_req: Request, parent: number, name: Buffer, newParent: number, newName: Buffer, flags: number): Answer<void> {
+    return this.retrying(() => {
+      this.writable();
+      if ((flags & ~RENAME_NOREPLACE) !== 0) fail(E.EINVAL);
+      if (isReservedName(newName)) fail(E.EINVAL);
+      if (newName.length > NAME_MAX) fail(E.ENAMETOOLONG);
+      const src = this.tree.inode(parent);
+      const dst = this.tree.inode(newParent);
+      if (src === dst && name.equals(newName)) return;
+      const from = this.find(src, name) ?? fail(E.ENOENT);
+      const to = this.find(dst, newName);
+      if (to !== undefined && (flags & RENAME_NOREPLACE) !== 0) fail(E.EEXIST);
+      const moving = from.inode;
+      const replaced = to?.inode;
+      // Two names of one file: rename(2) does nothing.
+      if (replaced === moving && !moving.isDir) return;
+      if (replaced !== undefined) {
+        if (moving.isDir && !replaced.isDir) fail(E.ENOTDIR);
+        if (!moving.isDir && replaced.isDir) fail(E.EISDIR);
+        if (replaced.isDir && this.tree.readdir(replaced).length > 0) fail(E.ENOTEMPTY);
+      }
+      for (let i: Inode | undefined = dst; moving.isDir && i !== undefined; i = i.parent) if (i === moving) fail(E.EINVAL);
+      const hideSrc = this.tree.visibleBelow(src, name);
+      const dstHadBelow = this.tree.visibleBelow(dst, newName);
+      // The upper copy must hold the whole merged content before it moves.
+      if (moving.isDir) this.copyUpTree(moving);
+      else this.copyUpName(src, name, moving);
+      const srcUp = this.upperDir(src);
+      const { up: dstUp } = this.makeRoom(newParent, newName);
+      let pin: number | undefined;
+      if (replaced !== undefined) {
+        const st = this.tree.stat(replaced);
+        if (to!.layer === 0) this.freed(replaced, st);
+        if (!replaced.isDir) this.countUnlink(replaced);
+        if (to!.layer === 0 && replaced.isDir) this.removeUpperDir(dstUp, newName);
+        else if (to!.layer === 0) pin = this.pinIfUsed(replaced, dstUp, newName, st.nlink > 1);
+      }
+      sys.renameAt(srcUp, name, dstUp, newName, 0);
+      // What the layers below hold at the destination must not show through.
+      if (moving.isDir && dstHadBelow) {
+        const fd = sys.openAt(dstUp, newName, O_PATH | C.O_DIRECTORY, 0);
+        try {
+          this.format!.markOpaque(fd);
+        } finally {
+          fs.closeSync(fd);
+        }
+      }
+      if (hideSrc) this.format!.whiteout(srcUp, name);
+      if (replaced !== undefined && replaced !== moving) this.gone(replaced, to!.layer, pin);
+      this.tree.rename(moving, dst, newName);
+      if (moving.isDir) this.tree.movedAway(moving);
+    });
+  }
+
+  setattr(req: Request, ino: number, set: SetAttr): Answer<AttrAnswer> {
+    return this.retrying(() => {
+      const inode = this.tree.inode(ino);
+      this.copyUp(inode);
+      const fd = this.tree.openPath(inode);
       try {
-        this.format!.markOpaque(fd);
+        if (set.uid !== undefined || set.gid !== undefined) {
+          const st = fstat(fd);
+          const uid = set.uid === undefined ? NO_CHANGE : this.uids.stored(set.uid) ?? fail(E.EINVAL);
+          const gid = set.gid === undefined ? NO_CHANGE : this.gids.stored(set.gid) ?? fail(E.EINVAL);
+          sys.chownAt(fd, '', uid === NO_CHANGE ? st.uid : uid, gid === NO_CHANGE ? st.gid : gid);
+        }
+        // After the owner: chown drops set-ID bits.
+        if (set.mode !== undefined) sys.chmodFd(fd, set.mode & 0o7777);
+        if (set.size !== undefined) this.truncate(fd, set, req);
+        if (set.atime !== undefined || set.mtime !== undefined) {
+          const [as, an] = timeArgs(set.atime);
+          const [ms, mn] = timeArgs(set.mtime);
+          sys.utimens(fd, as, an, ms, mn);
+        }
+        // chown(f, -1, -1) and the like change nothing but the change time.
+        if (set.touchCtime && set.uid === undefined && set.gid === undefined && set.mode === undefined && set.size === undefined && set.atime === undefined && set.mtime === undefined) {
+          sys.chownAt(fd, '', NO_CHANGE, NO_CHANGE);
+        }
+        const st = fstat(fd);
+        return { attr: this.attr(inode, st), timeout: this.attrTimeout(st) };
       } finally {
         fs.closeSync(fd);
       }
-    }
-    if (hideSrc) this.format!.whiteout(srcUp, name);
-    if (replaced !== undefined && replaced !== moving) this.gone(replaced, to!.layer, pin);
-    this.tree.rename(moving, dst, newName);
-    if (moving.isDir) this.tree.movedAway(moving);
+    });
   }
 
-  setattr(req: Request, ino: number, set: SetAttr): AttrAnswer {
-    const inode = this.tree.inode(ino);
-    this.copyUp(inode);
-    const fd = this.tree.openPath(inode);
-    try {
-      if (set.uid !== undefined || set.gid !== undefined) {
-        const st = fstat(fd);
-        const uid = set.uid === undefined ? NO_CHANGE : this.uids.stored(set.uid) ?? fail(E.EINVAL);
-        const gid = set.gid === undefined ? NO_CHANGE : this.gids.stored(set.gid) ?? fail(E.EINVAL);
-        sys.chownAt(fd, '', uid === NO_CHANGE ? st.uid : uid, gid === NO_CHANGE ? st.gid : gid);
-      }
-      // After the owner: chown drops set-ID bits.
-      if (set.mode !== undefined) sys.chmodFd(fd, set.mode & 0o7777);
-      if (set.size !== undefined) this.truncate(fd, set, req);
-      if (set.atime !== undefined || set.mtime !== undefined) {
-        const [as, an] = timeArgs(set.atime);
-        const [ms, mn] = timeArgs(set.mtime);
-        sys.utimens(fd, as, an, ms, mn);
-      }
-      // chown(f, -1, -1) and the like change nothing but the change time.
-      if (set.touchCtime && set.uid === undefined && set.gid === undefined && set.mode === undefined && set.size === undefined && set.atime === undefined && set.mtime === undefined) {
-        sys.chownAt(fd, '', NO_CHANGE, NO_CHANGE);
-      }
-      const st = fstat(fd);
-      return { attr: this.attr(inode, st), timeout: this.attrTimeout(st) };
-    } finally {
-      fs.closeSync(fd);
-    }
-  }
-
-  setxattr(_req: Request, ino: number, name: Buffer, value: Buffer, flags: number): void {
+  setxattr(_req: Request, ino: number, name: Buffer, value: Buffer, flags: number): Answer<void> {
     if (isPrivateXattr(name)) fail(E.EOPNOTSUPP);
-    const inode = this.tree.inode(ino);
-    this.copyUp(inode);
-    this.withPath(inode, (fd) => sys.setxattr(fd, name, value, flags));
+    return this.retrying(() => {
+      const inode = this.tree.inode(ino);
+      this.copyUp(inode);
+      this.withPath(inode, (fd) => sys.setxattr(fd, name, value, flags));
+    });
   }
 
-  removexattr(_req: Request, ino: number, name: Buffer): void {
+  removexattr(_req: Request, ino: number, name: Buffer): Answer<void> {
     if (isPrivateXattr(name)) fail(E.EOPNOTSUPP);
-    const inode = this.tree.inode(ino);
-    this.copyUp(inode);
-    this.withPath(inode, (fd) => sys.removexattr(fd, name));
+    return this.retrying(() => {
+      const inode = this.tree.inode(ino);
+      this.copyUp(inode);
+      this.withPath(inode, (fd) => sys.removexattr(fd, name));
+    });
   }
 
   // Removing
@@ -483,6 +503,31 @@ export class LayerFS implements FileSystem {
 
   // Copy-up and the upper layer
 
+  /**
+   * Does `act`, an operation that may copy up: at once, or, when it must
+   * wait for a big file's data to be copied (CopyPending), from the start
+   * again once it is: whatever it saw may have changed meanwhile, and what
+   * it did before asking for the copy (parents copied up, other files of a
+   * tree) is found done. Requests asking for the same file's copy meanwhile
+   * wait for that one copy; the file's reads go to its lower copy until then.
+   */
+  private retrying<T>(act: () => T): Answer<T> {
+    try {
+      return act();
+    } catch (err) {
+      if (!(err instanceof CopyPending)) throw err;
+      return err.done.then(() => {
+        try {
+          if (this.closed) fail(E.ENOTCONN);
+          this.beginRequest();
+          return this.retrying(act);
+        } finally {
+          err.unclaimed();
+        }
+      });
+    }
+  }
+
   /** Ensures the inode's file is in the upper layer (parents first). */
   private copyUp(inode: Inode): void {
     this.writable();
@@ -529,7 +574,7 @@ export class LayerFS implements FileSystem {
         }
         return;
       }
-      copyEntry(this.tree.place(inode), st, { dirfd: up, name }, this.tree.work!);
+      this.copier!.copy(inode.ino, this.tree.place(inode), st, { dirfd: up, name });
       inode.layer = 0;
       this.aliasUpper(inode, up, name);
     });
@@ -539,7 +584,7 @@ export class LayerFS implements FileSystem {
   private toIndex(inode: Inode, st: Stat): void {
     const index = Buffer.from(`${st.dev}-${st.ino}`);
     const dir = this.tree.indexDir();
-    if (statAt(dir, index) === undefined) copyEntry(this.tree.place(inode), st, { dirfd: dir, name: index }, this.tree.work!);
+    if (statAt(dir, index) === undefined) this.copier!.copy(inode.ino, this.tree.place(inode), st, { dirfd: dir, name: index });
     let group = this.groups.get(inode.ino);
     if (group === undefined) {
       group = { index: undefined, nlink: st.nlink };
@@ -566,9 +611,13 @@ export class LayerFS implements FileSystem {
     for (const e of this.tree.readdir(dir)) {
       const found = this.find(dir, e.name);
       if (found === undefined) continue;
-      if (found.inode.isDir) this.copyUpTree(found.inode);
-      else this.copyUpName(dir, e.name, found.inode);
-      this.tree.release(found.inode);
+      // Released however the copy ends: one waiting for a big file's data is asked again (see retrying).
+      try {
+        if (found.inode.isDir) this.copyUpTree(found.inode);
+        else this.copyUpName(dir, e.name, found.inode);
+      } finally {
+        this.tree.release(found.inode);
+      }
     }
   }
 

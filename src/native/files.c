@@ -11,9 +11,10 @@
  * are used for metadata through /proc/self/fd/N, a magic link that leads
  * to exactly the descriptor's file, symlinks included, and never further.
  *
- * Names are bytes (a Buffer) or strings. All calls are synchronous: they
- * are only ever made on layer directories, never on a mount served by the
- * calling process. Errors are thrown Node-style (code, errno, syscall).
+ * Names are bytes (a Buffer) or strings. All calls are synchronous but
+ * copyDataAsync (a big copy-up's data, on libuv's pool): they are only
+ * ever made on layer directories, never on a mount served by the calling
+ * process. Errors are thrown Node-style (code, errno, syscall).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -504,24 +505,26 @@ static napi_value js_readdir_fd(napi_env env, napi_callback_info info) {
 }
 
 /*
- * copyData(srcFd, dstFd, size): copies the data of a file, keeping its holes:
+ * Makes dst a copy of the first `size` bytes of src, keeping its holes:
  * only the extents SEEK_DATA finds are copied (copy_file_range, in the
- * kernel), and the destination is sized with ftruncate.
+ * kernel), and dst is sized with ftruncate. Returns 0, or the errno and,
+ * in *failed, the call that failed. Touches nothing of JavaScript's, so
+ * it runs on libuv's pool as well as on the JavaScript thread.
  */
-static napi_value js_copy_data(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
-  if (!get_args(env, info, 3, argv)) return NULL;
-  int src = (int) get_int64(env, argv[0]), dst = (int) get_int64(env, argv[1]);
-  off_t size = (off_t) get_int64(env, argv[2]);
+static int copy_data(int src, int dst, off_t size, const char **failed) {
   off_t data = 0;
   while (data < size) {
     data = lseek(src, data, SEEK_DATA);
     if (data < 0) {
       if (errno == ENXIO) break;
-      return throw_errno(env, errno, "lseek", NULL, 0);
+      *failed = "lseek";
+      return errno;
     }
     off_t hole = lseek(src, data, SEEK_HOLE);
-    if (hole < 0) return throw_errno(env, errno, "lseek", NULL, 0);
+    if (hole < 0) {
+      *failed = "lseek";
+      return errno;
+    }
     off_t in = data, out = data;
     while (in < hole) {
       ssize_t n = copy_file_range(src, &in, dst, &out, (size_t) (hole - in), 0);
@@ -531,11 +534,17 @@ static napi_value js_copy_data(napi_env env, napi_callback_info info) {
         while (in < hole) {
           size_t want = (size_t) (hole - in) < sizeof buf ? (size_t) (hole - in) : sizeof buf;
           ssize_t got = pread(src, buf, want, in);
-          if (got < 0) return throw_errno(env, errno, "pread", NULL, 0);
+          if (got < 0) {
+            *failed = "pread";
+            return errno;
+          }
           if (got == 0) break;
           for (ssize_t done = 0; done < got;) {
             ssize_t put = pwrite(dst, buf + done, (size_t) (got - done), out + done);
-            if (put < 0) return throw_errno(env, errno, "pwrite", NULL, 0);
+            if (put < 0) {
+              *failed = "pwrite";
+              return errno;
+            }
             done += put;
           }
           in += got;
@@ -543,13 +552,86 @@ static napi_value js_copy_data(napi_env env, napi_callback_info info) {
         }
         break;
       }
-      if (n < 0) return throw_errno(env, errno, "copy_file_range", NULL, 0);
+      if (n < 0) {
+        *failed = "copy_file_range";
+        return errno;
+      }
       if (n == 0) break;
     }
     data = hole;
   }
-  if (ftruncate(dst, size) != 0) return throw_errno(env, errno, "ftruncate", NULL, 0);
+  if (ftruncate(dst, size) != 0) {
+    *failed = "ftruncate";
+    return errno;
+  }
+  return 0;
+}
+
+/* copyData(srcFd, dstFd, size): copy_data on the calling thread. */
+static napi_value js_copy_data(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return NULL;
+  const char *failed = NULL;
+  int err = copy_data((int) get_int64(env, argv[0]), (int) get_int64(env, argv[1]), (off_t) get_int64(env, argv[2]), &failed);
+  if (err != 0) return throw_errno(env, err, failed, NULL, 0);
   return NULL;
+}
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  int src, dst;
+  off_t size;
+  int err;
+  const char *failed;
+} copy_job;
+
+static void copy_execute(napi_env env, void *data) {
+  copy_job *job = data;
+  job->err = copy_data(job->src, job->dst, job->size, &job->failed);
+}
+
+static void copy_complete(napi_env env, napi_status status, void *data) {
+  copy_job *job = data;
+  /* Nothing cancels a copy; a status other than napi_ok says it never ran. */
+  if (status != napi_ok) {
+    job->err = ECANCELED;
+    job->failed = "copy";
+  }
+  if (job->err == 0) {
+    napi_value undefined;
+    napi_get_undefined(env, &undefined);
+    napi_resolve_deferred(env, job->deferred, undefined);
+  } else {
+    napi_reject_deferred(env, job->deferred, errno_error(env, job->err, job->failed, NULL, 0));
+  }
+  napi_delete_async_work(env, job->work);
+  free(job);
+}
+
+/*
+ * copyDataAsync(srcFd, dstFd, size) -> Promise: copy_data on libuv's pool,
+ * so that a big file's copy leaves the JavaScript thread (and every mount
+ * it serves) free. Both descriptors must stay open until it settles.
+ */
+static napi_value js_copy_data_async(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return NULL;
+  copy_job *job = calloc(1, sizeof *job);
+  if (job == NULL) return throw_errno(env, ENOMEM, "calloc", NULL, 0);
+  job->src = (int) get_int64(env, argv[0]);
+  job->dst = (int) get_int64(env, argv[1]);
+  job->size = (off_t) get_int64(env, argv[2]);
+  napi_value promise, name;
+  napi_create_promise(env, &job->deferred, &promise);
+  napi_create_string_utf8(env, "snapfs.copyData", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_async_work(env, NULL, name, copy_execute, copy_complete, job, &job->work) != napi_ok || napi_queue_async_work(env, job->work) != napi_ok) {
+    /* The promise is dropped unsettled and unseen: the caller gets the exception instead. */
+    if (job->work != NULL) napi_delete_async_work(env, job->work);
+    free(job);
+    return throw_errno(env, ENOMEM, "napi_queue_async_work", NULL, 0);
+  }
+  return promise;
 }
 
 /*
@@ -653,6 +735,7 @@ void init_files(napi_env env, napi_value exports) {
   export_function(env, exports, "listxattr", js_listxattr);
   export_function(env, exports, "readdirFd", js_readdir_fd);
   export_function(env, exports, "copyData", js_copy_data);
+  export_function(env, exports, "copyDataAsync", js_copy_data_async);
   export_function(env, exports, "createFileAt", js_create_file_at);
   export_function(env, exports, "tryLock", js_try_lock);
   export_function(env, exports, "realtimeNs", js_realtime_ns);

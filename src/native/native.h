@@ -14,7 +14,9 @@
 /* A name of one directory entry, with its NUL. */
 #define NAME_BYTES 256
 
-/* Throws `code: strerror, syscall 'what'` (what may be NULL) and returns NULL. */
+/* The error `code: strerror, syscall 'what'` (what may be NULL), with code, errno and syscall set. */
+napi_value errno_error(napi_env env, int err, const char *syscall, const char *what, size_t what_len);
+/* Throws errno_error(...) and returns NULL. */
 napi_value throw_errno(napi_env env, int err, const char *syscall, const char *what, size_t what_len);
 napi_value throw_type(napi_env env, const char *message);
 

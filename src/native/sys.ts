@@ -11,8 +11,8 @@ import { unavailable } from '../errors';
  * entry name (a Buffer of bytes, or a string; never `.`, `..` or holding
  * `/`), or openBeneath for a walk of several names. Nothing follows a
  * symlink. Errors are thrown Node-style (code, errno, syscall).
- * Synchronous: use them on layer directories only, never on a mount that
- * this process serves.
+ * Synchronous (but copyDataAsync): use them on layer directories only,
+ * never on a mount that this process serves.
  */
 export type Name = Buffer | string;
 
@@ -39,7 +39,10 @@ interface Native {
   removexattr(target: number | Name, name: Name): void;
   listxattr(target: number | Name): Buffer[];
   readdirFd(dirfd: number): Buffer;
+  /** The first `size` bytes of a file's data, holes kept (see files.c). */
   copyData(srcFd: number, dstFd: number, size: number): void;
+  /** copyData on libuv's pool: both descriptors must stay open until it settles; rejects as copyData throws. */
+  copyDataAsync(srcFd: number, dstFd: number, size: number): Promise<void>;
   createFileAt(dirfd: number, name: Name, data: Buffer, mode: number, chown: boolean, uid: number, gid: number, mtimeSec: number, mtimeNsec: number): void;
   /** An exclusive flock without waiting: false when someone else holds it (released when its process ends). */
   tryLock(fd: number): boolean;

@@ -12,7 +12,7 @@ static const char *errno_name(int err) {
     E(EBUSY) E(EEXIST) E(EXDEV) E(ENODEV) E(ENOTDIR) E(EISDIR) E(EINVAL) E(ENFILE) E(EMFILE) E(ETXTBSY)
     E(EFBIG) E(ENOSPC) E(ESPIPE) E(EROFS) E(EMLINK) E(ERANGE) E(ENAMETOOLONG) E(ENOSYS) E(ENOTEMPTY)
     E(ELOOP) E(ENODATA) E(EOPNOTSUPP) E(EDQUOT) E(ENOTCONN) E(EOVERFLOW) E(ESTALE)
-    E(ECONNREFUSED) E(ECONNRESET) E(EPIPE) E(EADDRINUSE) E(EMSGSIZE) E(ETIMEDOUT)
+    E(ECONNREFUSED) E(ECONNRESET) E(EPIPE) E(EADDRINUSE) E(EMSGSIZE) E(ETIMEDOUT) E(ECANCELED)
 #undef E
   }
   return NULL;
@@ -29,7 +29,7 @@ static void escape(char *out, size_t size, const char *what, size_t len) {
   out[at] = '\0';
 }
 
-napi_value throw_errno(napi_env env, int err, const char *syscall, const char *what, size_t what_len) {
+napi_value errno_error(napi_env env, int err, const char *syscall, const char *what, size_t what_len) {
   char code_buf[32];
   const char *code = errno_name(err);
   if (code == NULL) {
@@ -53,7 +53,11 @@ napi_value throw_errno(napi_env env, int err, const char *syscall, const char *w
   napi_set_named_property(env, error, "code", code_value);
   napi_set_named_property(env, error, "errno", errno_value);
   napi_set_named_property(env, error, "syscall", syscall_value);
-  napi_throw(env, error);
+  return error;
+}
+
+napi_value throw_errno(napi_env env, int err, const char *syscall, const char *what, size_t what_len) {
+  napi_throw(env, errno_error(env, err, syscall, what, what_len));
   return NULL;
 }
 
