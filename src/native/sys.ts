@@ -64,8 +64,18 @@ export interface Watch {
   readonly __brand: 'Watch';
 }
 
-// dist/src/native → the package root, where the build lives.
-export const sys = require(path.join(__dirname, '..', '..', '..', 'src', 'native', 'build', 'Release', 'snapfs.node')) as Native;
+let addon: Native | undefined;
+/**
+ * The addon, loaded when first used: commands that never touch a layer
+ * (`snapfs info`, `ls`, `--help`) do not pay for loading it.
+ */
+export const sys: Native = new Proxy({} as Native, {
+  get: (_target, name: keyof Native) => {
+    // dist/src/native → the package root, where the build lives.
+    addon ??= require(path.join(__dirname, '..', '..', '..', 'src', 'native', 'build', 'Release', 'snapfs.node')) as Native;
+    return addon[name];
+  },
+});
 
 /** What fstatat says of a file, with nanosecond times. */
 export interface Stat {
