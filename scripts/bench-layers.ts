@@ -2,14 +2,17 @@
  * Layer benchmark (not a test): the same layer trees served by the kernel's
  * overlayfs, fuse-overlayfs and snapfs, the same workloads on each, in one
  * run. Prints each one's median time and the ratios snapfs/fuse-overlayfs and
- * snapfs/overlay, then the memory of a mount's daemon.
+ * snapfs/overlay. Then each workload on two mounts at once (snapfs's both
+ * served by its one mount daemon, fuse-overlayfs's by a process each)
+ * against one mount alone: what sharing a daemon costs a mount. The memory
+ * of many mounts is scripts/bench-mounts' to measure.
  *
- *   scripts/bench-layers [--scale F] [--runs N] [--only SUBSTRING]
+ *   scripts/bench-layers [--scale F] [--runs N] [--only SUBSTRING] [--no-pairs]
  *
  * Needs root (the kernel overlay, dropping caches). --scale shrinks every
  * size (0.1 for a quick look).
  */
-import { execFileSync, execSync } from 'node:child_process';
+import { execFileSync, execSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -19,6 +22,7 @@ const CLI = path.resolve(__dirname, '..', 'src', 'cli', 'main.js');
 const scale = Number(arg('scale', '1'));
 const runs = Number(arg('runs', '3'));
 const only = arg('only', '');
+const pairs = !process.argv.includes('--no-pairs');
 const n = (x: number): number => Math.max(1, Math.round(x * scale));
 
 type Side = 'overlay' | 'fuse-overlayfs' | 'snapfs';
@@ -222,30 +226,57 @@ function prepareCost(): string[] {
   return [`prepare a view over ${files} files`, '', `${median(copies).toFixed(1)} (cp -a)`, median(times).toFixed(1), '', `${(median(times) / median(copies)).toFixed(3)}× of a copy`];
 }
 
-/** Resident memory of the daemons of `count` mounts of one small stack. */
-function memoryPerMount(side: Side, count: number): number {
-  const stack = smallFilesLayerOnce();
-  const mnts = Array.from({ length: count }, (_, i) => path.join(base, 'mem', `${side}-${i}`));
-  for (const m of mnts) mount(side, stack, m, true);
-  try {
-    sh('sleep 0.5');
-    let kib = 0;
-    for (const m of mnts) {
-      // `[/]tmp/…` matches the mount point but not this pgrep's own command line.
-      const pid = sh(`pgrep -f -- '[${m[0]}]${m.slice(1)}("|$)' | head -1`).trim();
-      kib += Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
-    }
-    return kib / 1024 / count;
-  } finally {
-    for (const m of mnts) unmount(m);
-  }
-}
-let memStack: Stack | undefined;
-function smallFilesLayerOnce(): Stack {
-  return (memStack ??= smallFilesLayer('mem', 10));
+/** Runs `command` in each of `dirs` at once; milliseconds until the last one is done. */
+async function atOnce(command: string, dirs: readonly string[]): Promise<number> {
+  const t = process.hrtime.bigint();
+  await Promise.all(
+    dirs.map(
+      (cwd) =>
+        new Promise<void>((resolve, reject) => {
+          const child = spawn('bash', ['-c', command], { cwd, stdio: 'ignore' });
+          child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${command}: exit ${code} in ${cwd}`))));
+        }),
+    ),
+  );
+  return Number(process.hrtime.bigint() - t) / 1e6;
 }
 
-function main(): void {
+type PairSide = 'fuse-overlayfs' | 'snapfs';
+
+/**
+ * `w` on one mount alone, then on two mounts of the same layers at once
+ * (each its own upper layer when writable), for fuse-overlayfs and snapfs
+ * in turns; the median of each. On snapfs both mounts are served by one
+ * daemon, on fuse-overlayfs by a process each.
+ */
+async function measurePair(w: Workload): Promise<Record<PairSide, { alone: number; pair: number }>> {
+  const stack = w.stack();
+  const sides: PairSide[] = ['fuse-overlayfs', 'snapfs'];
+  const times = Object.fromEntries(sides.map((side) => [side, { alone: [] as number[], pair: [] as number[] }])) as Record<PairSide, { alone: number[]; pair: number[] }>;
+  const mnts = (side: PairSide, count: number): string[] => Array.from({ length: count }, (_, i) => path.join(base, 'pair', `${side}-${i}`));
+  for (let r = 0; r < runs; r++) {
+    for (const side of sides) {
+      for (const count of [1, 2]) {
+        const dirs = mnts(side, count);
+        const mounted: string[] = [];
+        try {
+          for (const d of dirs) {
+            mount(side, stack, d, w.writable);
+            mounted.push(d);
+          }
+          if (w.cold) dropCaches();
+          else await atOnce(w.command, dirs);
+          (count === 1 ? times[side].alone : times[side].pair).push(await atOnce(w.command, dirs));
+        } finally {
+          for (const d of mounted) unmount(d);
+        }
+      }
+    }
+  }
+  return Object.fromEntries(sides.map((side) => [side, { alone: median(times[side].alone), pair: median(times[side].pair) }])) as Record<PairSide, { alone: number; pair: number }>;
+}
+
+async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('bench-layers needs root (kernel overlay, dropping caches)');
   const rows: string[][] = [['workload', 'overlay ms', 'fuse-overlayfs ms', 'snapfs ms', 'snapfs/fuse-ovl', 'snapfs/overlay']];
   const out = (r: string[]): void => {
@@ -259,19 +290,22 @@ function main(): void {
     out([w.name, t.overlay.toFixed(1), t['fuse-overlayfs'].toFixed(1), t.snapfs.toFixed(1), `${(t.snapfs / t['fuse-overlayfs']).toFixed(2)}×`, `${(t.snapfs / t.overlay).toFixed(2)}×`]);
   }
   if (only === '' || 'prepare'.includes(only)) out(prepareCost());
-  if (only === '' || 'memory'.includes(only)) {
-    const fo = memoryPerMount('fuse-overlayfs', 3);
-    const sn = memoryPerMount('snapfs', 3);
-    out(['daemon memory per mount (MiB RSS)', '-', fo.toFixed(1), sn.toFixed(1), `${(sn / fo).toFixed(1)}×`, '-']);
+  if (!pairs) return;
+  console.log('\nTwo mounts at once against one alone (both of snapfs\'s served by its one daemon; fuse-overlayfs a process each)\n');
+  const head = ['workload', 'fuse-ovl 1 ms', 'fuse-ovl 2 ms', 'snapfs 1 ms', 'snapfs 2 ms', 'fuse-ovl 2/1', 'snapfs 2/1'];
+  console.log(head.map((c, i) => (i === 0 ? c.padEnd(52) : c.padStart(15))).join(''));
+  for (const w of workloads()) {
+    const t = await measurePair(w);
+    const f = t['fuse-overlayfs'];
+    const row = [w.name, f.alone.toFixed(1), f.pair.toFixed(1), t.snapfs.alone.toFixed(1), t.snapfs.pair.toFixed(1), `${(f.pair / f.alone).toFixed(2)}×`, `${(t.snapfs.pair / t.snapfs.alone).toFixed(2)}×`];
+    console.log(row.map((c, i) => (i === 0 ? c.padEnd(52) : c.padStart(15))).join(''));
   }
 }
 
-try {
-  main();
-} finally {
+main().finally(() => {
   for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
     const m = line.split(' ')[4];
     if (m !== undefined && m.startsWith(base)) sh(`umount -l ${m} || true`);
   }
   fs.rmSync(base, { recursive: true, force: true });
-}
+});
