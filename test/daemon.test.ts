@@ -418,4 +418,27 @@ describe("one mount daemon serves every mount of its user", { skip: process.getu
       await run('umount', [outer]).catch(() => undefined);
     }
   });
+
+  it('a mount over its own lower directory (as fuse-overlayfs allows) serves what the directory held, through the CLI and the launcher', async () => {
+    const d = daemons('over-lower');
+    const first = path.join(dir, 'over-first');
+    const at = path.join(dir, 'over-lower');
+    fs.mkdirSync(first);
+    fs.mkdirSync(at);
+    fs.writeFileSync(path.join(at, 'f'), 'under\n');
+    await d.mountO(`lowerdir=${dir}`, first); // the daemon runs: the launcher serves what follows itself
+    try {
+      for (const mount of [() => d.mountO(`lowerdir=${at}`, at), () => run(LAUNCHER, ['-o', `lowerdir=${at}`, at], { env: { ...d.env, SNAPFS_NODE: '/bin/false' } })]) {
+        await mount();
+        try {
+          assert.ok(isMountPoint(at));
+          assert.equal(await sh('cat f', at), 'under\n');
+        } finally {
+          await run('umount', [at]);
+        }
+      }
+    } finally {
+      await run('umount', [first]).catch(() => undefined);
+    }
+  });
 });

@@ -43,6 +43,8 @@ export function openDevice(mountpoint: string, opts: MountOptions): number {
     `fsname=${opts.fsname}`,
     `subtype=${opts.subtype}`,
     'default_permissions',
+    // libfuse 2 refuses a mount point that holds files unless told; the kernel, fusermount3 and fuse-overlayfs do not.
+    'nonempty',
     ...(opts.allowOther ? ['allow_other'] : []),
     ...(opts.readOnly ? ['ro'] : []),
     ...(opts.flags ?? []),

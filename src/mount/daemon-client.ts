@@ -15,22 +15,33 @@ const ANSWER_MS = 20_000;
 const START_MS = 10_000;
 
 /**
- * Hands the mount on `device` (a /dev/fuse descriptor this process made)
- * to the user's mount daemon, with descriptors of its layer directories
- * opened here, in this mount namespace; starts the daemon if none runs.
- * Returns once the mount is live. The device stays open here: the caller
- * closes it (and unmounts if this failed).
+ * Descriptors (O_PATH) of the layer directories of `req`, in the order a
+ * hand-over sends them. Opened before mounting: a layer may be the mount
+ * point itself (fuse-overlayfs mounts over its lower directory so), which
+ * the mount would hide, and the daemon must never be handed its own mount.
  */
-export function handOver(req: MountRequest, device: number): void {
+export function openLayers(req: MountRequest): number[] {
   const dirs = [...req.stack.lowers, ...(req.stack.upper === undefined ? [] : [req.stack.upper, req.stack.work!])];
   const layers: number[] = [];
   try {
     for (const dir of dirs) layers.push(fs.openSync(dir, O_PATH | fs.constants.O_DIRECTORY));
-    const answer = ask(handOverOf(req), [device, ...layers]);
-    if ('error' in answer) throw unavailable(`mount ${req.mountpoint}: ${answer.error} (see ${sharedDaemonFiles().log})`);
-  } finally {
+  } catch (err) {
     for (const fd of layers) fs.closeSync(fd);
+    throw err;
   }
+  return layers;
+}
+
+/**
+ * Hands the mount on `device` (a /dev/fuse descriptor this process made),
+ * over the layer directories `layers` (openLayers), to the user's mount
+ * daemon; starts the daemon if none runs. Returns once the mount is live.
+ * The descriptors stay open here: the caller closes them (and unmounts if
+ * this failed).
+ */
+export function handOver(req: MountRequest, device: number, layers: readonly number[]): void {
+  const answer = ask(handOverOf(req), [device, ...layers]);
+  if ('error' in answer) throw unavailable(`mount ${req.mountpoint}: ${answer.error} (see ${sharedDaemonFiles().log})`);
 }
 
 /** The mounts the user's daemon serves; none if no daemon runs (none is started to ask). */
@@ -58,7 +69,11 @@ function ask(request: DaemonRequest, fds: readonly number[] = []): DaemonAnswer 
     try {
       return JSON.parse(exchange(socket, data, fds, ANSWER_MS).data.toString()) as DaemonAnswer;
     } catch (err) {
-      if (attempt > 1 || !NO_DAEMON.includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
+      const code = (err as NodeJS.ErrnoException).code ?? '';
+      if (attempt > 1 || !NO_DAEMON.includes(code)) {
+        const { log } = sharedDaemonFiles();
+        throw unavailable(`mount daemon ${socket}: ${code === 'ETIMEDOUT' ? `no answer within ${ANSWER_MS / 1000} s` : (err as Error).message} (see ${log})`);
+      }
       startDaemon();
     }
   }

@@ -8,7 +8,7 @@ import { devicesOfType, isMounted } from './mountinfo';
 import { daemonFiles, openLog, runtimeDir } from './runtime';
 import type { BrowseRequest } from './serve-browse';
 import { openDevice, unmount } from '../fuse/mount';
-import { handOver } from './daemon-client';
+import { handOver, openLayers } from './daemon-client';
 import { mountFlags, serve, type MountRequest } from './serve';
 
 /**
@@ -46,21 +46,26 @@ export async function launch(req: MountRequest | BrowseRequest, opts: { foregrou
  * mount is taken down again.
  */
 async function mountThroughDaemon(req: MountRequest): Promise<void> {
-  const device = openDevice(req.mountpoint, {
-    fsname: 'snapfs',
-    subtype: 'snapfs',
-    readOnly: req.stack.upper === undefined,
-    allowOther: req.allowOther === true || process.getuid?.() === 0,
-    flags: mountFlags(req),
-  });
+  const layers = openLayers(req);
   try {
-    handOver(req, device);
-  } catch (err) {
-    fs.closeSync(device); // the connection is aborted: nobody serves it
-    await unmount(req.mountpoint).catch(() => undefined);
-    throw err;
+    const device = openDevice(req.mountpoint, {
+      fsname: 'snapfs',
+      subtype: 'snapfs',
+      readOnly: req.stack.upper === undefined,
+      allowOther: req.allowOther === true || process.getuid?.() === 0,
+      flags: mountFlags(req),
+    });
+    try {
+      handOver(req, device, layers);
+    } catch (err) {
+      fs.closeSync(device); // the connection is aborted: nobody serves it
+      await unmount(req.mountpoint).catch(() => undefined);
+      throw err;
+    }
+    fs.closeSync(device);
+  } finally {
+    for (const fd of layers) fs.closeSync(fd);
   }
-  fs.closeSync(device);
 }
 
 /**

@@ -31,7 +31,6 @@
 #include <unistd.h>
 
 #define MAX_LAYERS 500
-#define MAX_OPTIONS 4096
 #define ANSWER_SECONDS 20
 
 /* The CLI's commands (src/cli/command-names.ts; test/cli.test.ts checks the two agree). */
@@ -214,7 +213,6 @@ static int take_options(char *value, struct request *r) {
 static int parse(int argc, char **argv, struct request *r) {
   const char *positional[3];
   int npositional = 0, options = 0;
-  static char buffers[8][MAX_OPTIONS];
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *value;
     if (strcmp(a, "-o") == 0) {
@@ -229,9 +227,10 @@ static int parse(int argc, char **argv, struct request *r) {
       positional[npositional++] = a;
       continue;
     }
-    if (options == 8 || strlen(value) >= MAX_OPTIONS) return 0;
-    strcpy(buffers[options], value);
-    if (!take_options(buffers[options++], r)) return 0;
+    /* A copy to split: its pieces are the request's strings until we exit. */
+    char *copy = strdup(value);
+    if (copy == NULL || !take_options(copy, r)) return 0;
+    options++;
   }
   if (options == 0 || npositional == 0 || is_one_of(positional[0], COMMANDS)) return 0;
   r->mountpoint = positional[npositional - 1];
