@@ -212,6 +212,47 @@ describe("one mount daemon serves every mount of its user", { skip: process.getu
     }
   });
 
+  it('SIGTERM: the daemon unmounts the mounts of its own namespace, and ends the sessions of mounts made elsewhere without unmounting their paths here', async () => {
+    const d = daemons('sigterm');
+    const [starter, ns, other] = ['sigterm-starter', 'sigterm-ns', 'sigterm-other'].map((n) => path.join(dir, n)) as [string, string, string];
+    for (const p of [starter, path.join(ns, 'mnt'), other]) fs.mkdirSync(p, { recursive: true });
+    fs.writeFileSync(path.join(other, 'f'), 'another mount\n');
+    await d.mountO(`lowerdir=${dir}`, starter);
+    const inside = [
+      `mount -t tmpfs ns ${ns}`,
+      `mkdir ${ns}/lower ${ns}/mnt && echo inside > ${ns}/lower/f`,
+      `"${process.execPath}" "${CLI}" -o lowerdir=${ns}/lower ${ns}/mnt`,
+      'echo ready',
+      'read line',
+      `(stat ${ns}/mnt 2>&1 || true)`,
+      `umount ${ns}/mnt`,
+      'echo unmounted',
+    ].join(' && ');
+    const child = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-ec', inside], { env: d.env, stdio: ['pipe', 'pipe', 'inherit'] });
+    try {
+      let out = '';
+      child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+      const exited = new Promise((r) => child.once('exit', r));
+      await until('the mount inside is live', () => out.includes('ready'));
+      // Here, at the path the namespace's mount has there, a mount the daemon does not serve.
+      await d.mountO(`lowerdir=${other},dedicated`, path.join(ns, 'mnt'));
+      assert.equal((await d.mounted()).length, 2);
+      const [pid] = d.started() as [number];
+      process.kill(pid, 'SIGTERM');
+      await until('the daemon exits', () => !fs.existsSync(`/proc/${pid}`));
+      assert.equal(isMountPoint(starter), false, 'its own mount is unmounted');
+      assert.equal(await sh('cat f', path.join(ns, 'mnt')), 'another mount\n', 'the mount at the same path here is left alone');
+      child.stdin.end('go\n');
+      await exited;
+      assert.match(out, /Transport endpoint is not connected/, 'the mount inside answers ENOTCONN');
+      assert.match(out, /unmounted\n$/);
+    } finally {
+      child.kill('SIGKILL');
+      await run('umount', [path.join(ns, 'mnt')]).catch(() => undefined);
+      await run('umount', [starter]).catch(() => undefined);
+    }
+  });
+
   it("root's daemon refuses requests of another user, and changes nothing; that user's mounts have a daemon of their own", async () => {
     const d = daemons('refuse');
     const lower = path.join(dir, 'refuse-lower');

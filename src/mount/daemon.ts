@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { unmount } from '../fuse/mount';
 import { Connection, Listener, type Message } from '../native/unix';
-import { layerCount, parseRequest, type DaemonAnswer, type HandOver, type LiveMount } from './handover';
+import { layerCount, mountNamespace, parseRequest, type DaemonAnswer, type HandOver, type LiveMount } from './handover';
 import { runtimeDir } from './runtime';
 import { startServing, type ServedMount } from './serve';
 
@@ -49,6 +49,8 @@ export interface DaemonOptions {
 interface Serving {
   readonly info: Omit<LiveMount, 'requests'>;
   readonly mount: ServedMount;
+  /** Whether its mount point is in this process's mount namespace, so that unmounting it by path here unmounts that very mount. */
+  readonly here: boolean;
 }
 
 export async function runMountDaemon(opts: DaemonOptions = {}): Promise<void> {
@@ -80,7 +82,10 @@ export async function runMountDaemon(opts: DaemonOptions = {}): Promise<void> {
     const st = fs.statSync(socket, { bigint: true, throwIfNoEntry: false });
     if (st !== undefined && st.dev === socketId.dev && st.ino === socketId.ino) fs.unlinkSync(socket);
     for (const c of connections) c.close();
-    void Promise.all([...mounts].map((m) => unmount(m.info.mountpoint).catch(() => undefined))).then(() => process.exit(0));
+    // A mount made in another namespace is not unmounted by its path here (which may name another mount):
+    // its session ends, and it answers ENOTCONN until unmounted there, as when a daemon dies.
+    const unmounted = [...mounts].map((m) => (m.here ? unmount(m.info.mountpoint).catch(() => undefined) : Promise.resolve(m.mount.served.session.close())));
+    void Promise.all(unmounted).then(() => process.exit(0));
   };
   const idleCheck = (): void => {
     if (idleTimer !== undefined) clearTimeout(idleTimer);
@@ -180,7 +185,7 @@ async function serveHandOver(h: HandOver, fds: readonly number[]): Promise<Servi
       ...(h.snapshot === undefined ? {} : { snapshot: h.snapshot }),
       since: Date.now(),
     };
-    return { info, mount };
+    return { info, mount, here: h.mountNamespace === undefined || h.mountNamespace === mountNamespace() };
   } finally {
     for (const fd of layers) fs.closeSync(fd);
   }

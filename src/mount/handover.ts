@@ -1,3 +1,4 @@
+import * as fs from 'node:fs';
 import { invalidArgument } from '../errors';
 import type { MountRequest } from './serve';
 
@@ -20,6 +21,8 @@ export interface HandOver {
   readonly uidMapping?: string;
   readonly gidMapping?: string;
   readonly snapshot?: string;
+  /** The helper's mount namespace (the inode number of /proc/self/ns/mnt): where `mountpoint` means something. */
+  readonly mountNamespace?: number;
 }
 
 /** What a helper asks of the daemon: serve a mount, or list those it serves. */
@@ -54,7 +57,13 @@ export function handOverOf(req: MountRequest): HandOver {
     ...(req.uidMapping === undefined ? {} : { uidMapping: req.uidMapping }),
     ...(req.gidMapping === undefined ? {} : { gidMapping: req.gidMapping }),
     ...(req.snapshot === undefined ? {} : { snapshot: req.snapshot }),
+    mountNamespace: mountNamespace(),
   };
+}
+
+/** This process's mount namespace, as the inode number of /proc/self/ns/mnt. */
+export function mountNamespace(): number {
+  return fs.statSync('/proc/self/ns/mnt').ino;
 }
 
 /** How many layer descriptors come after the device's. */
@@ -96,6 +105,8 @@ export function parseRequest(data: Buffer): DaemonRequest {
   if (r.lowers.length === 0 && upper === undefined) throw invalidArgument('request: no layers');
   const [allowOther, squashToRoot] = [flag('allowOther'), flag('squashToRoot')];
   const [uidMapping, gidMapping, snapshot] = [text('uidMapping', true), text('gidMapping', true), text('snapshot', true)];
+  const namespace = r.mountNamespace;
+  if (namespace !== undefined && !(typeof namespace === 'number' && Number.isSafeInteger(namespace) && namespace > 0)) throw invalidArgument('request: mountNamespace must be an inode number');
   return {
     op: 'mount',
     mountpoint: text('mountpoint', false)!,
@@ -106,5 +117,6 @@ export function parseRequest(data: Buffer): DaemonRequest {
     ...(uidMapping === undefined ? {} : { uidMapping }),
     ...(gidMapping === undefined ? {} : { gidMapping }),
     ...(snapshot === undefined ? {} : { snapshot }),
+    ...(namespace === undefined ? {} : { mountNamespace: namespace }),
   };
 }
