@@ -6,7 +6,7 @@ import { O_PATH, sys } from '../native/sys';
 import { exchange } from '../native/unix';
 import { sharedDaemonFiles } from './daemon';
 import { handOverOf, type DaemonAnswer, type DaemonRequest, type LiveMount } from './handover';
-import { openLog, removeStale } from './runtime';
+import { openLog } from './runtime';
 import type { MountRequest } from './serve';
 
 /** How long a daemon has to answer: a mount is live once the kernel's INIT is answered, well within this. */
@@ -100,7 +100,6 @@ function startDaemon(): void {
   try {
     while (!sys.tryLock(lockFd)) sleep(5);
     if (answers(socket)) return;
-    removeStale(socket, 'socket');
     const out = openLog(log);
     const child = spawn(process.execPath, [path.join(__dirname, '..', 'cli', 'main.js'), '__daemon'], { detached: true, stdio: ['ignore', out, out], cwd: '/' });
     fs.closeSync(out);

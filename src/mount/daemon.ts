@@ -1,9 +1,12 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { alreadyExists, kindOf } from '../errors';
 import { unmount } from '../fuse/mount';
+import { sys } from '../native/sys';
 import { Connection, Listener, type Message } from '../native/unix';
-import { layerCount, mountNamespace, parseRequest, type DaemonAnswer, type HandOver, type LiveMount } from './handover';
-import { runtimeDir } from './runtime';
+import { onStopSignals } from '../signals';
+import { layerCount, mountNamespace, parseRequest, type DaemonAnswer, type DaemonRequest, type HandOver, type LiveMount } from './handover';
+import { removeStale, runtimeDir } from './runtime';
 import { startServing, type ServedMount } from './serve';
 
 /**
@@ -94,8 +97,7 @@ export async function runMountDaemon(opts: DaemonOptions = {}): Promise<void> {
     if (idle === undefined || mounts.size > 0 || pending > 0 || stopping) return;
     idleTimer = setTimeout(() => stop(`no mount for ${idle} s: exiting`), idle * 1000);
   };
-  process.on('SIGTERM', () => stop('SIGTERM: unmounting every mount'));
-  process.on('SIGINT', () => stop('SIGINT: unmounting every mount'));
+  onStopSignals((signal) => stop(`${signal}: unmounting every mount`));
   idleCheck();
 
   function onMessage(conn: Connection, msg: Message): void {
@@ -113,7 +115,7 @@ export async function runMountDaemon(opts: DaemonOptions = {}): Promise<void> {
       conn.close();
       return;
     }
-    let request;
+    let request: DaemonRequest;
     try {
       request = parseRequest(msg.data);
       if (request.op === 'mount' && msg.fds.length !== 1 + layerCount(request)) throw new Error(`request: ${msg.fds.length} descriptors for ${1 + layerCount(request)}`);
@@ -191,11 +193,26 @@ async function serveHandOver(h: HandOver, fds: readonly number[]): Promise<Servi
   }
 }
 
-/** Listens on `socket`, made 0600 (in the private runtime directory), in place of one a daemon that died left. */
+/**
+ * Listens on `socket`, made 0600 (in the private runtime directory), in
+ * place of one a daemon that died left; refuses if a live daemon listens
+ * there (`snapfs daemon` run twice, or beside one started on demand).
+ */
 function listen(socket: string, onConnection: (fd: number) => void): Listener {
+  try {
+    fs.closeSync(sys.unixConnect(socket, 1000));
+    throw alreadyExists(`mount daemon ${socket}: one is running already`);
+  } catch (err) {
+    if (kindOf(err) === 'AlreadyExists') throw err;
+  }
+  removeStale(socket, 'socket');
   const old = process.umask(0o077);
   try {
     return new Listener(socket, onConnection);
+  } catch (err) {
+    // Another daemon bound it meanwhile.
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') throw alreadyExists(`mount daemon ${socket}: one is running already`);
+    throw err;
   } finally {
     process.umask(old);
   }
