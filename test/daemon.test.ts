@@ -482,4 +482,30 @@ describe("one mount daemon serves every mount of its user", { skip: process.getu
       await run('umount', [first]).catch(() => undefined);
     }
   });
+
+  it('socket activation: a daemon started by the first connection to a socket made for it serves the mount, and leaves the socket to whoever made it', async () => {
+    const d = daemons('activation');
+    const mnt = path.join(dir, 'activation');
+    fs.mkdirSync(mnt);
+    fs.mkdirSync(d.runtime, { mode: 0o700 });
+    const socket = path.join(d.runtime, 'daemon.sock');
+    // systemd's test tool: listens, and starts the daemon with the socket at the first connection.
+    const activator = spawn('systemd-socket-activate', ['--seqpacket', '-l', socket, '-E', 'SNAPFS_RUNTIME_DIR', '-E', 'SNAPFS_DAEMON_IDLE_SECONDS', process.execPath, CLI, 'daemon', '--idle-exit', '1'], {
+      env: d.env,
+      stdio: ['ignore', 'ignore', fs.openSync(path.join(d.runtime, 'daemon.log'), 'a')],
+    });
+    try {
+      await until('the socket is made', () => fs.existsSync(socket));
+      // With Node unreachable, only a daemon already listening can serve the launcher.
+      await run(LAUNCHER, ['-o', `lowerdir=${dir}`, mnt], { env: { ...d.env, SNAPFS_NODE: '/bin/false' } });
+      assert.ok(isMountPoint(mnt));
+      assert.match(d.log, /serving on \S+ \(pid \d+, socket from systemd\)/);
+      await run('umount', [mnt]);
+      await until('the idle daemon exits', () => /no mount for 1 s: exiting/.test(d.log));
+      assert.ok(fs.lstatSync(socket).isSocket(), "the socket is left: it is systemd's");
+    } finally {
+      activator.kill();
+      await run('umount', [mnt]).catch(() => undefined);
+    }
+  });
 });

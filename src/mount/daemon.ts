@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { alreadyExists, kindOf } from '../errors';
+import { alreadyExists, invalidArgument, kindOf } from '../errors';
 import { unmount } from '../fuse/mount';
 import { sys } from '../native/sys';
 import { Connection, Listener, type Message } from '../native/unix';
@@ -68,22 +68,29 @@ export async function runMountDaemon(opts: DaemonOptions = {}): Promise<void> {
 
   const log = (line: string): void => console.error(`${new Date().toISOString()} ${line}`);
 
-  const listener = listen(socket, (fd) => {
+  const onConnection = (fd: number): void => {
     const conn = new Connection(fd, onMessage, (c) => connections.delete(c));
     connections.add(conn);
-  });
+  };
+  const activated = socketFromSystemd();
+  const listener = activated === undefined ? listen(socket, onConnection) : new Listener({ fd: activated }, onConnection);
+  if (listener.path !== socket) {
+    listener.close();
+    throw invalidArgument(`socket activation: the socket systemd passed is ${listener.path}; mount helpers look for ${socket}`);
+  }
   const socketId = fs.statSync(socket, { bigint: true });
-  log(`serving on ${socket} (pid ${process.pid})`);
+  log(`serving on ${socket} (pid ${process.pid}${activated === undefined ? '' : ', socket from systemd'})`);
 
   let stopping = false;
   const stop = (why: string): void => {
     if (stopping) return;
     stopping = true;
     log(why);
-    // The socket goes first: a helper that finds it gone starts a new daemon.
+    // The socket goes first: a helper that finds it gone starts a new daemon. One of
+    // systemd's stays: systemd listens on it and starts us again at the next connection.
     listener.close();
     const st = fs.statSync(socket, { bigint: true, throwIfNoEntry: false });
-    if (st !== undefined && st.dev === socketId.dev && st.ino === socketId.ino) fs.unlinkSync(socket);
+    if (activated === undefined && st !== undefined && st.dev === socketId.dev && st.ino === socketId.ino) fs.unlinkSync(socket);
     for (const c of connections) c.close();
     // A mount made in another namespace is not unmounted by its path here (which may name another mount):
     // its session ends, and it answers ENOTCONN until unmounted there, as when a daemon dies.
@@ -191,6 +198,19 @@ async function serveHandOver(h: HandOver, fds: readonly number[]): Promise<Servi
   } finally {
     for (const fd of layers) fs.closeSync(fd);
   }
+}
+
+/**
+ * The listening socket systemd passed (socket activation: LISTEN_PID is
+ * this process, LISTEN_FDS 1, the socket at descriptor 3), if it did.
+ * The socket unit must listen where the helpers look (RUNTIME/daemon.sock).
+ */
+function socketFromSystemd(): number | undefined {
+  if (process.env.LISTEN_PID !== String(process.pid)) return undefined;
+  if (process.env.LISTEN_FDS !== '1') throw invalidArgument(`socket activation: LISTEN_FDS=${process.env.LISTEN_FDS ?? ''}, the mount daemon takes one socket`);
+  delete process.env.LISTEN_PID;
+  delete process.env.LISTEN_FDS;
+  return 3;
 }
 
 /**

@@ -50,6 +50,7 @@ interface Native {
   unixListen(path: string, backlog: number): number;
   unixConnect(path: string, timeoutMs: number): number;
   unixAccept(fd: number): number;
+  unixAdopt(fd: number): string;
   unixPeer(fd: number): [number, number, number];
   unixSend(fd: number, data: Buffer, fds: readonly number[]): void;
   unixReceive(fd: number): { data: Buffer; fds: number[] } | null | undefined;

@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -76,6 +77,32 @@ static napi_value js_unix_connect(napi_env env, napi_callback_info info) {
   }
   napi_value result;
   napi_create_int32(env, fd, &result);
+  return result;
+}
+
+/*
+ * unixAdopt(fd) -> path: takes fd, a listening SOCK_SEQPACKET unix socket
+ * made by another (systemd's socket activation), as one of ours:
+ * non-blocking and close-on-exec, as unixListen makes them; returns the
+ * path it is bound at. Anything else is EINVAL.
+ */
+static napi_value js_unix_adopt(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  int fd = (int) get_int64(env, argv[0]), type = 0, listening = 0;
+  socklen_t len = sizeof type;
+  struct sockaddr_un addr;
+  socklen_t alen = sizeof addr;
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0) return throw_errno(env, errno, "getsockopt", NULL, 0);
+  len = sizeof listening;
+  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0) return throw_errno(env, errno, "getsockopt", NULL, 0);
+  if (getsockname(fd, (struct sockaddr *) &addr, &alen) != 0) return throw_errno(env, errno, "getsockname", NULL, 0);
+  if (type != SOCK_SEQPACKET || !listening || addr.sun_family != AF_UNIX) return throw_errno(env, EINVAL, "unixAdopt", NULL, 0);
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) return throw_errno(env, errno, "fcntl", NULL, 0);
+  napi_value result;
+  size_t n = alen > offsetof(struct sockaddr_un, sun_path) ? strnlen(addr.sun_path, alen - offsetof(struct sockaddr_un, sun_path)) : 0;
+  napi_create_string_utf8(env, addr.sun_path, n, &result);
   return result;
 }
 
@@ -294,6 +321,7 @@ void init_unix(napi_env env, napi_value exports) {
   export_function(env, exports, "unixListen", js_unix_listen);
   export_function(env, exports, "unixConnect", js_unix_connect);
   export_function(env, exports, "unixAccept", js_unix_accept);
+  export_function(env, exports, "unixAdopt", js_unix_adopt);
   export_function(env, exports, "unixPeer", js_unix_peer);
   export_function(env, exports, "unixSend", js_unix_send);
   export_function(env, exports, "unixReceive", js_unix_receive);

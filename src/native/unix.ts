@@ -65,13 +65,21 @@ export class Connection {
   }
 }
 
-/** A listening socket at `path`, accepting on the event loop. */
+/** A listening socket, accepting on the event loop: bound at a path, or one made by another (systemd's socket activation) given as a descriptor. */
 export class Listener {
   private watch: Watch | undefined;
   private readonly fd: number;
+  /** Where the socket is bound. */
+  readonly path: string;
 
-  constructor(path: string, onConnection: (fd: number) => void) {
-    this.fd = sys.unixListen(path, 64);
+  constructor(at: string | { readonly fd: number }, onConnection: (fd: number) => void) {
+    if (typeof at === 'string') {
+      this.fd = sys.unixListen(at, 64);
+      this.path = at;
+    } else {
+      this.path = sys.unixAdopt(at.fd);
+      this.fd = at.fd;
+    }
     this.watch = sys.watchReadable(this.fd, () => {
       for (let fd = sys.unixAccept(this.fd); fd >= 0; fd = sys.unixAccept(this.fd)) onConnection(fd);
     });
