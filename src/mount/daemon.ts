@@ -7,7 +7,7 @@ import { Connection, Listener, type Message } from '../native/unix';
 import { onStopSignals } from '../signals';
 import { layerCount, mountNamespace, parseRequest, type DaemonAnswer, type DaemonRequest, type HandOver, type LiveMount } from './handover';
 import { removeStale, runtimeDir } from './runtime';
-import { startServing, type ServedMount } from './serve';
+import { Threads } from './threads';
 
 /**
  * The mount daemon: one process per user (and user namespace) serving
@@ -50,8 +50,9 @@ export interface DaemonOptions {
 }
 
 interface Serving {
+  /** Its id on the serving threads. */
+  readonly id: number;
   readonly info: Omit<LiveMount, 'requests'>;
-  readonly mount: ServedMount;
   /** Whether its mount point is in this process's mount namespace, so that unmounting it by path here unmounts that very mount. */
   readonly here: boolean;
 }
@@ -65,6 +66,7 @@ export async function runMountDaemon(opts: DaemonOptions = {}): Promise<void> {
   let pending = 0;
   let idleTimer: NodeJS.Timeout | undefined;
   const connections = new Set<Connection>();
+  const threads = new Threads();
 
   const log = (line: string): void => console.error(`${new Date().toISOString()} ${line}`);
 
@@ -94,7 +96,7 @@ export async function runMountDaemon(opts: DaemonOptions = {}): Promise<void> {
     for (const c of connections) c.close();
     // A mount made in another namespace is not unmounted by its path here (which may name another mount):
     // its session ends, and it answers ENOTCONN until unmounted there, as when a daemon dies.
-    const unmounted = [...mounts].map((m) => (m.here ? unmount(m.info.mountpoint).catch(() => undefined) : Promise.resolve(m.mount.served.session.close())));
+    const unmounted = [...mounts].map((m) => (m.here ? unmount(m.info.mountpoint).catch(() => undefined) : Promise.resolve(threads.close(m.id))));
     void Promise.all(unmounted).then(() => process.exit(0));
   };
   const idleCheck = (): void => {
@@ -132,30 +134,31 @@ export async function runMountDaemon(opts: DaemonOptions = {}): Promise<void> {
       return;
     }
     if (request.op === 'list') {
-      answer({ ok: true, mounts: [...mounts].map((m) => ({ ...m.info, requests: m.mount.served.session.handled })) });
+      void threads.counts().then((counts) => answer({ ok: true, mounts: [...mounts].map((m) => ({ ...m.info, requests: counts.get(m.id) ?? 0 })) }));
       return;
     }
+    const h = request;
     pending++;
-    serveHandOver(request, msg.fds).then(
-      (serving) => {
+    let serving: Serving | undefined;
+    const ended = (message: string | undefined): void => {
+      if (message !== undefined) log(`${h.mountpoint}: ${message}`);
+      if (serving !== undefined) mounts.delete(serving);
+      log(`unmounted ${h.mountpoint}`);
+      idleCheck();
+    };
+    threads.serve(h, msg.fds, ended).then(
+      (id) => {
         pending--;
+        serving = { id, info: liveInfo(h), here: h.mountNamespace === undefined || h.mountNamespace === mountNamespace() };
         mounts.add(serving);
-        log(`mounted ${serving.info.mountpoint}`);
+        log(`mounted ${h.mountpoint}`);
         answer({ ok: true });
-        serving.mount.served.ended
-          .catch((err: unknown) => log(`${serving.info.mountpoint}: ${err instanceof Error ? err.message : String(err)}`))
-          .then(() => serving.mount.release())
-          .finally(() => {
-            mounts.delete(serving);
-            log(`unmounted ${serving.info.mountpoint}`);
-            idleCheck();
-          });
         idleCheck();
       },
       (err: unknown) => {
         pending--;
         const message = err instanceof Error ? err.message : String(err);
-        log(`mount ${request.mountpoint}: ${message}`);
+        log(`mount ${h.mountpoint}: ${message}`);
         answer({ error: message });
         idleCheck();
       },
@@ -164,40 +167,15 @@ export async function runMountDaemon(opts: DaemonOptions = {}): Promise<void> {
   }
 }
 
-/**
- * Serves one handed-over mount: its layers are the descriptors that came
- * with it, reached through /proc/self/fd (the directories themselves, in
- * whatever mount namespace the helper opened them), closed once the
- * file system has opened its own.
- */
-async function serveHandOver(h: HandOver, fds: readonly number[]): Promise<Serving> {
-  const [device, ...layers] = fds as [number, ...number[]];
-  const at = (fd: number): string => `/proc/self/fd/${fd}`;
-  const lowers = layers.slice(0, h.lowers.length).map(at);
-  const [upper, work] = h.upper === undefined ? [] : layers.slice(h.lowers.length).map(at);
-  try {
-    const mount = await startServing(
-      {
-        stack: { lowers, ...(upper === undefined ? {} : { upper, work: work! }) },
-        mountpoint: h.mountpoint,
-        ...(h.allowOther === undefined ? {} : { allowOther: h.allowOther }),
-        ...(h.squashToRoot === undefined ? {} : { squashToRoot: h.squashToRoot }),
-        ...(h.uidMapping === undefined ? {} : { uidMapping: h.uidMapping }),
-        ...(h.gidMapping === undefined ? {} : { gidMapping: h.gidMapping }),
-      },
-      device,
-    );
-    const info = {
-      mountpoint: h.mountpoint,
-      lowers: h.lowers,
-      ...(h.upper === undefined ? {} : { upper: h.upper, work: h.work! }),
-      ...(h.snapshot === undefined ? {} : { snapshot: h.snapshot }),
-      since: Date.now(),
-    };
-    return { info, mount, here: h.mountNamespace === undefined || h.mountNamespace === mountNamespace() };
-  } finally {
-    for (const fd of layers) fs.closeSync(fd);
-  }
+/** What `snapfs mounted` shows of a mount, but its count of requests. */
+function liveInfo(h: HandOver): Omit<LiveMount, 'requests'> {
+  return {
+    mountpoint: h.mountpoint,
+    lowers: h.lowers,
+    ...(h.upper === undefined ? {} : { upper: h.upper, work: h.work! }),
+    ...(h.snapshot === undefined ? {} : { snapshot: h.snapshot }),
+    since: Date.now(),
+  };
 }
 
 /**

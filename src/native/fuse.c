@@ -52,11 +52,28 @@ typedef struct session {
   bool finalized;
   /* After answering, the device is polled this long before sleeping (see serve). */
   long spin_ns;
+  /* Its thread's buffers (see buffers_t): sessions of one thread are served one at a time. */
+  char *request_buf;
+  char *read_buf;
 } session_t;
 
-static char *request_buf;     /* the Buffer JavaScript parses requests from */
-static napi_ref request_ref;  /* keeps it alive */
-static char *read_buf;        /* data of READ answers */
+/*
+ * The buffers of one JavaScript thread (the main one, or a worker's: each
+ * loads the addon in an environment of its own), kept as the
+ * environment's instance data: requests are read into the Buffer
+ * JavaScript parses them from, and READ answers are read into read_buf.
+ */
+typedef struct buffers {
+  char *request_buf;
+  napi_ref request_ref; /* keeps it alive */
+  char *read_buf;
+} buffers_t;
+
+static void finalize_buffers(napi_env env, void *data, void *hint) {
+  buffers_t *b = data;
+  free(b->read_buf);
+  free(b);
+}
 
 static long now_ns(void) {
   struct timespec ts;
@@ -88,9 +105,9 @@ static int kill_suidgid(int fd, gid_t caller_gid) {
 
 static void serve_read(session_t *s, const struct fuse_in_header *in, const struct fuse_read_in *arg) {
   size_t size = arg->size < MAX_WRITE ? arg->size : MAX_WRITE;
-  ssize_t n = pread((int) arg->fh, read_buf, size, (off_t) arg->offset);
+  ssize_t n = pread((int) arg->fh, s->read_buf, size, (off_t) arg->offset);
   if (n < 0) send_reply(s, in->unique, -errno, NULL, 0);
-  else send_reply(s, in->unique, 0, read_buf, (size_t) n);
+  else send_reply(s, in->unique, 0, s->read_buf, (size_t) n);
 }
 
 static void serve_write(session_t *s, const struct fuse_in_header *in, const struct fuse_write_in *arg, const char *data) {
@@ -162,9 +179,9 @@ static void leave_js(session_t *s, js_scope *js) {
 
 /* One request: served here, or handed to JavaScript. Returns false when the session is over. */
 static bool handle(session_t *s, ssize_t n, js_scope *js) {
-  const struct fuse_in_header *in = (const struct fuse_in_header *) request_buf;
+  const struct fuse_in_header *in = (const struct fuse_in_header *) s->request_buf;
   if ((size_t) n < sizeof *in || in->len != (uint32_t) n) return true;
-  const char *arg = request_buf + sizeof *in;
+  const char *arg = s->request_buf + sizeof *in;
   size_t arg_len = (size_t) n - sizeof *in;
   switch (in->opcode) {
     case FUSE_READ:
@@ -201,7 +218,7 @@ static void serve(uv_poll_t *poll, int status, int events) {
   for (int handled = 0; !s->closed;) {
     bool empty = false;
     for (int i = 0; i < BATCH && !s->closed; i++) {
-      ssize_t n = read(s->fd, request_buf, REQUEST_BYTES);
+      ssize_t n = read(s->fd, s->request_buf, REQUEST_BYTES);
       if (n < 0) {
         if (errno == EINTR || errno == ENOENT) continue;
         if (errno == EAGAIN) {
@@ -275,18 +292,24 @@ static session_t *get_session(napi_env env, napi_value v) {
   return s;
 }
 
-/* fuseBuffer(buffer): the Buffer every session reads requests into. */
+/* fuseBuffer(buffer): the Buffer every session of this thread reads requests into. */
 static napi_value js_fuse_buffer(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!get_args(env, info, 1, argv)) return NULL;
   size_t len;
   void *data;
   if (napi_get_buffer_info(env, argv[0], &data, &len) != napi_ok || len < REQUEST_BYTES) return throw_type(env, "fuseBuffer: expected a Buffer of REQUEST_BYTES");
-  if (request_ref != NULL) return throw_type(env, "fuseBuffer: already given");
-  read_buf = malloc(MAX_WRITE);
-  if (read_buf == NULL) return throw_errno(env, ENOMEM, "malloc", NULL, 0);
-  napi_create_reference(env, argv[0], 1, &request_ref);
-  request_buf = data;
+  buffers_t *b = NULL;
+  napi_get_instance_data(env, (void **) &b);
+  if (b != NULL) return throw_type(env, "fuseBuffer: already given");
+  b = calloc(1, sizeof *b);
+  if (b == NULL || (b->read_buf = malloc(MAX_WRITE)) == NULL) {
+    free(b);
+    return throw_errno(env, ENOMEM, "malloc", NULL, 0);
+  }
+  napi_create_reference(env, argv[0], 1, &b->request_ref);
+  b->request_buf = data;
+  napi_set_instance_data(env, b, finalize_buffers, NULL);
   return NULL;
 }
 
@@ -298,7 +321,9 @@ static napi_value js_fuse_buffer(napi_env env, napi_callback_info info) {
 static napi_value js_session_open(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   if (!get_args(env, info, 4, argv)) return NULL;
-  if (request_buf == NULL) return throw_type(env, "sessionOpen: fuseBuffer first");
+  buffers_t *b = NULL;
+  napi_get_instance_data(env, (void **) &b);
+  if (b == NULL) return throw_type(env, "sessionOpen: fuseBuffer first");
   int fd = (int) get_int64(env, argv[0]);
   int flags = fcntl(fd, F_GETFL);
   if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) return throw_errno(env, errno, "fcntl", NULL, 0);
@@ -306,6 +331,8 @@ static napi_value js_session_open(napi_env env, napi_callback_info info) {
   if (s == NULL) return throw_errno(env, ENOMEM, "calloc", NULL, 0);
   s->env = env;
   s->fd = fd;
+  s->request_buf = b->request_buf;
+  s->read_buf = b->read_buf;
   s->spin_ns = (long) get_int64(env, argv[3]) * 1000L;
   napi_create_reference(env, argv[1], 1, &s->dispatch);
   napi_create_reference(env, argv[2], 1, &s->ended);
