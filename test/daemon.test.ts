@@ -508,4 +508,26 @@ describe("one mount daemon serves every mount of its user", { skip: process.getu
       await run('umount', [mnt]).catch(() => undefined);
     }
   });
+
+  it('browse mounts are served by the daemon too, beside mounts of layers, and see snapshots made later', async () => {
+    const d = daemons('browse');
+    const root = path.join(dir, 'browse-root');
+    const [one, two] = ['browse-1', 'browse-2'].map((n) => path.join(dir, n)) as [string, string];
+    for (const p of [one, two]) fs.mkdirSync(p);
+    await d.cli(root, ['prepare', 'first']);
+    fs.writeFileSync(path.join(layerDirOf(root, 'first'), 'f'), 'in first\n');
+    try {
+      await d.cli(root, ['browse', one]);
+      await d.cli(root, ['mount', 'first', two]);
+      assert.equal(d.started().length, 1);
+      const listed = await d.mounted(root);
+      assert.deepEqual(listed.map((m) => m.mountpoint).sort(), [one, two].sort());
+      assert.equal(await sh('cat first/f', one), 'in first\n');
+      await d.cli(root, ['prepare', 'later']);
+      assert.equal(await sh('ls', one), 'first\nlater\n');
+      assert.equal((await run('pgrep', ['-f', `__serve.*${one}`]).catch(() => ({ stdout: '' }))).stdout, '', 'no process of its own');
+    } finally {
+      for (const m of [one, two]) await run('umount', [m]).catch(() => undefined);
+    }
+  });
 });

@@ -39,16 +39,18 @@ export function registerMountCommands(program: Command): void {
     .command('browse <mountpoint>')
     .description('mount every snapshot read-only under MOUNTPOINT: /NAME (merged tree), /.layers/NAME (own layer); keys percent-encoded')
     .option('-f, --foreground', 'stay in the foreground until unmounted')
-    .action(async (mountpoint: string, opts: { foreground?: boolean }, cmd: Command) => {
+    .option('--dedicated', "served by a process of its own, not the user's mount daemon")
+    .action(async (mountpoint: string, opts: { foreground?: boolean; dedicated?: boolean }, cmd: Command) => {
       const { root } = cmd.optsWithGlobals<{ root: string }>();
       const { launch } = await import('../mount/launch');
-      await launch({ browse: path.resolve(root), mountpoint: path.resolve(mountpoint) }, { foreground: opts.foreground === true });
+      const request = { browse: path.resolve(root), mountpoint: path.resolve(mountpoint), ...(opts.dedicated === true ? { dedicated: true } : {}) };
+      await launch(request, { foreground: opts.foreground === true });
       if (opts.foreground === true) process.exit(0);
     });
 
   program
     .command('mounted')
-    .description("list the mounts the user's mount daemon serves: mount point, snapshot (of --root) where known, layers, requests answered")
+    .description("list the mounts the user's mount daemon serves: mount point, snapshot (of --root) where known, layers (or the root a browse mount shows), requests answered")
     .option('--json', 'print JSON')
     .action(async (_opts: unknown, cmd: Command) => {
       const { liveMounts } = await import('../mount/daemon-client');
@@ -60,7 +62,7 @@ export function registerMountCommands(program: Command): void {
       printLines([
         table(
           ['MOUNTPOINT', 'SNAPSHOT', 'LAYERS', 'REQUESTS', 'SINCE'],
-          rows.map((r) => [r.mountpoint, r.snapshot ?? '-', `${r.lowers.length}${r.upper === undefined ? ' ro' : '+upper'}`, String(r.requests), r.since]),
+          rows.map((r) => [r.mountpoint, r.snapshot ?? '-', r.browse !== undefined ? `browse ${r.browse}` : `${r.lowers.length}${r.upper === undefined ? ' ro' : '+upper'}`, String(r.requests), r.since]),
         ),
       ]);
     });

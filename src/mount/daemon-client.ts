@@ -5,9 +5,8 @@ import { unavailable } from '../errors';
 import { O_PATH, sys } from '../native/sys';
 import { exchange } from '../native/unix';
 import { sharedDaemonFiles } from './daemon';
-import { handOverOf, type DaemonAnswer, type DaemonRequest, type LiveMount } from './handover';
+import type { BrowseHandOver, DaemonAnswer, DaemonRequest, HandOver, LiveMount } from './handover';
 import { openLog } from './runtime';
-import type { MountRequest } from './serve';
 
 /** How long a daemon has to answer: a mount is live once the kernel's INIT is answered, well within this. */
 const ANSWER_MS = 20_000;
@@ -15,33 +14,33 @@ const ANSWER_MS = 20_000;
 const START_MS = 10_000;
 
 /**
- * Descriptors (O_PATH) of the layer directories of `req`, in the order a
- * hand-over sends them. Opened before mounting: a layer may be the mount
- * point itself (fuse-overlayfs mounts over its lower directory so), which
- * the mount would hide, and the daemon must never be handed its own mount.
+ * Descriptors (O_PATH) of `dirs` (a mount's layer directories, in the
+ * order a hand-over sends them, or a browsed root). Opened before
+ * mounting: a layer may be the mount point itself (fuse-overlayfs mounts
+ * over its lower directory so), which the mount would hide, and the
+ * daemon must never be handed its own mount.
  */
-export function openLayers(req: MountRequest): number[] {
-  const dirs = [...req.stack.lowers, ...(req.stack.upper === undefined ? [] : [req.stack.upper, req.stack.work!])];
-  const layers: number[] = [];
+export function openDirs(dirs: readonly string[]): number[] {
+  const fds: number[] = [];
   try {
-    for (const dir of dirs) layers.push(fs.openSync(dir, O_PATH | fs.constants.O_DIRECTORY));
+    for (const dir of dirs) fds.push(fs.openSync(dir, O_PATH | fs.constants.O_DIRECTORY));
   } catch (err) {
-    for (const fd of layers) fs.closeSync(fd);
+    for (const fd of fds) fs.closeSync(fd);
     throw err;
   }
-  return layers;
+  return fds;
 }
 
 /**
  * Hands the mount on `device` (a /dev/fuse descriptor this process made),
- * over the layer directories `layers` (openLayers), to the user's mount
- * daemon; starts the daemon if none runs. Returns once the mount is live.
- * The descriptors stay open here: the caller closes them (and unmounts if
+ * with the directories `dirs` (openDirs), to the user's mount daemon;
+ * starts the daemon if none runs. Returns once the mount is live. The
+ * descriptors stay open here: the caller closes them (and unmounts if
  * this failed).
  */
-export function handOver(req: MountRequest, device: number, layers: readonly number[]): void {
-  const answer = ask(handOverOf(req), [device, ...layers]);
-  if ('error' in answer) throw unavailable(`mount ${req.mountpoint}: ${answer.error} (see ${sharedDaemonFiles().log})`);
+export function handOver(request: HandOver | BrowseHandOver, device: number, dirs: readonly number[]): void {
+  const answer = ask(request, [device, ...dirs]);
+  if ('error' in answer) throw unavailable(`mount ${request.mountpoint}: ${answer.error} (see ${sharedDaemonFiles().log})`);
 }
 
 /** The mounts the user's daemon serves; none if no daemon runs (none is started to ask). */

@@ -5,7 +5,7 @@ import { unmount } from '../fuse/mount';
 import { sys } from '../native/sys';
 import { Connection, Listener, type Message } from '../native/unix';
 import { onStopSignals } from '../signals';
-import { layerCount, mountNamespace, parseRequest, type DaemonAnswer, type DaemonRequest, type HandOver, type LiveMount } from './handover';
+import { dirCount, mountNamespace, parseRequest, type BrowseHandOver, type DaemonAnswer, type DaemonRequest, type HandOver, type LiveMount } from './handover';
 import { removeStale, runtimeDir } from './runtime';
 import { Threads } from './threads';
 
@@ -127,7 +127,7 @@ export async function runMountDaemon(opts: DaemonOptions = {}): Promise<void> {
     let request: DaemonRequest;
     try {
       request = parseRequest(msg.data);
-      if (request.op === 'mount' && msg.fds.length !== 1 + layerCount(request)) throw new Error(`request: ${msg.fds.length} descriptors for ${1 + layerCount(request)}`);
+      if (request.op !== 'list' && msg.fds.length !== 1 + dirCount(request)) throw new Error(`request: ${msg.fds.length} descriptors for ${1 + dirCount(request)}`);
     } catch (err) {
       msg.fds.forEach((fd) => fs.closeSync(fd));
       answer({ error: err instanceof Error ? err.message : String(err) });
@@ -168,7 +168,8 @@ export async function runMountDaemon(opts: DaemonOptions = {}): Promise<void> {
 }
 
 /** What `snapfs mounted` shows of a mount, but its count of requests. */
-function liveInfo(h: HandOver): Omit<LiveMount, 'requests'> {
+function liveInfo(h: HandOver | BrowseHandOver): Omit<LiveMount, 'requests'> {
+  if (h.op === 'browse') return { mountpoint: h.mountpoint, lowers: [], browse: h.root, since: Date.now() };
   return {
     mountpoint: h.mountpoint,
     lowers: h.lowers,

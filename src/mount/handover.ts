@@ -25,8 +25,17 @@ export interface HandOver {
   readonly mountNamespace?: number;
 }
 
+/** A browse mount (`snapfs browse`): the descriptors are its /dev/fuse and the root's directory. */
+export interface BrowseHandOver {
+  readonly op: 'browse';
+  readonly mountpoint: string;
+  /** The root's path, to be shown. */
+  readonly root: string;
+  readonly mountNamespace?: number;
+}
+
 /** What a helper asks of the daemon: serve a mount, or list those it serves. */
-export type DaemonRequest = HandOver | { readonly op: 'list' };
+export type DaemonRequest = HandOver | BrowseHandOver | { readonly op: 'list' };
 
 /** The daemon's one answer to a request. */
 export type DaemonAnswer = { readonly ok: true; readonly mounts?: readonly LiveMount[] } | { readonly error: string };
@@ -39,6 +48,8 @@ export interface LiveMount {
   readonly work?: string;
   /** The snapshot's key, when it was mounted by key. */
   readonly snapshot?: string;
+  /** The root a browse mount shows (its lowers are then none). */
+  readonly browse?: string;
   /** Milliseconds since the epoch. */
   readonly since: number;
   /** Requests answered in JavaScript (reads and writes are served natively, uncounted). */
@@ -66,9 +77,14 @@ export function mountNamespace(): number {
   return fs.statSync('/proc/self/ns/mnt').ino;
 }
 
-/** How many layer descriptors come after the device's. */
-export function layerCount(h: HandOver): number {
-  return h.lowers.length + (h.upper === undefined ? 0 : 2);
+/** The hand-over of a browse mount (descriptors: the device's, then the root directory's). */
+export function browseHandOverOf(root: string, mountpoint: string): BrowseHandOver {
+  return { op: 'browse', mountpoint, root, mountNamespace: mountNamespace() };
+}
+
+/** How many descriptors come after the device's: the layers', or the browsed root's. */
+export function dirCount(h: HandOver | BrowseHandOver): number {
+  return h.op === 'browse' ? 1 : h.lowers.length + (h.upper === undefined ? 0 : 2);
 }
 
 /**
@@ -86,13 +102,18 @@ export function parseRequest(data: Buffer): DaemonRequest {
   if (typeof value !== 'object' || value === null) throw invalidArgument('request: not an object');
   const r = value as Record<string, unknown>;
   if (r.op === 'list') return { op: 'list' };
-  if (r.op !== 'mount') throw invalidArgument(`request: unknown op ${JSON.stringify(r.op)}`);
+  if (r.op !== 'mount' && r.op !== 'browse') throw invalidArgument(`request: unknown op ${JSON.stringify(r.op)}`);
   const text = (name: string, optional: boolean): string | undefined => {
     const v = r[name];
     if (v === undefined && optional) return undefined;
     if (typeof v !== 'string' || v === '') throw invalidArgument(`request: ${name} must be a non-empty string`);
     return v;
   };
+  const namespace = r.mountNamespace;
+  if (namespace !== undefined && !(typeof namespace === 'number' && Number.isSafeInteger(namespace) && namespace > 0)) throw invalidArgument('request: mountNamespace must be an inode number');
+  if (r.op === 'browse') {
+    return { op: 'browse', mountpoint: text('mountpoint', false)!, root: text('root', false)!, ...(namespace === undefined ? {} : { mountNamespace: namespace }) };
+  }
   const flag = (name: string): boolean | undefined => {
     const v = r[name];
     if (v !== undefined && typeof v !== 'boolean') throw invalidArgument(`request: ${name} must be true or false`);
@@ -105,8 +126,6 @@ export function parseRequest(data: Buffer): DaemonRequest {
   if (r.lowers.length === 0 && upper === undefined) throw invalidArgument('request: no layers');
   const [allowOther, squashToRoot] = [flag('allowOther'), flag('squashToRoot')];
   const [uidMapping, gidMapping, snapshot] = [text('uidMapping', true), text('gidMapping', true), text('snapshot', true)];
-  const namespace = r.mountNamespace;
-  if (namespace !== undefined && !(typeof namespace === 'number' && Number.isSafeInteger(namespace) && namespace > 0)) throw invalidArgument('request: mountNamespace must be an inode number');
   return {
     op: 'mount',
     mountpoint: text('mountpoint', false)!,

@@ -8,8 +8,9 @@ import { devicesOfType, isMounted } from './mountinfo';
 import { daemonFiles, openLog, runtimeDir } from './runtime';
 import type { BrowseRequest } from './serve-browse';
 import { openDevice, unmount } from '../fuse/mount';
-import { handOver, openLayers } from './daemon-client';
-import { mountFlags, serve, type MountRequest } from './serve';
+import { handOver, openDirs } from './daemon-client';
+import { browseHandOverOf, handOverOf } from './handover';
+import { BROWSE_MOUNT, layersMount, serve, type MountRequest } from './serve';
 
 /**
  * Checks what can be checked before mounting, so that a failure is one clear
@@ -21,7 +22,9 @@ import { mountFlags, serve, type MountRequest } from './serve';
 export async function launch(req: MountRequest | BrowseRequest, opts: { foreground: boolean }): Promise<void> {
   check(req);
   if (opts.foreground) return serveAny(req, () => undefined);
-  if (!('browse' in req) && req.dedicated !== true && !onSnapfsMount(req)) return mountThroughDaemon(req);
+  // A root not made yet has no directory to hand over: its browse mount finds it by path, in a process of its own.
+  const rootMissing = 'browse' in req && !fs.existsSync(req.browse);
+  if (req.dedicated !== true && !rootMissing && !onSnapfsMount(dirsOf(req))) return mountThroughDaemon(req);
   const logFile = logFileOf(req);
   const log = openLog(logFile);
   const child = spawn(process.execPath, [process.argv[1]!, '__serve', JSON.stringify(req)], {
@@ -45,18 +48,12 @@ export async function launch(req: MountRequest | BrowseRequest, opts: { foregrou
  * user's mount daemon (see daemon.ts). If it cannot be handed over, the
  * mount is taken down again.
  */
-async function mountThroughDaemon(req: MountRequest): Promise<void> {
-  const layers = openLayers(req);
+async function mountThroughDaemon(req: MountRequest | BrowseRequest): Promise<void> {
+  const dirs = openDirs(dirsOf(req));
   try {
-    const device = openDevice(req.mountpoint, {
-      fsname: 'snapfs',
-      subtype: 'snapfs',
-      readOnly: req.stack.upper === undefined,
-      allowOther: req.allowOther === true || process.getuid?.() === 0,
-      flags: mountFlags(req),
-    });
+    const device = openDevice(req.mountpoint, 'browse' in req ? BROWSE_MOUNT : layersMount(req));
     try {
-      handOver(req, device, layers);
+      handOver('browse' in req ? browseHandOverOf(req.browse, req.mountpoint) : handOverOf(req), device, dirs);
     } catch (err) {
       fs.closeSync(device); // the connection is aborted: nobody serves it
       await unmount(req.mountpoint).catch(() => undefined);
@@ -64,19 +61,24 @@ async function mountThroughDaemon(req: MountRequest): Promise<void> {
     }
     fs.closeSync(device);
   } finally {
-    for (const fd of layers) fs.closeSync(fd);
+    for (const fd of dirs) fs.closeSync(fd);
   }
 }
 
+/** The directories a mount is served from: its layers (lowers, then upper and work), or the browsed root. */
+function dirsOf(req: MountRequest | BrowseRequest): string[] {
+  if ('browse' in req) return [req.browse];
+  return [...req.stack.lowers, ...(req.stack.upper === undefined ? [] : [req.stack.upper, req.stack.work!])];
+}
+
 /**
- * Whether a layer of `req` is on a snapfs mount (a container's layers in
- * a container, say): the daemon serving that mount would wait on itself
- * when it read the layer, so such a mount gets a process of its own.
+ * Whether one of `dirs` is on a snapfs mount (a container's layers in a
+ * container, say): the daemon serving that mount would wait on itself
+ * when it read it, so such a mount gets a process of its own.
  */
-function onSnapfsMount(req: MountRequest): boolean {
+function onSnapfsMount(dirs: readonly string[]): boolean {
   const devices = devicesOfType('fuse.snapfs');
   if (devices.size === 0) return false;
-  const dirs = [...req.stack.lowers, ...(req.stack.upper === undefined ? [] : [req.stack.upper, req.stack.work!])];
   return dirs.some((dir) => {
     const { dev } = fs.statSync(dir);
     return devices.has(`${major(dev)}:${minor(dev)}`);

@@ -1,7 +1,7 @@
 import { BrowseFS } from '../browse/browse';
-import { mountFileSystem } from '../fuse/mount';
+import { mountFileSystem, serveDevice, type Served } from '../fuse/mount';
 import { Snapshotter } from '../snapshotter/snapshotter';
-import { MOUNT_INIT_FLAGS, SPIN_MICROS, untilUnmounted } from './serve';
+import { BROWSE_MOUNT, MOUNT_INIT_FLAGS, SPIN_MICROS, untilUnmounted, type ServedMount } from './serve';
 
 /**
  * A browse mount: every snapshot of `browse` (a root) under `mountpoint`.
@@ -12,23 +12,42 @@ import { MOUNT_INIT_FLAGS, SPIN_MICROS, untilUnmounted } from './serve';
 export interface BrowseRequest {
   readonly browse: string;
   readonly mountpoint: string;
+  /** Served by a process of its own rather than the user's mount daemon. */
+  readonly dedicated?: boolean;
+}
+
+/**
+ * Serves the browse mount of the root at `root` on `device` (see
+ * startServing), or on a mount made now; `root` may be a descriptor's
+ * /proc/self/fd path, kept open by the caller until `release`.
+ */
+export async function startBrowsing(root: string, mountpoint: string, device?: number): Promise<ServedMount> {
+  const snapshotter = new Snapshotter(root);
+  const browse = new BrowseFS(snapshotter, root, mountpoint);
+  const session = { initFlags: MOUNT_INIT_FLAGS, spinMicros: SPIN_MICROS };
+  let served: Served;
+  try {
+    served = device === undefined ? await mountFileSystem(mountpoint, browse, BROWSE_MOUNT, session) : await serveDevice(device, mountpoint, browse, session);
+  } catch (err) {
+    browse.close();
+    snapshotter.close();
+    throw err;
+  }
+  let released: Promise<void> | undefined;
+  const release = (): Promise<void> =>
+    (released ??= Promise.resolve().then(() => {
+      browse.close();
+      snapshotter.close();
+    }));
+  return { served, release };
 }
 
 export async function serveBrowse(req: BrowseRequest, onMounted: () => void): Promise<void> {
-  const snapshotter = new Snapshotter(req.browse);
-  const browse = new BrowseFS(snapshotter, req.browse, req.mountpoint);
+  const mount = await startBrowsing(req.browse, req.mountpoint);
   try {
-    const served = await mountFileSystem(
-      req.mountpoint,
-      browse,
-      // Root's browse mount is everyone's, with the kernel checking each file's permissions.
-      { fsname: 'snapfs-browse', subtype: 'snapfs', readOnly: true, allowOther: process.getuid?.() === 0, flags: ['nosuid', 'nodev'] },
-      { initFlags: MOUNT_INIT_FLAGS, spinMicros: SPIN_MICROS },
-    );
     onMounted();
-    await untilUnmounted(served, req.mountpoint);
+    await untilUnmounted(mount.served, req.mountpoint);
   } finally {
-    browse.close();
-    snapshotter.close();
+    await mount.release();
   }
 }

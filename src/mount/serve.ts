@@ -1,5 +1,5 @@
 import * as fs from 'node:fs';
-import { mountFileSystem, serveDevice, unmount, type Served } from '../fuse/mount';
+import { mountFileSystem, serveDevice, unmount, type MountOptions, type Served } from '../fuse/mount';
 import { Init } from '../fuse/protocol';
 import { parseIdMap } from '../layerfs/idmap';
 import { LayerFS, type LayerDirs } from '../layerfs/layerfs';
@@ -50,6 +50,14 @@ export function mountFlags(req: MountRequest): string[] {
   return [...(given.includes('nosuid') ? [] : ['suid']), ...(given.includes('nodev') ? [] : ['dev']), ...given.filter((f) => f !== 'suid' && f !== 'dev')];
 }
 
+/** How a browse mount (serve-browse.ts) is mounted: read-only; root's is everyone's, with the kernel checking each file's permissions. */
+export const BROWSE_MOUNT: MountOptions = { fsname: 'snapfs-browse', subtype: 'snapfs', readOnly: true, allowOther: process.getuid?.() === 0, flags: ['nosuid', 'nodev'] };
+
+/** How the mount of `req` is mounted. */
+export function layersMount(req: MountRequest): MountOptions {
+  return { fsname: 'snapfs', subtype: 'snapfs', readOnly: req.stack.upper === undefined, allowOther: req.allowOther === true || process.getuid?.() === 0, flags: mountFlags(req) };
+}
+
 /** A mount being served: its session, and the end of it. */
 export interface ServedMount {
   readonly served: Served;
@@ -81,12 +89,7 @@ export async function startServing(req: MountRequest, device?: number): Promise<
     const session = { initFlags: MOUNT_INIT_FLAGS, spinMicros: SPIN_MICROS };
     served =
       device === undefined
-        ? await mountFileSystem(
-            req.mountpoint,
-            layerfs,
-            { fsname: 'snapfs', subtype: 'snapfs', readOnly: layerfs.readOnly, allowOther: req.allowOther === true || process.getuid?.() === 0, flags: mountFlags(req) },
-            session,
-          )
+        ? await mountFileSystem(req.mountpoint, layerfs, { ...layersMount(req), readOnly: layerfs.readOnly }, session)
         : await serveDevice(device, req.mountpoint, layerfs, session);
   } catch (err) {
     layerfs.close();

@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import { parentPort } from 'node:worker_threads';
-import type { HandOver } from './handover';
+import type { BrowseHandOver, HandOver } from './handover';
 import { startServing, type ServedMount } from './serve';
 
 /**
@@ -13,7 +13,7 @@ import { startServing, type ServedMount } from './serve';
 
 /** What the daemon asks of a thread. */
 export type ToWorker =
-  | { readonly type: 'serve'; readonly id: number; readonly request: HandOver; readonly fds: readonly number[] }
+  | { readonly type: 'serve'; readonly id: number; readonly request: HandOver | BrowseHandOver; readonly fds: readonly number[] }
   | { readonly type: 'count'; readonly ask: number }
   | { readonly type: 'close'; readonly id: number };
 
@@ -31,7 +31,7 @@ const tell = (msg: FromWorker): void => port.postMessage(msg);
 port.on('message', (msg: ToWorker) => {
   switch (msg.type) {
     case 'serve':
-      serveHandOver(msg.request, msg.fds).then(
+      (msg.request.op === 'browse' ? serveBrowse(msg.request, msg.fds) : serveHandOver(msg.request, msg.fds)).then(
         (mount) => {
           mounts.set(msg.id, mount);
           tell({ type: 'mounted', id: msg.id });
@@ -85,4 +85,22 @@ async function serveHandOver(h: HandOver, fds: readonly number[]): Promise<Serve
   } finally {
     for (const fd of layers) fs.closeSync(fd);
   }
+}
+
+/**
+ * Serves a handed-over browse mount over the root directory that came with
+ * it (through /proc/self/fd), kept open until the mount is let go of. The
+ * browse code (and SQLite) is loaded by the first browse mount.
+ */
+async function serveBrowse(h: BrowseHandOver, fds: readonly number[]): Promise<ServedMount> {
+  const [device, root] = fds as [number, number];
+  const { startBrowsing } = await import('./serve-browse');
+  let mount: ServedMount;
+  try {
+    mount = await startBrowsing(`/proc/self/fd/${root}`, h.mountpoint, device);
+  } catch (err) {
+    fs.closeSync(root);
+    throw err;
+  }
+  return { served: mount.served, release: () => mount.release().finally(() => fs.closeSync(root)) };
 }

@@ -1,7 +1,7 @@
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import type { HandOver } from './handover';
+import type { BrowseHandOver, HandOver } from './handover';
 import type { FromWorker, ToWorker } from './serving-worker';
 
 /** How long a thread has to say how many requests its mounts answered. */
@@ -36,7 +36,7 @@ export class Threads {
    * thread; resolves with the mount's id once it is live. `onEnded` is
    * called once its session is over and its layers let go of.
    */
-  serve(request: HandOver, fds: readonly number[], onEnded: (message: string | undefined) => void): Promise<number> {
+  serve(request: HandOver | BrowseHandOver, fds: readonly number[], onEnded: (message: string | undefined) => void): Promise<number> {
     const thread = this.leastLoaded();
     const id = this.next++;
     thread.load++;
