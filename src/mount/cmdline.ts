@@ -8,7 +8,8 @@ import type { MountRequest } from './serve';
  * The command lines that mount a layer stack, as fuse-overlayfs takes them:
  *
  *   snapfs [-f] [-d] -o lowerdir=L1:L2,upperdir=U,workdir=W MOUNTPOINT
- *   snapfs SOURCE MOUNTPOINT -o OPTIONS      (mount.fuse's form, for mount -t fuse.snapfs)
+ *   snapfs SOURCE MOUNTPOINT -o OPTIONS [-n] [-s] [-v]
+ *                                         (mount(8)'s and mount.fuse's form, for mount -t fuse.snapfs)
  *
  * L1 is the topmost lower layer. Without upperdir the mount is read-only.
  * mount(8)'s generic options are accepted and ignored.
@@ -46,6 +47,8 @@ export function parseMountCommandLine(args: readonly string[]): MountCommandLine
       options.push(...splitOptions(value));
     } else if (a.startsWith('-o')) options.push(...splitOptions(a.slice(2)));
     else if (a === '-f' || a === '-d' || a === '--foreground' || a === '--debug') foreground = true;
+    // mount(8)'s own flags, which it passes its helpers: no mtab (there is none to write), sloppy, verbose.
+    else if (a === '-n' || a === '-s' || a === '-v') continue;
     else if (a.startsWith('-')) throw invalidArgument(`${a}: unknown flag (mount command lines take -o OPTIONS, -f and -d)`);
     else positional.push(a);
   }

@@ -220,6 +220,8 @@ static int parse(int argc, char **argv, struct request *r) {
       value = argv[i];
     } else if (strncmp(a, "-o", 2) == 0) {
       value = a + 2;
+    } else if (strcmp(a, "-n") == 0 || strcmp(a, "-s") == 0 || strcmp(a, "-v") == 0) {
+      continue; /* mount(8)'s own flags, passed to its helpers: nothing for a mount */
     } else if (a[0] == '-') {
       return 0;
     } else {
