@@ -235,3 +235,33 @@ describe('LayerFS in process: copy-up of big files off the thread', () => {
     assert.deepEqual(copying(), []);
   });
 });
+
+describe('LayerFS in process: renaming a lower directory', () => {
+  it('copies up a tree whose directories nobody looked up, an empty one last (unionmount-testsuite rename-dir)', async () => {
+    const dir = tempDir('snapfs-unit-rename-');
+    try {
+      const [lower, upper, work] = ['lower', 'upper', 'work'].map((n) => path.join(dir, n)) as [string, string, string];
+      fs.mkdirSync(path.join(lower, 'a', 'dir100', 'pop', 'c'), { recursive: true });
+      fs.mkdirSync(path.join(lower, 'a', 'empty100'));
+      fs.writeFileSync(path.join(lower, 'a', 'dir100', 'a'), '');
+      fs.writeFileSync(path.join(lower, 'a', 'dir100', 'pop', 'b'), 'b\n');
+      fs.mkdirSync(upper);
+      fs.mkdirSync(work);
+      const fsys = new LayerFS({ lowers: [lower], upper, work });
+      try {
+        const a = fsys.lookup(req, ROOT, b('a')).ino;
+        fsys.lookup(req, a, b('dir100'));
+        const empty = fsys.lookup(req, a, b('empty100')).ino;
+        await fsys.rename(req, a, b('dir100'), empty, b('x'), 0);
+        const moved = path.join(upper, 'a', 'empty100', 'x');
+        assert.equal(fs.readFileSync(path.join(moved, 'pop', 'b'), 'utf8'), 'b\n');
+        assert.ok(fs.statSync(path.join(moved, 'pop', 'c')).isDirectory());
+        assert.ok(fs.statSync(path.join(moved, 'a')).isFile());
+      } finally {
+        fsys.close();
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -608,17 +608,20 @@ export class LayerFS implements FileSystem {
   /** Copies up a directory and everything visible below it. */
   private copyUpTree(dir: Inode): void {
     this.upperDir(dir);
-    for (const e of this.tree.readdir(dir)) {
-      const found = this.find(dir, e.name);
-      if (found === undefined) continue;
-      // Released however the copy ends: one waiting for a big file's data is asked again (see retrying).
-      try {
-        if (found.inode.isDir) this.copyUpTree(found.inode);
-        else this.copyUpName(dir, e.name, found.inode);
-      } finally {
-        this.tree.release(found.inode);
+    // Held while its entries are copied: releasing the last of them must not release it too.
+    this.tree.hold(dir, () => {
+      for (const e of this.tree.readdir(dir)) {
+        const found = this.find(dir, e.name);
+        if (found === undefined) continue;
+        // Released however the copy ends: one waiting for a big file's data is asked again (see retrying).
+        try {
+          if (found.inode.isDir) this.copyUpTree(found.inode);
+          else this.copyUpName(dir, e.name, found.inode);
+        } finally {
+          this.tree.release(found.inode);
+        }
       }
-    }
+    });
   }
 
   /** The copy of `inode` at `name` in `dirfd` keeps the inode's number. */

@@ -412,6 +412,20 @@ export class Tree {
     }
   }
 
+  /**
+   * Runs `fn` with `inode` kept known, as a child of it keeps it: what `fn`
+   * looks up and releases below it cannot release it meanwhile (a
+   * directory nobody has looked up, whose last known child goes).
+   */
+  hold<T>(inode: Inode, fn: () => T): T {
+    inode.children++;
+    try {
+      return fn();
+    } finally {
+      inode.children--;
+    }
+  }
+
   /** `inode` is now named `name` in `dir`. */
   rename(inode: Inode, dir: Inode, name: Buffer): void {
     const old = inode.parent;
