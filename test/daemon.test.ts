@@ -375,7 +375,8 @@ describe("one mount daemon serves every mount of its user", { skip: process.getu
     try {
       const failed = await run('cat', [path.join(a, 'boom')]).then(() => '', (e: { stderr: string }) => e.stderr);
       assert.match(failed, /Input\/output error/);
-      assert.match(d.log, /internal error: Error: fault injected at lookup:boom/);
+      // A serving thread's output reaches the log through the daemon's main thread, a moment later.
+      await until('the fault is logged', () => /internal error: Error: fault injected at lookup:boom/.test(d.log));
       assert.equal(await sh('cat f', a), 'fine\n');
       assert.equal(await sh('cat f', b), 'fine\n');
       assert.equal(d.started().length, 1);
@@ -529,6 +530,36 @@ describe("one mount daemon serves every mount of its user", { skip: process.getu
       assert.equal((await run('pgrep', ['-f', `__serve.*${one}`]).catch(() => ({ stdout: '' }))).stdout, '', 'no process of its own');
     } finally {
       for (const m of [one, two]) await run('umount', [m]).catch(() => undefined);
+    }
+  });
+
+  it('the daemon itself refuses a second writer of an upper layer, and answers a request with stray descriptors with a refusal, closing them', async () => {
+    const d = daemons('writers');
+    const at = path.join(dir, 'writers');
+    const [lower, upper, work, mnt] = ['lower', 'upper', 'work', 'mnt'].map((n) => path.join(at, n)) as [string, string, string, string];
+    for (const p of [lower, upper, work, mnt]) fs.mkdirSync(p, { recursive: true });
+    await d.mountO(`lowerdir=${lower},upperdir=${upper},workdir=${work}`, mnt);
+    try {
+      const [pid] = d.started() as [number];
+      const fdsBefore = fs.readdirSync(`/proc/${pid}/fd`).length;
+      // A client of the daemon's own user, past the helpers' own checks.
+      const unix = path.resolve(__dirname, '..', 'src', 'native', 'unix.js');
+      const probe = [
+        `const { exchange } = require(${JSON.stringify(unix)});`,
+        `const fs = require('fs');`,
+        `const ask = (req, fds) => JSON.parse(exchange(${JSON.stringify(path.join(d.runtime, 'daemon.sock'))}, Buffer.from(JSON.stringify(req)), fds, 5000).data.toString());`,
+        `const dir = (p) => fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);`,
+        `const second = { op: 'mount', mountpoint: ${JSON.stringify(path.join(at, 'other'))}, lowers: [${JSON.stringify(lower)}], upper: ${JSON.stringify(upper)}, work: ${JSON.stringify(work)} };`,
+        `console.log(JSON.stringify([ask(second, [fs.openSync('/dev/null', 'r'), dir(${JSON.stringify(lower)}), dir(${JSON.stringify(upper)}), dir(${JSON.stringify(work)})]), ask({ op: 'list' }, [dir(${JSON.stringify(lower)})])]));`,
+      ].join('\n');
+      const { stdout } = await run(process.execPath, ['-e', probe]);
+      const [writer, list] = JSON.parse(stdout) as [{ error?: string }, { error?: string }];
+      assert.equal(writer.error, `${upper}: already mounted read-write by this daemon`);
+      assert.equal(list.error, 'request: 1 descriptors for 0');
+      assert.equal(fs.readdirSync(`/proc/${pid}/fd`).length, fdsBefore, 'every descriptor sent is closed');
+      assert.deepEqual((await d.mounted()).map((m) => m.mountpoint), [mnt]);
+    } finally {
+      await run('umount', [mnt]).catch(() => undefined);
     }
   });
 });

@@ -30,7 +30,7 @@ const INIT_TIMEOUT_MS = 10_000;
  * permissions itself (default_permissions), as on any file system.
  */
 export function mountFileSystem(mountpoint: string, fs: FileSystem, opts: MountOptions, session: Omit<SessionOptions, 'onInit' | 'onEnd'>): Promise<Served> {
-  return serveDevice(openDevice(mountpoint, opts), mountpoint, fs, session);
+  return serveDevice(openDevice(mountpoint, opts), mountpoint, fs, session, { ownMount: true });
 }
 
 /**
@@ -59,9 +59,11 @@ export function openDevice(mountpoint: string, opts: MountOptions): number {
 /**
  * Serves `fs` on the device descriptor `fd` of the mount at `mountpoint`
  * (the session owns the descriptor from now on); resolves once the kernel's
- * INIT is answered.
+ * INIT is answered. `ownMount`: this process made the mount, so it
+ * unmounts it if INIT never comes; a mount handed over is its helper's to
+ * take down, where its path means what it meant to the helper.
  */
-export function serveDevice(fd: number, mountpoint: string, fs: FileSystem, session: Omit<SessionOptions, 'onInit' | 'onEnd'>): Promise<Served> {
+export function serveDevice(fd: number, mountpoint: string, fs: FileSystem, session: Omit<SessionOptions, 'onInit' | 'onEnd'>, opts: { ownMount?: boolean } = {}): Promise<Served> {
   return new Promise((resolve, reject) => {
     let live = false;
     let end: (err: Error | undefined) => void = () => undefined;
@@ -71,7 +73,7 @@ export function serveDevice(fd: number, mountpoint: string, fs: FileSystem, sess
     ended.catch(() => undefined);
     const timer = setTimeout(() => {
       served.close();
-      void unmount(mountpoint);
+      if (opts.ownMount === true) void unmount(mountpoint);
       reject(unavailable(`mount ${mountpoint}: the kernel did not start the session within ${INIT_TIMEOUT_MS / 1000} s`));
     }, INIT_TIMEOUT_MS);
     const served = new Session(fd, fs, {

@@ -57,8 +57,10 @@ export function liveMounts(): readonly LiveMount[] {
   return answer.mounts ?? [];
 }
 
-/** What connecting says when no daemon listens: none there, one that died, or one exiting as we came. */
-const NO_DAEMON = ['ENOENT', 'ECONNREFUSED', 'ECONNRESET'];
+/** What connecting says when no daemon listens: none there, or one that died. */
+const NOT_LISTENING = ['ENOENT', 'ECONNREFUSED'];
+/** And what asking says when none answers: those, or one exiting as we came. */
+const NO_DAEMON = [...NOT_LISTENING, 'ECONNRESET'];
 
 /** Asks the daemon, starting it first if none answers; a daemon on its way out is asked again once it is replaced. */
 function ask(request: DaemonRequest, fds: readonly number[] = []): DaemonAnswer {
@@ -69,7 +71,8 @@ function ask(request: DaemonRequest, fds: readonly number[] = []): DaemonAnswer 
       return JSON.parse(exchange(socket, data, fds, ANSWER_MS).data.toString()) as DaemonAnswer;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code ?? '';
-      if (attempt > 1 || !NO_DAEMON.includes(code)) {
+      // Only where connecting failed: a daemon that hung up after the request may have taken its descriptors.
+      if (attempt > 1 || !NOT_LISTENING.includes(code)) {
         const { log } = sharedDaemonFiles();
         throw unavailable(`mount daemon ${socket}: ${code === 'ETIMEDOUT' ? `no answer within ${ANSWER_MS / 1000} s` : (err as Error).message} (see ${log})`);
       }

@@ -67,6 +67,8 @@ export async function runMountDaemon(opts: DaemonOptions = {}): Promise<void> {
   let idleTimer: NodeJS.Timeout | undefined;
   const connections = new Set<Connection>();
   const threads = new Threads();
+  /** The work directories (DEV:INO) of the writable mounts served or being started. */
+  const writers = new Set<string>();
 
   const log = (line: string): void => console.error(`${new Date().toISOString()} ${line}`);
 
@@ -122,12 +124,14 @@ export async function runMountDaemon(opts: DaemonOptions = {}): Promise<void> {
       log(`refused a request from uid ${conn.peer.uid} (pid ${conn.peer.pid})`);
       answer({ error: `refused: this daemon serves uid ${uid} only` });
       conn.close();
+      connections.delete(conn);
       return;
     }
     let request: DaemonRequest;
     try {
       request = parseRequest(msg.data);
-      if (request.op !== 'list' && msg.fds.length !== 1 + dirCount(request)) throw new Error(`request: ${msg.fds.length} descriptors for ${1 + dirCount(request)}`);
+      const wanted = request.op === 'list' ? 0 : 1 + dirCount(request);
+      if (msg.fds.length !== wanted) throw new Error(`request: ${msg.fds.length} descriptors for ${wanted}`);
     } catch (err) {
       msg.fds.forEach((fd) => fs.closeSync(fd));
       answer({ error: err instanceof Error ? err.message : String(err) });
@@ -138,9 +142,18 @@ export async function runMountDaemon(opts: DaemonOptions = {}): Promise<void> {
       return;
     }
     const h = request;
+    // One upper layer, one writer: two helpers may both have found it free.
+    const writer = h.op === 'mount' && h.upper !== undefined ? workKey(msg.fds[msg.fds.length - 1]!) : undefined;
+    if (writer !== undefined && writers.has(writer)) {
+      msg.fds.forEach((fd) => fs.closeSync(fd));
+      answer({ error: `${h.op === 'mount' ? h.upper : h.mountpoint}: already mounted read-write by this daemon` });
+      return;
+    }
+    if (writer !== undefined) writers.add(writer);
     pending++;
     let serving: Serving | undefined;
     const ended = (message: string | undefined): void => {
+      if (writer !== undefined) writers.delete(writer);
       if (message !== undefined) log(`${h.mountpoint}: ${message}`);
       if (serving !== undefined) mounts.delete(serving);
       log(`unmounted ${h.mountpoint}`);
@@ -157,6 +170,7 @@ export async function runMountDaemon(opts: DaemonOptions = {}): Promise<void> {
       },
       (err: unknown) => {
         pending--;
+        if (writer !== undefined) writers.delete(writer);
         const message = err instanceof Error ? err.message : String(err);
         log(`mount ${h.mountpoint}: ${message}`);
         answer({ error: message });
@@ -165,6 +179,12 @@ export async function runMountDaemon(opts: DaemonOptions = {}): Promise<void> {
     );
     idleCheck();
   }
+}
+
+/** A work directory's identity, from the descriptor a helper sent of it. */
+function workKey(fd: number): string {
+  const st = fs.fstatSync(fd, { bigint: true });
+  return `${st.dev}:${st.ino}`;
 }
 
 /** What `snapfs mounted` shows of a mount, but its count of requests. */

@@ -1,3 +1,4 @@
+import * as fs from 'node:fs';
 import { BrowseFS } from '../browse/browse';
 import { mountFileSystem, serveDevice, type Served } from '../fuse/mount';
 import { Snapshotter } from '../snapshotter/snapshotter';
@@ -22,8 +23,16 @@ export interface BrowseRequest {
  * /proc/self/fd path, kept open by the caller until `release`.
  */
 export async function startBrowsing(root: string, mountpoint: string, device?: number): Promise<ServedMount> {
-  const snapshotter = new Snapshotter(root);
-  const browse = new BrowseFS(snapshotter, root, mountpoint);
+  let snapshotter: Snapshotter;
+  let browse: BrowseFS;
+  try {
+    snapshotter = new Snapshotter(root);
+    browse = new BrowseFS(snapshotter, root, mountpoint);
+  } catch (err) {
+    // The device is ours to close from the start: nobody will serve it.
+    if (device !== undefined) fs.closeSync(device);
+    throw err;
+  }
   const session = { initFlags: MOUNT_INIT_FLAGS, spinMicros: SPIN_MICROS };
   let served: Served;
   try {

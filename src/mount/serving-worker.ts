@@ -94,9 +94,12 @@ async function serveHandOver(h: HandOver, fds: readonly number[]): Promise<Serve
  */
 async function serveBrowse(h: BrowseHandOver, fds: readonly number[]): Promise<ServedMount> {
   const [device, root] = fds as [number, number];
-  const { startBrowsing } = await import('./serve-browse');
   let mount: ServedMount;
   try {
+    const { startBrowsing } = await import('./serve-browse').catch((err: unknown) => {
+      fs.closeSync(device); // never served
+      throw err;
+    });
     mount = await startBrowsing(`/proc/self/fd/${root}`, h.mountpoint, device);
   } catch (err) {
     fs.closeSync(root);

@@ -304,10 +304,15 @@ int main(int argc, char **argv) {
   int sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
   /* No daemon answering: the Node CLI starts one. */
   if (sock < 0 || connect(sock, (struct sockaddr *)&addr, sizeof addr) != 0) pass_on();
+  /* Root's mount goes to root's daemon only, whatever the socket's path led to. */
+  struct ucred peer;
+  socklen_t peer_len = sizeof peer;
+  if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &peer, &peer_len) != 0 || peer.uid != 0) pass_on();
 
   static char json[MAX_LAYERS * (PATH_MAX + 4) + 3 * PATH_MAX];
   size_t length = request_json(&r, json, sizeof json);
-  if (length >= sizeof json) pass_on();
+  /* The daemon takes messages of up to 256 KiB (src/native/unix.c). */
+  if (length >= sizeof json || length > 256 * 1024) pass_on();
 
   int fds[MAX_LAYERS + 3], nfds = 0;
   fds[nfds++] = open("/dev/fuse", O_RDWR | O_CLOEXEC);

@@ -52,8 +52,13 @@ export class Connection {
     });
   }
 
-  /** Sends a message; `fds` stay open here too. Errors (the peer left) are thrown. */
+  /**
+   * Sends a message; `fds` stay open here too. Errors (the peer left) are
+   * thrown, and so is sending on a closed connection: its descriptor's
+   * number may be another connection's by now.
+   */
   send(data: Buffer, fds: readonly number[] = []): void {
+    if (this.watch === undefined) throw Object.assign(new Error('EPIPE: the connection is closed'), { code: 'EPIPE' });
     sys.unixSend(this.fd, data, fds);
   }
 
