@@ -3,7 +3,7 @@ import { execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { COMMAND_NAMES } from '../src/cli/command-names';
+import { COMMAND_GROUPS, COMMAND_NAMES, type CommandGroup } from '../src/cli/command-names';
 import { buildProgram } from '../src/cli/program';
 import { CLI, ok, rootState, snapfs, tempDir } from './helpers';
 
@@ -230,6 +230,11 @@ describe('snapfs CLI', () => {
   it('knows every command by name before loading any, to tell a mount command line from a command', () => {
     const declared = buildProgram().commands.flatMap((c) => [c.name(), ...c.aliases()]);
     assert.deepEqual([...COMMAND_NAMES].sort(), declared.sort());
+    // A command line naming a command declares that command's group alone.
+    for (const [group, names] of Object.entries(COMMAND_GROUPS)) {
+      const alone = buildProgram(group as CommandGroup).commands.flatMap((c) => [c.name(), ...c.aliases()]);
+      assert.deepEqual(alone.sort(), [...names].sort(), group);
+    }
     // The installed launcher (C) keeps its own list, for the same reason.
     const launcher = fs.readFileSync(path.resolve(__dirname, '..', '..', 'src', 'native', 'launcher.c'), 'utf8');
     const list = /COMMANDS\[\] = \{([^}]*)\}/.exec(launcher)![1]!;
