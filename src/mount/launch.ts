@@ -24,7 +24,15 @@ export async function launch(req: MountRequest | BrowseRequest, opts: { foregrou
   if (opts.foreground) return serveAny(req, () => undefined);
   // A root not made yet has no directory to hand over: its browse mount finds it by path, in a process of its own.
   const rootMissing = 'browse' in req && !fs.existsSync(req.browse);
-  if (req.dedicated !== true && !rootMissing && !onSnapfsMount(dirsOf(req))) return mountThroughDaemon(req);
+  if (req.dedicated !== true && !rootMissing) {
+    // Opened once: what is checked is what the daemon is handed.
+    const dirs = openDirs(dirsOf(req));
+    try {
+      if (!onSnapfsMount(dirs)) return await mountThroughDaemon(req, dirs);
+    } finally {
+      for (const fd of dirs) fs.closeSync(fd);
+    }
+  }
   const logFile = logFileOf(req);
   const log = openLog(logFile);
   const child = spawn(process.execPath, [process.argv[1]!, '__serve', JSON.stringify(req)], {
@@ -44,25 +52,21 @@ export async function launch(req: MountRequest | BrowseRequest, opts: { foregrou
 }
 
 /**
- * Mounts here, in the caller's mount namespace, and hands the mount to the
- * user's mount daemon (see daemon.ts). If it cannot be handed over, the
- * mount is taken down again.
+ * Mounts here, in the caller's mount namespace, and hands the mount, with
+ * the directories `dirs` (openDirs, opened before mounting), to the user's
+ * mount daemon (see daemon.ts). If it cannot be handed over, the mount is
+ * taken down again.
  */
-async function mountThroughDaemon(req: MountRequest | BrowseRequest): Promise<void> {
-  const dirs = openDirs(dirsOf(req));
+async function mountThroughDaemon(req: MountRequest | BrowseRequest, dirs: readonly number[]): Promise<void> {
+  const device = openDevice(req.mountpoint, 'browse' in req ? BROWSE_MOUNT : layersMount(req));
   try {
-    const device = openDevice(req.mountpoint, 'browse' in req ? BROWSE_MOUNT : layersMount(req));
-    try {
-      handOver('browse' in req ? browseHandOverOf(req.browse, req.mountpoint) : handOverOf(req), device, dirs);
-    } catch (err) {
-      fs.closeSync(device); // the connection is aborted: nobody serves it
-      await unmount(req.mountpoint).catch(() => undefined);
-      throw err;
-    }
-    fs.closeSync(device);
-  } finally {
-    for (const fd of dirs) fs.closeSync(fd);
+    handOver('browse' in req ? browseHandOverOf(req.browse, req.mountpoint) : handOverOf(req), device, dirs);
+  } catch (err) {
+    fs.closeSync(device); // the connection is aborted: nobody serves it
+    await unmount(req.mountpoint).catch(() => undefined);
+    throw err;
   }
+  fs.closeSync(device);
 }
 
 /** The directories a mount is served from: its layers (lowers, then upper and work), or the browsed root. */
@@ -72,15 +76,16 @@ function dirsOf(req: MountRequest | BrowseRequest): string[] {
 }
 
 /**
- * Whether one of `dirs` is on a snapfs mount (a container's layers in a
- * container, say): the daemon serving that mount would wait on itself
- * when it read it, so such a mount gets a process of its own.
+ * Whether one of the directories `dirs` (descriptors) is on a snapfs mount
+ * (a container's layers in a container, say): the daemon serving that
+ * mount would wait on itself when it read it, so such a mount gets a
+ * process of its own.
  */
-function onSnapfsMount(dirs: readonly string[]): boolean {
+function onSnapfsMount(dirs: readonly number[]): boolean {
   const devices = devicesOfType('fuse.snapfs');
   if (devices.size === 0) return false;
-  return dirs.some((dir) => {
-    const { dev } = fs.statSync(dir);
+  return dirs.some((fd) => {
+    const { dev } = fs.fstatSync(fd);
     return devices.has(`${major(dev)}:${minor(dev)}`);
   });
 }

@@ -146,13 +146,14 @@ static void read_snapfs_devices(void) {
 }
 
 /*
- * Whether directory `p` is on a snapfs mount (a container's layers in a
- * container): its daemon would wait on itself reading them, so the Node CLI
- * gives such a mount a process of its own. Past 1,024 snapfs mounts, any is suspect.
+ * Whether the directory of descriptor `fd` is on a snapfs mount (a
+ * container's layers in a container): its daemon would wait on itself
+ * reading them, so the Node CLI gives such a mount a process of its own.
+ * Past 1,024 snapfs mounts, any is suspect.
  */
-static int on_snapfs_mount(const char *p) {
+static int on_snapfs_mount(int fd) {
   struct stat st;
-  if (stat(p, &st) != 0) return 1;
+  if (fstat(fd, &st) != 0) return 1;
   if (nsnapfs_devices < 0) read_snapfs_devices();
   if (nsnapfs_devices == 1024) return 1;
   for (int i = 0; i < nsnapfs_devices; i++)
@@ -239,16 +240,15 @@ static int parse(int argc, char **argv, struct request *r) {
   if (r->nlowers == 0 || (r->upper == NULL) != (r->work == NULL)) return 0;
   if (!plain_path(r->mountpoint) || !is_dir(r->mountpoint)) return 0;
   for (int i = 0; i < r->nlowers; i++)
-    if (!plain_path(r->lowers[i]) || !is_dir(r->lowers[i]) || on_snapfs_mount(r->lowers[i])) return 0;
-  if (r->upper != NULL && (!plain_path(r->upper) || !is_dir(r->upper) || !plain_path(r->work) || !is_dir(r->work) || on_snapfs_mount(r->upper) || on_snapfs_mount(r->work)))
-    return 0;
+    if (!plain_path(r->lowers[i])) return 0;
+  if (r->upper != NULL && (!plain_path(r->upper) || !plain_path(r->work))) return 0;
   return 1;
 }
 
-/* A writable mount's upper layer has one writer: if anything may serve this work directory already, the Node CLI decides. */
-static int work_claimed(const char *runtime, const char *work) {
+/* A writable mount's upper layer has one writer: if anything may serve the work directory of descriptor `work` already, the Node CLI decides. */
+static int work_claimed(const char *runtime, int work) {
   struct stat st;
-  if (stat(work, &st) != 0) return 1;
+  if (fstat(work, &st) != 0) return 1;
   char pid_file[PATH_MAX];
   snprintf(pid_file, sizeof pid_file, "%s/mounts/%lu-%lu.pid", runtime, (unsigned long)st.st_dev, (unsigned long)st.st_ino);
   return access(pid_file, F_OK) == 0 || errno != ENOENT;
@@ -297,7 +297,18 @@ int main(int argc, char **argv) {
   static struct request r;
   if (geteuid() != 0 || !initial_user_namespace() || !parse(argc, argv, &r)) pass_on();
   const char *runtime = runtime_dir();
-  if (runtime == NULL || mounted_at(r.mountpoint) || (r.upper != NULL && work_claimed(runtime, r.work))) pass_on();
+  if (runtime == NULL || mounted_at(r.mountpoint)) pass_on();
+
+  /* The layers, opened once: what is checked below is what the daemon is handed. */
+  int fds[MAX_LAYERS + 3], nfds = 1;
+  for (int i = 0; i < r.nlowers; i++) fds[nfds++] = open(r.lowers[i], O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (r.upper != NULL) {
+    fds[nfds++] = open(r.upper, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    fds[nfds++] = open(r.work, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  }
+  for (int i = 1; i < nfds; i++)
+    if (fds[i] < 0 || on_snapfs_mount(fds[i])) pass_on();
+  if (r.upper != NULL && work_claimed(runtime, fds[nfds - 1])) pass_on();
 
   struct sockaddr_un addr = { .sun_family = AF_UNIX };
   if ((size_t)snprintf(addr.sun_path, sizeof addr.sun_path, "%s/daemon.sock", runtime) >= sizeof addr.sun_path) pass_on();
@@ -314,16 +325,8 @@ int main(int argc, char **argv) {
   /* The daemon takes messages of up to 256 KiB (src/native/unix.c). */
   if (length >= sizeof json || length > 256 * 1024) pass_on();
 
-  int fds[MAX_LAYERS + 3], nfds = 0;
-  fds[nfds++] = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+  fds[0] = open("/dev/fuse", O_RDWR | O_CLOEXEC);
   if (fds[0] < 0) pass_on();
-  for (int i = 0; i < r.nlowers; i++) fds[nfds++] = open(r.lowers[i], O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (r.upper != NULL) {
-    fds[nfds++] = open(r.upper, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    fds[nfds++] = open(r.work, O_PATH | O_DIRECTORY | O_CLOEXEC);
-  }
-  for (int i = 1; i < nfds; i++)
-    if (fds[i] < 0) pass_on();
 
   /* As libfuse mounts for root: allow_other, the kernel checking permissions, suid and dev kept (a container's root needs both). */
   struct stat st;
