@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { EXIT_CODES } from '../errors';
+import { firstWord } from '../mount/cmdline';
 import { groupOf, type CommandGroup } from './command-names';
 import { defaultRoot } from '../snapshotter/root';
 
@@ -40,18 +41,13 @@ export function buildProgram(only?: CommandGroup): Command {
 /** Runs the command `argv` names; its exit code. Errors other than commander's are the caller's to report. */
 export async function runProgram(argv: readonly string[]): Promise<number> {
   try {
-    await buildProgram(groupOf(commandWord(argv.slice(2)) ?? '')).parseAsync(argv);
+    await buildProgram(groupOf(firstWord(argv.slice(2)) ?? '')).parseAsync(argv);
     return 0;
   } catch (err) {
     // Commander has printed the message already; help and version are not failures.
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : EXIT_CODES.InvalidArgument;
     throw err;
   }
-}
-
-/** The first word of `args` that is neither an option nor the value of the global --root: the command, if there is one. */
-function commandWord(args: readonly string[]): string | undefined {
-  return args.find((a, i) => !a.startsWith('-') && args[i - 1] !== '--root');
 }
 
 function version(): string {

@@ -28,10 +28,14 @@ const GENERIC_OPTIONS = new Set([
 ]);
 const GENERIC_PREFIXES = ['x-', 'fsname=', 'subtype=', 'context=', 'fscontext=', 'defcontext=', 'rootcontext=', 'comment=', 'max_read=', 'blksize='];
 
+/** The first word of `args` (argv without node and script) that is neither an option nor the value of the global --root: a command's name, or a mount's source or mount point. */
+export function firstWord(args: readonly string[]): string | undefined {
+  return args.find((a, i) => !a.startsWith('-') && args[i - 1] !== '--root');
+}
+
 /** Whether `args` (argv without node and script) is a mount command line rather than a snapfs command. */
 export function isMountCommandLine(args: readonly string[], commands: ReadonlySet<string>): boolean {
-  // The first word that is neither an option nor the value of the global --root.
-  const first = args.find((a, i) => !a.startsWith('-') && args[i - 1] !== '--root');
+  const first = firstWord(args);
   return args.some((a) => a === '-o' || (a.startsWith('-o') && a.length > 2)) && (first === undefined || !commands.has(first));
 }
 

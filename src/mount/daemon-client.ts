@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { unavailable } from '../errors';
 import { O_PATH, sys } from '../native/sys';
-import { exchange } from '../native/unix';
+import { exchange, listening } from '../native/unix';
 import { sharedDaemonFiles } from './daemon';
 import type { BrowseHandOver, DaemonAnswer, DaemonRequest, HandOver, LiveMount } from './handover';
 import { openLog } from './runtime';
@@ -81,16 +81,6 @@ function ask(request: DaemonRequest, fds: readonly number[] = []): DaemonAnswer 
   }
 }
 
-/** Whether a daemon listens on `socket`. */
-function answers(socket: string): boolean {
-  try {
-    fs.closeSync(sys.unixConnect(socket, 1000));
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Starts the daemon, detached (its own session, cwd /, output to its log),
  * unless another helper did meanwhile: helpers starting at once take
@@ -101,13 +91,13 @@ function startDaemon(): void {
   const lockFd = fs.openSync(lock, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
   try {
     while (!sys.tryLock(lockFd)) sleep(5);
-    if (answers(socket)) return;
+    if (listening(socket)) return;
     const out = openLog(log);
     const child = spawn(process.execPath, [path.join(__dirname, '..', 'cli', 'main.js'), '__daemon'], { detached: true, stdio: ['ignore', out, out], cwd: '/' });
     fs.closeSync(out);
     child.unref();
     const deadline = Date.now() + START_MS;
-    while (!answers(socket)) {
+    while (!listening(socket)) {
       if (Date.now() > deadline) throw unavailable(`mount daemon: not listening on ${socket} within ${START_MS / 1000} s (see ${log})`);
       sleep(5);
     }

@@ -1,9 +1,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { alreadyExists, invalidArgument, kindOf } from '../errors';
+import { alreadyExists, invalidArgument } from '../errors';
 import { unmount } from '../fuse/mount';
-import { sys } from '../native/sys';
-import { Connection, Listener, type Message } from '../native/unix';
+import { Connection, Listener, listening, type Message } from '../native/unix';
 import { onStopSignals } from '../signals';
 import { dirCount, mountNamespace, parseRequest, type BrowseHandOver, type DaemonAnswer, type DaemonRequest, type HandOver, type LiveMount } from './handover';
 import { removeStale, runtimeDir } from './runtime';
@@ -67,6 +66,7 @@ export async function runMountDaemon(opts: DaemonOptions = {}): Promise<void> {
   let idleTimer: NodeJS.Timeout | undefined;
   const connections = new Set<Connection>();
   const threads = new Threads();
+  const ownNamespace = mountNamespace();
   /** The work directories (DEV:INO) of the writable mounts served or being started. */
   const writers = new Set<string>();
 
@@ -162,7 +162,7 @@ export async function runMountDaemon(opts: DaemonOptions = {}): Promise<void> {
     threads.serve(h, msg.fds, ended).then(
       (id) => {
         pending--;
-        serving = { id, info: liveInfo(h), here: h.mountNamespace === undefined || h.mountNamespace === mountNamespace() };
+        serving = { id, info: liveInfo(h), here: h.mountNamespace === undefined || h.mountNamespace === ownNamespace };
         mounts.add(serving);
         log(`mounted ${h.mountpoint}`);
         answer({ ok: true });
@@ -218,12 +218,7 @@ function socketFromSystemd(): number | undefined {
  * there (`snapfs daemon` run twice, or beside one started on demand).
  */
 function listen(socket: string, onConnection: (fd: number) => void): Listener {
-  try {
-    fs.closeSync(sys.unixConnect(socket, 1000));
-    throw alreadyExists(`mount daemon ${socket}: one is running already`);
-  } catch (err) {
-    if (kindOf(err) === 'AlreadyExists') throw err;
-  }
+  if (listening(socket)) throw alreadyExists(`mount daemon ${socket}: one is running already`);
   removeStale(socket, 'socket');
   const old = process.umask(0o077);
   try {

@@ -116,3 +116,13 @@ export function exchange(path: string, data: Buffer, fds: readonly number[], tim
     fs.closeSync(fd);
   }
 }
+
+/** Whether something listens on the socket at `path` (a connection is made, then closed). */
+export function listening(path: string): boolean {
+  try {
+    fs.closeSync(sys.unixConnect(path, 1000));
+    return true;
+  } catch {
+    return false;
+  }
+}
