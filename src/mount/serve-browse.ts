@@ -1,8 +1,8 @@
 import * as fs from 'node:fs';
 import { BrowseFS } from '../browse/browse';
-import { mountFileSystem, serveDevice, type Served } from '../fuse/mount';
+import type { Served } from '../fuse/mount';
 import { Snapshotter } from '../snapshotter/snapshotter';
-import { BROWSE_MOUNT, MOUNT_INIT_FLAGS, SPIN_MICROS, untilUnmounted, type ServedMount } from './serve';
+import { BROWSE_MOUNT, serveSession, untilUnmounted, type ServedMount } from './serve';
 
 /**
  * A browse mount: every snapshot of `browse` (a root) under `mountpoint`.
@@ -33,10 +33,9 @@ export async function startBrowsing(root: string, mountpoint: string, device?: n
     if (device !== undefined) fs.closeSync(device);
     throw err;
   }
-  const session = { initFlags: MOUNT_INIT_FLAGS, spinMicros: SPIN_MICROS };
   let served: Served;
   try {
-    served = device === undefined ? await mountFileSystem(mountpoint, browse, BROWSE_MOUNT, session) : await serveDevice(device, mountpoint, browse, session);
+    served = await serveSession(browse, mountpoint, BROWSE_MOUNT, device);
   } catch (err) {
     browse.close();
     snapshotter.close();

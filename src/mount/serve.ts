@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import { mountFileSystem, serveDevice, unmount, type MountOptions, type Served } from '../fuse/mount';
 import { Init } from '../fuse/protocol';
+import type { FileSystem } from '../fuse/session';
 import { parseIdMap } from '../layerfs/idmap';
 import { LayerFS, type LayerDirs } from '../layerfs/layerfs';
 import { onStopSignals } from '../signals';
@@ -31,20 +32,20 @@ export interface MountRequest {
  * system (so the kernel stops asking for security.capability before every
  * write).
  */
-export const MOUNT_INIT_FLAGS =
+const MOUNT_INIT_FLAGS =
   Init.ASYNC_READ | Init.ATOMIC_O_TRUNC | Init.BIG_WRITES | Init.AUTO_INVAL_DATA | Init.PARALLEL_DIROPS | Init.MAX_PAGES | Init.CACHE_SYMLINKS | Init.HANDLE_KILLPRIV_V2;
 /**
  * After answering, the device is polled this long before sleeping: a
  * caller's next request usually comes within it, and the wake-up it spares
  * costs more than most requests.
  */
-export const SPIN_MICROS = 50;
+const SPIN_MICROS = 50;
 
 /**
  * libfuse mounts nosuid,nodev unless told otherwise; a container's root file
  * system needs both, as on overlayfs. Only root may ask for them.
  */
-export function mountFlags(req: MountRequest): string[] {
+function mountFlags(req: MountRequest): string[] {
   const given = req.mountFlags ?? [];
   if (process.getuid?.() !== 0) return given.filter((f) => f !== 'suid' && f !== 'dev');
   return [...(given.includes('nosuid') ? [] : ['suid']), ...(given.includes('nodev') ? [] : ['dev']), ...given.filter((f) => f !== 'suid' && f !== 'dev')];
@@ -56,6 +57,16 @@ export const BROWSE_MOUNT: MountOptions = { fsname: 'snapfs-browse', subtype: 's
 /** How the mount of `req` is mounted. */
 export function layersMount(req: MountRequest): MountOptions {
   return { fsname: 'snapfs', subtype: 'snapfs', readOnly: req.stack.upper === undefined, allowOther: req.allowOther === true || process.getuid?.() === 0, flags: mountFlags(req) };
+}
+
+/**
+ * Serves `fileSystem` on `device` (a mount's /dev/fuse descriptor a helper handed
+ * over), or on a mount of `mountpoint` made now with `options`; resolves
+ * once the mount is live.
+ */
+export function serveSession(fileSystem: FileSystem, mountpoint: string, options: MountOptions, device: number | undefined): Promise<Served> {
+  const session = { initFlags: MOUNT_INIT_FLAGS, spinMicros: SPIN_MICROS };
+  return device === undefined ? mountFileSystem(mountpoint, fileSystem, options, session) : serveDevice(device, mountpoint, fileSystem, session);
 }
 
 /** A mount being served: its session, and the end of it. */
@@ -86,11 +97,7 @@ export async function startServing(req: MountRequest, device?: number): Promise<
   }
   let served: Served;
   try {
-    const session = { initFlags: MOUNT_INIT_FLAGS, spinMicros: SPIN_MICROS };
-    served =
-      device === undefined
-        ? await mountFileSystem(req.mountpoint, layerfs, { ...layersMount(req), readOnly: layerfs.readOnly }, session)
-        : await serveDevice(device, req.mountpoint, layerfs, session);
+    served = await serveSession(layerfs, req.mountpoint, { ...layersMount(req), readOnly: layerfs.readOnly }, device);
   } catch (err) {
     layerfs.close();
     throw err;
