@@ -45,7 +45,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { buildBusyboxImage } from '../test/containerd-helpers';
-import { arg, median, percentile } from './bench-util';
+import { arg, environ, inTurns, median, percentile } from './bench-util';
 
 const CLI = path.resolve(__dirname, '..', 'src', 'cli', 'main.js');
 const CONFORMANCE = path.resolve(__dirname, '..', '..', 'test', 'conformance');
@@ -355,13 +355,6 @@ function mustCtr(args: readonly string[]): Ran {
 
 // The snapfs mount daemon
 
-function environ(pid: number): string[] {
-  try {
-    return fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
-  } catch {
-    return [];
-  }
-}
 
 function argv(pid: number): string[] {
   try {
@@ -475,8 +468,7 @@ async function containerStart(): Promise<void> {
   const snapfsIds: string[] = [];
   for (let r = 0; r < runs; r++) {
     // A run of each side, the order rotating from round to round.
-    for (let i = 0; i < SIDES.length; i++) {
-      const side = SIDES[(r + i) % SIDES.length]!;
+    for (const side of inTurns(SIDES, r)) {
       progress(`container start: round ${r + 1} of ${runs}, ${side.name}`);
       const ran = runContainer(side);
       times.get(side)!.push(ran.ms);
@@ -516,8 +508,7 @@ function layers128(driver: string): void {
   const work = path.join(base, 'suite');
   fs.mkdirSync(work);
   for (let r = 0; r < suiteRuns; r++) {
-    for (let i = 0; i < sides.length; i++) {
-      const side = sides[(r + i) % sides.length]!;
+    for (const side of inTurns(sides, r)) {
       progress(`128LayersMount: round ${r + 1} of ${suiteRuns}, ${side.name}`);
       const t = process.hrtime.bigint();
       const res = spawnSync(driver, ['-test.run', '^TestSnapfs$/^128LayersMount$', '-test.v', '-test.count=1', '-test.timeout=10m'], {

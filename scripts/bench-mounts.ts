@@ -26,7 +26,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { arg, median, millis, percentile } from './bench-util';
+import { arg, environ, inTurns, median, millis, percentile } from './bench-util';
 
 const CLI = path.resolve(__dirname, '..', 'src', 'cli', 'main.js');
 const BENCH_CLI = path.resolve(__dirname, 'bench-cli.js');
@@ -203,13 +203,6 @@ function processes(): Proc[] {
   return procs;
 }
 
-function environ(pid: number): string[] {
-  try {
-    return fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
-  } catch {
-    return [];
-  }
-}
 
 /** The snapfs mount daemons serving this benchmark's mounts. */
 function ourDaemons(): number[] {
@@ -401,8 +394,7 @@ function latency(lowers: readonly string[]): void {
     for (let r = -2; r < runs; r++) {
       progress(`latency: round ${r + 1} of ${runs}`);
       // Each round in another order, so that no side always follows the same one; rounds below 0 warm up.
-      for (let i = 0; i < sides.length; i++) {
-        const side = sides[(i + Math.max(0, r)) % sides.length]!;
+      for (const side of inTurns(sides, r)) {
         if (side === NODE) {
           const ms = millis(() => must(process.execPath, ['-e', '0']));
           if (r >= 0) times.get(side)!.push(ms);
@@ -500,8 +492,7 @@ function release(): void {
   try {
     for (let r = -1; r < runs; r++) {
       progress(`release: round ${r + 1} of ${runs}`);
-      for (let i = 0; i < sides.length; i++) {
-        const side = sides[(i + Math.max(0, r)) % sides.length]!;
+      for (const side of inTurns(sides, r)) {
         const got = releaseOnce(side);
         if (r >= 0) {
           times.get(side.name)!.push(got.ms);

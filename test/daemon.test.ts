@@ -74,6 +74,21 @@ function isMountPoint(dir: string): boolean {
   return fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === dir);
 }
 
+/**
+ * The start of a script for `node -e` that talks to the daemon at `socket`
+ * as a client of its own would, past every check of the helpers: `fs`, and
+ * `ask(request, fds)`, which sends a request with descriptors and returns
+ * the answer.
+ */
+function askPreamble(socket: string): string[] {
+  const unix = path.resolve(__dirname, '..', 'src', 'native', 'unix.js');
+  return [
+    `const { exchange } = require(${JSON.stringify(unix)});`,
+    `const fs = require('fs');`,
+    `const ask = (req, fds) => JSON.parse(exchange(${JSON.stringify(socket)}, Buffer.from(JSON.stringify(req)), fds, 5000).data.toString());`,
+  ];
+}
+
 /** A shell script run in `cwd` from a child process: the test process never touches a mount itself with blocking calls. */
 async function sh(script: string, cwd: string): Promise<string> {
   return (await run('sh', ['-ec', script], { cwd })).stdout;
@@ -278,11 +293,8 @@ describe("one mount daemon serves every mount of its user", { skip: process.getu
         );
       });
     try {
-      const unix = path.resolve(__dirname, '..', 'src', 'native', 'unix.js');
       const probe = [
-        `const { exchange } = require(${JSON.stringify(unix)});`,
-        `const fs = require('fs');`,
-        `const ask = (req, fds) => JSON.parse(exchange(${JSON.stringify(socket)}, Buffer.from(JSON.stringify(req)), fds, 5000).data.toString());`,
+        ...askPreamble(socket),
         `const dev = fs.openSync('/dev/null', 'r');`,
         `console.log(JSON.stringify([ask({ op: 'list' }, []), ask({ op: 'mount', mountpoint: ${JSON.stringify(path.join(home, 'mnt'))}, lowers: ['/'] }, [dev, dev])]));`,
       ].join('\n');
@@ -543,11 +555,8 @@ describe("one mount daemon serves every mount of its user", { skip: process.getu
       const [pid] = d.started() as [number];
       const fdsBefore = fs.readdirSync(`/proc/${pid}/fd`).length;
       // A client of the daemon's own user, past the helpers' own checks.
-      const unix = path.resolve(__dirname, '..', 'src', 'native', 'unix.js');
       const probe = [
-        `const { exchange } = require(${JSON.stringify(unix)});`,
-        `const fs = require('fs');`,
-        `const ask = (req, fds) => JSON.parse(exchange(${JSON.stringify(path.join(d.runtime, 'daemon.sock'))}, Buffer.from(JSON.stringify(req)), fds, 5000).data.toString());`,
+        ...askPreamble(path.join(d.runtime, 'daemon.sock')),
         `const dir = (p) => fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);`,
         `const second = { op: 'mount', mountpoint: ${JSON.stringify(path.join(at, 'other'))}, lowers: [${JSON.stringify(lower)}], upper: ${JSON.stringify(upper)}, work: ${JSON.stringify(work)} };`,
         `console.log(JSON.stringify([ask(second, [fs.openSync('/dev/null', 'r'), dir(${JSON.stringify(lower)}), dir(${JSON.stringify(upper)}), dir(${JSON.stringify(work)})]), ask({ op: 'list' }, [dir(${JSON.stringify(lower)})])]));`,
