@@ -3,10 +3,24 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
+export interface CtrResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
 export interface Containerd {
   readonly address: string;
   /** Runs ctr against this containerd, in namespace `test`; never throws. */
-  ctr(args: readonly string[], timeoutMs?: number): Promise<{ code: number; stdout: string; stderr: string }>;
+  ctr(args: readonly string[], timeoutMs?: number): Promise<CtrResult>;
+  /**
+   * `ctr run ARGS`, started once more if containerd's shim gave up on the
+   * mount helper after ten ECHILDs: it reaps its children on SIGCHLD while
+   * waiting for the helper itself, a race that every FUSE snapshotter's
+   * helper meets (fuse-overlayfs's as often), most on a busy machine. Any
+   * other failure is returned as it is.
+   */
+  run(args: readonly string[], timeoutMs?: number): Promise<CtrResult>;
   log(): string;
   stop(): Promise<void>;
 }
@@ -50,6 +64,10 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, stdout, stderr }),
       ),
     );
+  const run: Containerd['run'] = async (args, timeoutMs) => {
+    const first = await ctr(['run', ...args], timeoutMs);
+    return first.code !== 0 && first.stderr.includes('failed with ECHILD') ? ctr(['run', ...args], timeoutMs) : first;
+  };
   const log = (): string => fs.readFileSync(logFile, 'utf8');
   const deadline = Date.now() + 30_000;
   for (;;) {
@@ -63,6 +81,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   return {
     address,
     ctr,
+    run,
     log,
     stop: async () => {
       if (proc.exitCode === null) proc.kill('SIGTERM');

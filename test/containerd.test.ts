@@ -141,7 +141,7 @@ describe('a real containerd with snapfs as its proxy snapshotter', () => {
       assert.match(listed.stdout, new RegExp(`^${chain}\\s+${parent}\\s*Committed`, 'm'), listed.stdout);
     }
 
-    const ran = await containerd.ctr(['run', '--rm', '--snapshotter', 'snapfs', name, 'snapfs-c1', '/bin/sh', '-c', 'echo hello from a container on snapfs; echo data > /written; cat /written /etc/motd; ls /bin'], 120_000);
+    const ran = await containerd.run(['--rm', '--snapshotter', 'snapfs', name, 'snapfs-c1', '/bin/sh', '-c', 'echo hello from a container on snapfs; echo data > /written; cat /written /etc/motd; ls /bin'], 120_000);
     assert.equal(ran.code, 0, `${ran.stderr}\n${containerd.log().split('\n').slice(-20).join('\n')}`);
     assert.equal(ran.stdout.replace(/\r/g, ''), 'hello from a container on snapfs\ndata\nhello from the second layer\nbusybox\ncat\necho\nsh\n');
 
