@@ -124,6 +124,68 @@ describe('LayerFS in process', () => {
   });
 });
 
+/** renameat2(RENAME_EXCHANGE) in process: both names swap what they show, and nothing below either shows through. */
+describe('LayerFS in process: RENAME_EXCHANGE', () => {
+  const EXCHANGE = 2;
+  let dir: string;
+  let fsys: LayerFS;
+  before(() => {
+    dir = tempDir('snapfs-unit-exchange-');
+    const [lower, upper, work] = ['lower', 'upper', 'work'].map((d) => path.join(dir, d)) as [string, string, string];
+    for (const d of [lower, upper, work, `${lower}/d1`, `${lower}/d2`, `${upper}/d2`, `${lower}/d1/sub`]) fs.mkdirSync(d);
+    fs.writeFileSync(`${lower}/d1/x`, 'x\n');
+    fs.writeFileSync(`${lower}/d1/sub/deep`, 'deep\n');
+    fs.writeFileSync(`${lower}/d2/y`, 'y\n');
+    fs.writeFileSync(`${upper}/d2/z`, 'z\n');
+    fs.writeFileSync(`${lower}/f`, 'f\n');
+    fs.writeFileSync(`${lower}/g`, 'g\n');
+    fsys = new LayerFS({ lowers: [lower], upper, work });
+  });
+  after(() => {
+    fsys.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const lookup = (parent: number, name: string): number => fsys.lookup(req, parent, Buffer.from(name)).ino;
+  const names = (ino: number): string[] => {
+    const { fh } = fsys.opendir(req, ino);
+    try {
+      return fsys.readdir(req, ino, fh).map((e) => e.name.toString('latin1')).filter((n) => n !== '.' && n !== '..').sort();
+    } finally {
+      fsys.releasedir(req, ino, fh);
+    }
+  };
+  const exchange = (a: string, c: string, parentA = ROOT, parentC = ROOT): unknown => fsys.rename(req, parentA, Buffer.from(a), parentC, Buffer.from(c), EXCHANGE);
+
+  it('two lower files swap, each keeping its node', async () => {
+    const [f, g] = [lookup(ROOT, 'f'), lookup(ROOT, 'g')];
+    await exchange('f', 'g');
+    assert.deepEqual([lookup(ROOT, 'f'), lookup(ROOT, 'g')], [g, f]);
+    assert.equal(fs.readFileSync(path.join(dir, 'upper', 'f'), 'utf8'), 'g\n');
+  });
+
+  it('two merged directories swap whole: neither shows what the layers below hold under its new name', async () => {
+    const [d1, d2] = [lookup(ROOT, 'd1'), lookup(ROOT, 'd2')];
+    await exchange('d1', 'd2');
+    assert.deepEqual([lookup(ROOT, 'd1'), lookup(ROOT, 'd2')], [d2, d1]);
+    assert.deepEqual(names(lookup(ROOT, 'd1')), ['y', 'z']);
+    assert.deepEqual(names(lookup(ROOT, 'd2')), ['sub', 'x']);
+    assert.deepEqual(names(lookup(lookup(ROOT, 'd2'), 'sub')), ['deep']);
+  });
+
+  it('a file and a directory swap', async () => {
+    await exchange('f', 'd2');
+    assert.deepEqual(names(lookup(ROOT, 'f')), ['sub', 'x']);
+    assert.equal(fs.readFileSync(path.join(dir, 'upper', 'd2'), 'utf8'), 'g\n');
+  });
+
+  it('refuses a missing name (ENOENT) and a directory swapped into itself (EINVAL), changing nothing', async () => {
+    await assert.rejects(async () => exchange('f', 'missing'), { errno: -2 });
+    const f = lookup(ROOT, 'f');
+    await assert.rejects(async () => exchange('f', 'x', ROOT, f), { errno: -22 });
+    assert.deepEqual(names(ROOT), ['d1', 'd2', 'f', 'g']);
+  });
+});
+
 /**
  * A big file's copy-up, in process: its data is copied on libuv's pool
  * while the thread goes on answering, once however many ask for it.

@@ -211,7 +211,12 @@ describe('mounts of snapshots', { skip: !isRoot && 'compares with the kernel ove
         '    try:',
         "        os.write(fd, b'x' * 4096)",
         '    except OSError as e:',
-        '        sys.exit(errno.errorcode[e.errno])',
+        '        try:',
+        '            os.posix_fallocate(fd, 0, 1 << 30)',
+        "            then = 'allocated'",
+        '        except OSError as f:',
+        '            then = errno.errorcode[f.errno]',
+        "        sys.exit(errno.errorcode[e.errno] + ' then fallocate ' + then)",
       ].join('\n')], { cwd: mnt, stdio: ['ignore', 'ignore', 'pipe'] });
       let streamerErr = '';
       streamer.stderr.on('data', (d: Buffer) => (streamerErr += d.toString()));
@@ -235,7 +240,7 @@ describe('mounts of snapshots', { skip: !isRoot && 'compares with the kernel ove
       assert.equal(writerErr.trim(), 'EROFS');
       const stillWriting = await Promise.race([streamerDone.then(() => false), new Promise((r) => setTimeout(r, 5000, true))]);
       if (stillWriting === true) streamer.kill();
-      assert.equal(streamerErr.trim(), 'EROFS', 'a file open for writing before the commit is refused too');
+      assert.equal(streamerErr.trim(), 'EROFS then fallocate EROFS', 'a file open for writing before the commit is refused too, fallocate as well');
       const streamed = fs.statSync(path.join(upper, 'stream')).size;
       assert.ok(streamed > 0 && streamed % 4096 === 0, `only whole writes reached the layer (${streamed} bytes)`);
       const frozen = fs.readFileSync(path.join(upper, 'log'), 'utf8');

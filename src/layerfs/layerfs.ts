@@ -23,6 +23,7 @@ const S_IXGRP = 0o010;
 const S_IFMT = 0o170000;
 const NO_CHANGE = -1;
 const RENAME_NOREPLACE = 1;
+const RENAME_EXCHANGE = 2;
 /** A day: what never changes behind the kernel's back may be kept that long. */
 const DAY = 86_400;
 
@@ -308,6 +309,7 @@ export class LayerFS implements FileSystem {
   rename(_req: Request, parent: number, name: Buffer, newParent: number, newName: Buffer, flags: number): Answer<void> {
     return this.retrying(() => {
       this.writable();
+      if (flags === RENAME_EXCHANGE) return this.exchange(parent, name, newParent, newName);
       if ((flags & ~RENAME_NOREPLACE) !== 0) fail(E.EINVAL);
       if (isReservedName(newName)) fail(E.EINVAL);
       if (newName.length > NAME_MAX) fail(E.ENAMETOOLONG);
@@ -344,19 +346,54 @@ export class LayerFS implements FileSystem {
       }
       sys.renameAt(srcUp, name, dstUp, newName, 0);
       // What the layers below hold at the destination must not show through.
-      if (moving.isDir && dstHadBelow) {
-        const fd = sys.openAt(dstUp, newName, O_PATH | C.O_DIRECTORY, 0);
-        try {
-          this.format!.markOpaque(fd);
-        } finally {
-          fs.closeSync(fd);
-        }
-      }
+      if (moving.isDir && dstHadBelow) this.markOpaque(dstUp, newName);
       if (hideSrc) this.format!.whiteout(srcUp, name);
       if (replaced !== undefined && replaced !== moving) this.gone(replaced, to!.layer, pin);
       this.tree.rename(moving, dst, newName);
       if (moving.isDir) this.tree.movedAway(moving);
     });
+  }
+
+  /**
+   * renameat2(RENAME_EXCHANGE): both names are copied up whole (a
+   * directory with all it merges), swapped in the upper layer, and each
+   * directory made opaque where it now stands over something of the layers
+   * below. Neither name ever shows what lies beneath it.
+   */
+  private exchange(parent: number, name: Buffer, newParent: number, newName: Buffer): void {
+    if (isReservedName(name) || isReservedName(newName)) fail(E.EINVAL);
+    const src = this.tree.inode(parent);
+    const dst = this.tree.inode(newParent);
+    const a = (this.find(src, name) ?? fail(E.ENOENT)).inode;
+    const b = (this.find(dst, newName) ?? fail(E.ENOENT)).inode;
+    if (a === b) return;
+    // Neither may end up inside itself.
+    for (let i: Inode | undefined = dst; a.isDir && i !== undefined; i = i.parent) if (i === a) fail(E.EINVAL);
+    for (let i: Inode | undefined = src; b.isDir && i !== undefined; i = i.parent) if (i === b) fail(E.EINVAL);
+    const belowA = this.tree.visibleBelow(src, name);
+    const belowB = this.tree.visibleBelow(dst, newName);
+    for (const [dir, n, inode] of [[src, name, a], [dst, newName, b]] as const) {
+      if (inode.isDir) this.copyUpTree(inode);
+      else this.copyUpName(dir, n, inode);
+    }
+    const srcUp = this.upperDir(src);
+    const dstUp = this.upperDir(dst);
+    sys.renameAt(srcUp, name, dstUp, newName, RENAME_EXCHANGE);
+    if (a.isDir && belowB) this.markOpaque(dstUp, newName);
+    if (b.isDir && belowA) this.markOpaque(srcUp, name);
+    this.tree.rename(b, src, name);
+    this.tree.rename(a, dst, newName);
+    if (a.isDir) this.tree.movedAway(a);
+    if (b.isDir) this.tree.movedAway(b);
+  }
+
+  private markOpaque(up: number, name: Buffer): void {
+    const fd = sys.openAt(up, name, O_PATH | C.O_DIRECTORY, 0);
+    try {
+      this.format!.markOpaque(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
   }
 
   setattr(req: Request, ino: number, set: SetAttr): Answer<AttrAnswer> {

@@ -8,10 +8,11 @@
  *
  * - the read loop, with every request read into one Buffer that
  *   JavaScript parses (it copies what it keeps: the next request reuses it);
- * - READ and WRITE, served here on the handle, which is always the file's
- *   own descriptor: data never crosses into JavaScript. A write may be
- *   refused from some moment on (commit freezes a mount) and drops set-ID
- *   bits when the kernel asks (FUSE_HANDLE_KILLPRIV_V2);
+ * - READ, WRITE, FALLOCATE and LSEEK, served here on the handle, which is
+ *   always the file's own descriptor: data never crosses into JavaScript.
+ *   A write or fallocate may be refused from some moment on (commit freezes
+ *   a mount); a write drops set-ID bits when the kernel asks
+ *   (FUSE_HANDLE_KILLPRIV_V2);
  * - answers, written as they come, so that an answer
  *   may be given long after its request (work done off the thread).
  *
@@ -131,6 +132,27 @@ static void serve_write(session_t *s, const struct fuse_in_header *in, const str
   send_reply(s, in->unique, 0, &out, sizeof out);
 }
 
+/* Every mode the kernel passes on (allocate, keep size, punch, zero, collapse, insert, unshare): the layer's file system decides. */
+static void serve_fallocate(session_t *s, const struct fuse_in_header *in, const struct fuse_fallocate_in *arg) {
+  if (s->writes_refused) {
+    send_reply(s, in->unique, -EROFS, NULL, 0);
+    return;
+  }
+  int rc = fallocate((int) arg->fh, (int) arg->mode, (off_t) arg->offset, (off_t) arg->length);
+  send_reply(s, in->unique, rc == 0 ? 0 : -errno, NULL, 0);
+}
+
+/* SEEK_DATA and SEEK_HOLE (the kernel answers the other whences itself): the layer file's own holes. */
+static void serve_lseek(session_t *s, const struct fuse_in_header *in, const struct fuse_lseek_in *arg) {
+  off_t at = lseek((int) arg->fh, (off_t) arg->offset, (int) arg->whence);
+  if (at < 0) {
+    send_reply(s, in->unique, -errno, NULL, 0);
+    return;
+  }
+  struct fuse_lseek_out out = { .offset = (uint64_t) at };
+  send_reply(s, in->unique, 0, &out, sizeof out);
+}
+
 static void call(session_t *s, napi_ref ref, int32_t arg) {
   napi_env env = s->env;
   napi_value fn, global, value, result;
@@ -191,6 +213,12 @@ static bool handle(session_t *s, ssize_t n, js_scope *js) {
       if (arg_len >= sizeof(struct fuse_write_in) && arg_len - sizeof(struct fuse_write_in) >= ((const struct fuse_write_in *) arg)->size) {
         serve_write(s, in, (const struct fuse_write_in *) arg, arg + sizeof(struct fuse_write_in));
       }
+      return true;
+    case FUSE_FALLOCATE:
+      if (arg_len >= sizeof(struct fuse_fallocate_in)) serve_fallocate(s, in, (const struct fuse_fallocate_in *) arg);
+      return true;
+    case FUSE_LSEEK:
+      if (arg_len >= sizeof(struct fuse_lseek_in)) serve_lseek(s, in, (const struct fuse_lseek_in *) arg);
       return true;
     case FUSE_INTERRUPT:
       /* Every request is answered promptly; there is nothing to cut short. */
