@@ -65,7 +65,7 @@ const AS_NOBODY = 'setpriv --reuid=65534 --regid=65534 --clear-groups';
 /** SEEK_DATA and SEEK_HOLE from the start of a new sparse file and of a lower one with data, then a hole. */
 const SEEKS = "import os\nfor n in ['holey', 'holey-lower']:\n  fd = os.open(n, os.O_RDONLY)\n  print(n, os.lseek(fd, 0, os.SEEK_DATA), os.lseek(fd, 0, os.SEEK_HOLE))";
 const EXCHANGE_FILES =
-  "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nfor a, b, flags in [(b'lower-xattr', b'lower-times', 2), (b'lower-xattr', b'lower-times', 1)]:\n  print(libc.renameat2(-100, a, -100, b, flags), os.strerror(ctypes.get_errno()))";
+  "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nfor a, b, flags in [(b'lower-exec', b'lower-1960', 2), (b'lower-exec', b'lower-1960', 1)]:\n  print(libc.renameat2(-100, a, -100, b, flags), os.strerror(ctypes.get_errno()))";
 
 /** Steps run as a user would, with a shell in the mount; each compared with the kernel's overlay. */
 const STEPS: [string, string][] = [
@@ -107,7 +107,7 @@ const STEPS: [string, string][] = [
   ['a device 0/0 is refused: it would be a whiteout', 'mknod wh c 0 0'],
   ['fallocate: allocate, keep the size, punch a hole, zero a range (each copying up first)', 'fallocate -l 8192 lower-only && fallocate -n -o 1048576 -l 4096 dir/lower-file && fallocate -p -o 0 -l 2 lower-both && fallocate -z -o 1 -l 1 lower-mv && stat -c %s lower-only dir/lower-file lower-both && od -c lower-both lower-mv'],
   ['lseek SEEK_DATA and SEEK_HOLE find the holes of a lower file and of a new one', `truncate -s 4M holey && printf x | dd of=holey bs=1 seek=1048576 conv=notrunc 2>/dev/null && python3 -c "${SEEKS}"`],
-  ['renameat2: RENAME_EXCHANGE swaps two lower files, RENAME_NOREPLACE refuses an existing name', `python3 -c "${EXCHANGE_FILES}" && cat lower-xattr lower-times`],
+  ['renameat2: RENAME_EXCHANGE swaps two lower files, RENAME_NOREPLACE refuses an existing name', `python3 -c "${EXCHANGE_FILES}" && cat lower-exec lower-1960`],
   // Writes, truncates and O_TRUNC opens by someone without CAP_FSETID drop the set-user-ID bit, and the set-group-ID bit of a file that is group-executable or not of their group.
   ['a write by a user drops set-ID bits', `chmod 6777 setid-a && chmod 6766 setid-b && ${AS_NOBODY} sh -c "echo more >> setid-a; echo more >> setid-b" && stat -c %a setid-a setid-b`],
   ['a truncate and an O_TRUNC open by a user drop them too', `chmod 4777 setid-c setid-d && ${AS_NOBODY} sh -c "truncate -s 1 setid-c; : > setid-d" && stat -c %a setid-c setid-d`],

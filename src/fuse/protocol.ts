@@ -53,11 +53,20 @@ export const Init = {
   MAX_PAGES: 1 << 22,
   CACHE_SYMLINKS: 1 << 23,
   HANDLE_KILLPRIV_V2: 1 << 28,
+  /** flags2 is read (the flags below). */
+  INIT_EXT: 1 << 30,
+} as const;
+
+/** INIT flags of flags2 (the protocol's bits 32 and up). */
+export const Init2 = {
+  /** Opens may hand the kernel a backing file to read and write itself (7.40). */
+  PASSTHROUGH: 1 << 5,
 } as const;
 
 /** fuse_open_out.open_flags */
 export const FOPEN_KEEP_CACHE = 1 << 1;
 export const FOPEN_CACHE_DIR = 1 << 3;
+export const FOPEN_PASSTHROUGH = 1 << 7;
 
 /** fuse_setattr_in.valid */
 export const Fattr = {
@@ -81,7 +90,7 @@ export const FUSE_FSYNC_FDATASYNC = 1;
 /** The oldest kernel protocol spoken: its layouts are the ones below. */
 const MIN_MINOR = 26;
 /** The newest spoken (an older kernel's is taken). */
-const MAX_MINOR = 38;
+const MAX_MINOR = 40;
 
 export const IN_HEADER = 40;
 const ATTR_SIZE = 88;
@@ -199,16 +208,17 @@ export function attrOut(attr: Attr, timeout: number): Buffer {
   return buf;
 }
 
-export function openOut(fh: number, flags: number): Buffer {
+export function openOut(fh: number, flags: number, backingId = 0): Buffer {
   const buf = Buffer.alloc(OPEN_OUT);
   buf.writeBigUInt64LE(BigInt(fh), 0);
   buf.writeUInt32LE(flags, 8);
+  buf.writeInt32LE(backingId, 12);
   return buf;
 }
 
 /** CREATE answers with the new entry and the open file. */
-export function createOut(e: Entry, fh: number, flags: number): Buffer {
-  return Buffer.concat([entryOut(e), openOut(fh, flags)]);
+export function createOut(e: Entry, fh: number, flags: number, backingId?: number): Buffer {
+  return Buffer.concat([entryOut(e), openOut(fh, flags, backingId)]);
 }
 
 export interface StatFs {
@@ -276,19 +286,30 @@ export function putDirent(buf: Buffer, at: number, d: DirEntry, next: number, en
 /** What the session asks for at INIT, of what the kernel offers. */
 export interface InitOptions {
   readonly flags: number;
+  /** Init2 flags asked for. */
+  readonly flags2: number;
   readonly maxWrite: number;
   readonly maxPages: number;
 }
 
+/**
+ * How deep a backing file's own file system may be stacked: 1, files of
+ * plain file systems. The mount itself then counts as stacked once, so a
+ * kernel overlay may still be put on it.
+ */
+const PASSTHROUGH_STACK_DEPTH = 1;
+
 /** The answer to INIT; undefined for a kernel too old to speak to. */
-export function initOut(request: Buffer, opts: InitOptions): { out: Buffer; minor: number; flags: number } | undefined {
+export function initOut(request: Buffer, opts: InitOptions): { out: Buffer; minor: number; flags: number; flags2: number } | undefined {
   const major = u32(request, 0);
   const kernelMinor = u32(request, 4);
   const maxReadahead = u32(request, 8);
   const offered = u32(request, 12);
   if (major !== 7 || kernelMinor < MIN_MINOR) return undefined;
   const minor = Math.min(kernelMinor, MAX_MINOR);
-  const flags = (offered & opts.flags) >>> 0;
+  const offered2 = (offered & Init.INIT_EXT) !== 0 ? u32(request, 16) : 0;
+  const flags2 = (offered2 & opts.flags2) >>> 0;
+  const flags = ((offered & opts.flags) | (flags2 !== 0 ? Init.INIT_EXT : 0)) >>> 0;
   const out = Buffer.alloc(64);
   out.writeUInt32LE(7, 0);
   out.writeUInt32LE(minor, 4);
@@ -299,5 +320,7 @@ export function initOut(request: Buffer, opts: InitOptions): { out: Buffer; mino
   out.writeUInt32LE(opts.maxWrite, 20);
   out.writeUInt32LE(1, 24); // time_gran: nanoseconds
   out.writeUInt16LE((flags & Init.MAX_PAGES) !== 0 ? opts.maxPages : 0, 28);
-  return { out, minor, flags };
+  out.writeUInt32LE(flags2, 32);
+  if ((flags2 & Init2.PASSTHROUGH) !== 0) out.writeUInt32LE(PASSTHROUGH_STACK_DEPTH, 36);
+  return { out, minor, flags, flags2 };
 }

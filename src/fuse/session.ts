@@ -9,10 +9,12 @@ import {
   Fattr,
   FOPEN_CACHE_DIR,
   FOPEN_KEEP_CACHE,
+  FOPEN_PASSTHROUGH,
   FUSE_FSYNC_FDATASYNC,
   FUSE_GETATTR_FH,
   FUSE_OPEN_KILL_SUIDGID,
   IN_HEADER,
+  Init2,
   initOut,
   nameAt,
   Op,
@@ -48,6 +50,21 @@ export interface Opened {
   readonly fh: number;
   /** The kernel may keep the pages it read (of a file), or what it listed (of a directory). */
   readonly keepCache?: boolean;
+  /** The kernel reads and writes this backing file itself (Backing.open's id): no request reaches the session. */
+  readonly backingId?: number;
+}
+
+/**
+ * FUSE passthrough, once the kernel agreed to it: a file registered with
+ * `open` is read and written by the kernel itself for every open answered
+ * with its id. The kernel takes one backing file per node at a time, and
+ * none for a node open through the page cache meanwhile.
+ */
+export interface Backing {
+  /** Registers the file of descriptor `fd`; throws (EPERM without CAP_SYS_ADMIN, ELOOP stacked too deep). */
+  open(fd: number): number;
+  /** The id is not handed out again; opens made with it keep their file. */
+  close(id: number): void;
 }
 
 export interface AttrAnswer {
@@ -86,6 +103,8 @@ export interface SetAttr {
 export interface FileSystem {
   /** A request is about to be served (what the file system borrowed for the last one may go). */
   beginRequest?(): void;
+  /** The kernel agreed to passthrough (SessionOptions.passthrough): opens may answer with a backing file. */
+  passthrough?(backing: Backing): void;
   /** Entry `ino` 0: there is no such name (and the kernel may keep that for entryTimeout). */
   lookup(req: Request, parent: number, name: Buffer): Answer<Entry>;
   forget?(ino: number, nlookup: number): void;
@@ -127,6 +146,8 @@ export interface SessionOptions {
   readonly initFlags: number;
   /** After answering, the device is polled this long before sleeping (0: sleep at once). */
   readonly spinMicros?: number;
+  /** Ask the kernel for FUSE passthrough (of use to a process with CAP_SYS_ADMIN in the initial user namespace only). */
+  readonly passthrough?: boolean;
   /** INIT is answered: the mount is live. */
   readonly onInit?: () => void;
   /** The session is over: unmounted (err undefined), or the device failed. */
@@ -139,6 +160,9 @@ interface SessionNative {
   sessionOpen(fd: number, dispatch: (length: number) => void, ended: (errno: number) => void, spinMicros: number): Native;
   sessionReply(session: Native, unique: number, error: number, body?: Buffer): boolean;
   sessionRefuseWrites(session: Native): void;
+  sessionServed(session: Native): number;
+  sessionBackingOpen(session: Native, fd: number): number;
+  sessionBackingClose(session: Native, id: number): void;
   sessionClose(session: Native): void;
   readonly FUSE_REQUEST_BYTES: number;
   readonly FUSE_MAX_WRITE: number;
@@ -171,8 +195,8 @@ export class Session {
   private readonly native: Native;
   private readonly buf = requestBuffer();
   private closed = false;
-  /** Requests answered here so far (reads and writes, served natively, are not counted). */
-  handled = 0;
+  /** Requests answered here, in JavaScript. */
+  private handled = 0;
 
   constructor(
     fd: number,
@@ -180,6 +204,11 @@ export class Session {
     private readonly opts: SessionOptions,
   ) {
     this.native = native.sessionOpen(fd, (length) => this.dispatch(length), (errno) => this.ended(errno), opts.spinMicros ?? 0);
+  }
+
+  /** Requests answered so far, those served natively (reads, writes) included. */
+  get requests(): number {
+    return this.handled + native.sessionServed(this.native);
   }
 
   /** From now on every write(2) is EROFS (the file system refuses every other change itself). */
@@ -308,7 +337,7 @@ export class Session {
         if (fs.open === undefined) return nosys();
         const flags = u32(buf, 0);
         const kill = (u32(buf, 4) & FUSE_OPEN_KILL_SUIDGID) !== 0;
-        return this.settle(u, () => fs.open!(req, ino, flags, kill), (o) => openOut(o.fh, openFlags(o, false)));
+        return this.settle(u, () => fs.open!(req, ino, flags, kill), (o) => openOut(o.fh, openFlags(o, false), o.backingId));
       }
       case Op.RELEASE:
         return this.settle(u, () => fs.release?.(req, ino, u64(buf, 0)), ok);
@@ -322,7 +351,7 @@ export class Session {
         if (fs.create === undefined) return nosys();
         const flags = u32(buf, 0);
         const mode = u32(buf, 4);
-        return this.settle(u, () => fs.create!(req, ino, name(16), mode, flags), (c) => createOut(c.entry, c.opened.fh, openFlags(c.opened, false)));
+        return this.settle(u, () => fs.create!(req, ino, name(16), mode, flags), (c) => createOut(c.entry, c.opened.fh, openFlags(c.opened, false), c.opened.backingId));
       }
       case Op.SETXATTR: {
         if (fs.setxattr === undefined) return nosys();
@@ -372,12 +401,19 @@ export class Session {
   }
 
   private init(unique: number): void {
-    const answer = initOut(this.buf, { flags: this.opts.initFlags, maxWrite: MAX_WRITE, maxPages: MAX_PAGES });
+    const passthrough = this.opts.passthrough === true && this.fs.passthrough !== undefined;
+    const answer = initOut(this.buf, { flags: this.opts.initFlags, flags2: passthrough ? Init2.PASSTHROUGH : 0, maxWrite: MAX_WRITE, maxPages: MAX_PAGES });
     if (answer === undefined) {
       this.error(unique, -E.EPROTO);
       this.close();
       this.opts.onEnd?.(new Error('the kernel speaks a FUSE protocol older than 7.26'));
       return;
+    }
+    if ((answer.flags2 & Init2.PASSTHROUGH) !== 0) {
+      this.fs.passthrough?.({
+        open: (fd) => native.sessionBackingOpen(this.native, fd),
+        close: (id) => native.sessionBackingClose(this.native, id),
+      });
     }
     this.reply(unique, answer.out);
     this.opts.onInit?.();
@@ -447,6 +483,8 @@ function sized(value: Buffer, size: number): Buffer {
 }
 
 function openFlags(o: Opened, dir: boolean): number {
+  // The kernel takes no other flag with a passthrough open.
+  if (o.backingId !== undefined) return FOPEN_PASSTHROUGH;
   return o.keepCache === true ? (dir ? FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE : FOPEN_KEEP_CACHE) : 0;
 }
 

@@ -21,6 +21,11 @@ export interface Listed {
  * directory's index (`index`).
  */
 export class Inode {
+  /**
+   * Its inode number (st_ino): its node id, but for a file given a new
+   * node (Tree.split), which keeps the number.
+   */
+  number: number;
   /** Lookups the kernel holds (its nlookup), and inodes naming this one as their parent. */
   lookups = 0;
   children = 0;
@@ -32,6 +37,8 @@ export class Inode {
   pinned: number | undefined;
   /** Its last name is gone: the kernel sees a link count of 0. */
   unlinked = false;
+  /** Split from its file (Tree.split): what the kernel holds of it is served, but no lookup finds it. */
+  superseded = false;
 
   constructor(
     readonly ino: number,
@@ -42,6 +49,7 @@ export class Inode {
     dirLayers: number[],
   ) {
     this.dirLayers = dirLayers;
+    this.number = ino;
   }
 }
 
@@ -70,6 +78,11 @@ export class InodeNumbers {
       this.numbers.set(key, n);
     }
     return n;
+  }
+
+  /** A node id of no file's number: a file's new node (Tree.split). */
+  fresh(): number {
+    return this.next++;
   }
 
   /** `copy` (the key of a copy of a file numbered `n`) keeps that number. */

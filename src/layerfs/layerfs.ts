@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { failurePoint, faultsArmed } from '../faults';
 import { fail } from '../fuse/errno';
-import type { Answer, AttrAnswer, DirEntry, Entry, FileSystem, Opened, Request, SetAttr, SetTime, StatFs } from '../fuse/session';
+import type { Answer, AttrAnswer, Backing, DirEntry, Entry, FileSystem, Opened, Request, SetAttr, SetTime, StatFs } from '../fuse/session';
 import type { Attr } from '../fuse/protocol';
 import { DT_DIR, fstat, isDir, O_PATH, readdirFd, statAt, sys, type Stat } from '../native/sys';
 import { isPrivateXattr, isReservedName, NAME_MAX, probe, upperFormat, type UpperFormat } from '../overlay/format';
@@ -10,6 +10,7 @@ import { copyEntry, Copier, CopyPending, setTimes } from './copyup';
 import { major, minor } from './devices';
 import { IDENTITY, type IdMap } from './idmap';
 import { fileKey, type Inode } from './inode';
+import { IoModes } from './io-modes';
 import { Tree, type LayerDirs, type TreeOptions } from './tree';
 
 const E = os.constants.errno;
@@ -77,6 +78,8 @@ export class LayerFS implements FileSystem {
   private readonly format: UpperFormat | undefined;
   /** Descriptors handed out as handles, by the node they are of. */
   private readonly files = new Map<number, number>();
+  /** How each open file is read and written (page cache, passthrough, direct). */
+  private readonly io = new IoModes();
   /** Handles open per node: a file unlinked while open is kept through a descriptor of its own. */
   private readonly openCount = new Map<number, number>();
   /** Open directories: their listing, made when first read (the kernel may have it kept already). */
@@ -122,6 +125,10 @@ export class LayerFS implements FileSystem {
 
   beginRequest(): void {
     Tree.begin();
+  }
+
+  passthrough(backing: Backing): void {
+    this.io.enable(backing);
   }
 
   // Names and attributes
@@ -171,7 +178,13 @@ export class LayerFS implements FileSystem {
   open(req: Request, ino: number, flags: number, killSuidgid: boolean): Answer<Opened> {
     return this.retrying(() => {
       const inode = this.tree.inode(ino);
-      if ((flags & WRITE_FLAGS) !== 0) this.copyUp(inode);
+      const writing = (flags & WRITE_FLAGS) !== 0;
+      if (writing) this.copyUp(inode);
+      if (this.io.boundElsewhere(ino, writing ? undefined : inode.layer)) {
+        // The kernel retries an open that found ESTALE with a fresh lookup, which finds the new node.
+        this.tree.split(inode);
+        fail(E.ESTALE);
+      }
       const at = this.tree.place(inode);
       const fd = sys.openFile(at.dirfd, at.name, flags & ~OPEN_IGNORED);
       try {
@@ -181,7 +194,7 @@ export class LayerFS implements FileSystem {
         throw err;
       }
       this.handOut(fd, ino);
-      return { fh: fd, keepCache: true };
+      return { fh: fd, keepCache: true, ...this.io.opened(ino, fd, inode.layer, !writing) };
     });
   }
 
@@ -189,6 +202,7 @@ export class LayerFS implements FileSystem {
     const ino = this.files.get(fh);
     if (ino === undefined) return;
     this.files.delete(fh);
+    this.io.released(fh);
     fs.closeSync(fh);
     const left = (this.openCount.get(ino) ?? 1) - 1;
     if (left > 0) this.openCount.set(ino, left);
@@ -248,7 +262,7 @@ export class LayerFS implements FileSystem {
       throw err;
     }
     this.handOut(fd, inode.ino);
-    return { entry: this.entry(inode), opened: { fh: fd, keepCache: true } };
+    return { entry: this.entry(inode), opened: { fh: fd, keepCache: true, ...this.io.opened(inode.ino, fd, 0, false) } };
   }
 
   mkdir(req: Request, parent: number, name: Buffer, mode: number): Entry {
@@ -292,7 +306,7 @@ export class LayerFS implements FileSystem {
       } finally {
         fs.closeSync(fd);
       }
-      const group = this.groups.get(inode.ino);
+      const group = this.groups.get(inode.number);
       if (group !== undefined) group.nlink++;
       return this.entry(inode);
     });
@@ -497,7 +511,7 @@ export class LayerFS implements FileSystem {
     }
     // A copied-up hard link is reached through the index; a lower one's
     // other names, and even this one's copy in its layer, reach it still.
-    if (inode.index !== undefined || (layer > 0 && pin === undefined && this.groups.has(inode.ino))) return;
+    if (inode.index !== undefined || (layer > 0 && pin === undefined && this.groups.has(inode.number))) return;
     this.tree.detach(inode, pin);
   }
 
@@ -527,12 +541,12 @@ export class LayerFS implements FileSystem {
   /** A name of a file goes: one link fewer, for lower hard links too. */
   private countUnlink(inode: Inode): void {
     if (inode.isDir) return;
-    let group = this.groups.get(inode.ino);
+    let group = this.groups.get(inode.number);
     if (group === undefined && inode.layer > 0) {
       const st = this.tree.stat(inode);
       if (st.nlink > 1) {
         group = { index: undefined, nlink: st.nlink };
-        this.groups.set(inode.ino, group);
+        this.groups.set(inode.number, group);
       }
     }
     if (group !== undefined) group.nlink--;
@@ -611,7 +625,7 @@ export class LayerFS implements FileSystem {
         }
         return;
       }
-      this.copier!.copy(inode.ino, this.tree.place(inode), st, { dirfd: up, name });
+      this.copier!.copy(inode.number, this.tree.place(inode), st, { dirfd: up, name });
       inode.layer = 0;
       this.aliasUpper(inode, up, name);
     });
@@ -621,11 +635,11 @@ export class LayerFS implements FileSystem {
   private toIndex(inode: Inode, st: Stat): void {
     const index = Buffer.from(`${st.dev}-${st.ino}`);
     const dir = this.tree.indexDir();
-    if (statAt(dir, index) === undefined) this.copier!.copy(inode.ino, this.tree.place(inode), st, { dirfd: dir, name: index });
-    let group = this.groups.get(inode.ino);
+    if (statAt(dir, index) === undefined) this.copier!.copy(inode.number, this.tree.place(inode), st, { dirfd: dir, name: index });
+    let group = this.groups.get(inode.number);
     if (group === undefined) {
       group = { index: undefined, nlink: st.nlink };
-      this.groups.set(inode.ino, group);
+      this.groups.set(inode.number, group);
     }
     group.index = index;
     inode.index = index;
@@ -664,7 +678,7 @@ export class LayerFS implements FileSystem {
   /** The copy of `inode` at `name` in `dirfd` keeps the inode's number. */
   private aliasUpper(inode: Inode, dirfd: number, name: Buffer): void {
     const st = statAt(dirfd, name) ?? fail(E.ENOENT);
-    this.tree.numbers.alias(fileKey(st.dev, st.ino), inode.ino);
+    this.tree.numbers.alias(fileKey(st.dev, st.ino), inode.number);
   }
 
   /** Copying up is not a change of the parent: its times are kept, as overlayfs does. */
@@ -748,7 +762,7 @@ export class LayerFS implements FileSystem {
    */
   private find(dir: Inode, name: Buffer): { inode: Inode; layer: number } | undefined {
     const found = this.tree.lookup(dir, name);
-    const index = found === undefined || found.inode.isDir ? undefined : this.groups.get(found.inode.ino)?.index;
+    const index = found === undefined || found.inode.isDir ? undefined : this.groups.get(found.inode.number)?.index;
     if (index !== undefined && found!.inode.index === undefined) {
       found!.inode.index = index;
       found!.inode.layer = 0;
@@ -780,10 +794,10 @@ export class LayerFS implements FileSystem {
   }
 
   private attr(inode: Inode, st: Stat): Attr {
-    const group = inode.isDir ? undefined : this.groups.get(inode.ino);
+    const group = inode.isDir ? undefined : this.groups.get(inode.number);
     const unlinked = inode.unlinked && inode.pinned === undefined;
     return {
-      ino: inode.ino,
+      ino: inode.number,
       size: st.size,
       blocks: st.blocks,
       atimeNs: st.atimeNs,

@@ -74,6 +74,8 @@ export class Tree {
   private readonly probedTop: boolean;
   private readonly devs: readonly bigint[];
   private readonly live = new Map<number, Inode>();
+  /** Files given a new node (split): their number, and the node that stands for them now. */
+  private readonly moved = new Map<number, number>();
   /** Open directory descriptors by `ino:layer`, least recently used first, and the request that last used each. */
   private readonly dirs = new Map<string, { fd: number; epoch: number }>();
   private index: number | undefined;
@@ -319,12 +321,20 @@ export class Tree {
   adopt(dir: Inode, name: Buffer, layer: number, st: Stat, dirLayers: number[]): Inode {
     const key = fileKey(st.dev, st.ino);
     let ino = this.numbers.of(key);
-    const known = this.live.get(ino);
+    let node = this.moved.get(ino) ?? ino;
+    let known = this.live.get(node);
+    if (known?.superseded === true) {
+      // Split from its file, and held by the kernel still: the file needs a node again.
+      known = undefined;
+      node = this.numbers.fresh();
+    }
     if (known !== undefined && known.isDir !== isDir(st)) {
       // Another file under the same device and inode number: one whose storage was freed
       // behind the tree's back (by the writer of a changing top layer), and its number reused.
       this.numbers.drop(key);
+      this.moved.delete(ino);
       ino = this.numbers.of(key);
+      node = ino;
     } else if (known !== undefined) {
       // A file whose last known name went is reached again through another (a lower hard link).
       if (known !== this.root && known.parent === undefined) {
@@ -337,9 +347,11 @@ export class Tree {
       if (isDir(st)) known.dirLayers = dirLayers;
       return known;
     }
-    const inode = new Inode(ino, dir, Buffer.from(name), layer, isDir(st), dirLayers);
+    const inode = new Inode(node, dir, Buffer.from(name), layer, isDir(st), dirLayers);
+    inode.number = ino;
+    if (node !== ino) this.moved.set(ino, node);
     dir.children++;
-    this.live.set(ino, inode);
+    this.live.set(node, inode);
     return inode;
   }
 
@@ -401,6 +413,7 @@ export class Tree {
   release(inode: Inode): void {
     for (let i: Inode | undefined = inode; i !== undefined && i !== this.root && i.lookups === 0 && i.children === 0; ) {
       if (this.live.get(i.ino) === i) this.live.delete(i.ino);
+      if (this.moved.get(i.number) === i.ino) this.moved.delete(i.number);
       if (i.isDir) this.dropDirFds(i);
       if (i.pinned !== undefined) fs.closeSync(i.pinned);
       i.pinned = undefined;
@@ -424,6 +437,28 @@ export class Tree {
     } finally {
       inode.children--;
     }
+  }
+
+  /**
+   * Gives the file of `inode` (not a directory) a new node, which every
+   * lookup of its names finds from now on, with the same number. The old
+   * node keeps serving what the kernel holds of it, by a descriptor of the
+   * file, with no name. FUSE passthrough binds a node to one backing file
+   * while it is open: an open that must see another copy of the file (its
+   * copy-up) is made on a new node.
+   */
+  split(inode: Inode): Inode {
+    const parent = inode.parent ?? fail(E.ENOENT);
+    const fresh = new Inode(this.numbers.fresh(), parent, inode.name, inode.layer, false, []);
+    fresh.number = inode.number;
+    fresh.index = inode.index;
+    this.live.set(fresh.ino, fresh);
+    this.moved.set(inode.number, fresh.ino);
+    // The new node takes the old one's place in its parent.
+    inode.pinned ??= this.openPath(inode);
+    inode.parent = undefined;
+    inode.superseded = true;
+    return fresh;
   }
 
   /** `inode` is now named `name` in `dir`. */

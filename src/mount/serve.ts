@@ -42,6 +42,21 @@ const MOUNT_INIT_FLAGS =
 const SPIN_MICROS = 50;
 
 /**
+ * FUSE passthrough (reads of files opened read-only done by the kernel
+ * itself) needs CAP_SYS_ADMIN in the initial user namespace: asked for by
+ * root there, unless SNAPFS_PASSTHROUGH=0 says not to (to compare, say).
+ */
+function passthroughWanted(): boolean {
+  if (process.env.SNAPFS_PASSTHROUGH === '0' || process.getuid?.() !== 0) return false;
+  try {
+    return /^\s*0\s+0\s+4294967295\s*$/.test(fs.readFileSync('/proc/self/uid_map', 'utf8'));
+  } catch {
+    return false;
+  }
+}
+let passthrough: boolean | undefined;
+
+/**
  * libfuse mounts nosuid,nodev unless told otherwise; a container's root file
  * system needs both, as on overlayfs. Only root may ask for them.
  */
@@ -65,7 +80,7 @@ export function layersMount(req: MountRequest): MountOptions {
  * once the mount is live.
  */
 export function serveSession(fileSystem: FileSystem, mountpoint: string, options: MountOptions, device: number | undefined): Promise<Served> {
-  const session = { initFlags: MOUNT_INIT_FLAGS, spinMicros: SPIN_MICROS };
+  const session = { initFlags: MOUNT_INIT_FLAGS, spinMicros: SPIN_MICROS, passthrough: (passthrough ??= passthroughWanted()) };
   return device === undefined ? mountFileSystem(mountpoint, fileSystem, options, session) : serveDevice(device, mountpoint, fileSystem, session);
 }
 

@@ -50,7 +50,7 @@ port.on('message', (msg: ToWorker) => {
       );
       return;
     case 'count':
-      tell({ type: 'counts', ask: msg.ask, counts: [...mounts].map(([id, m]) => [id, m.served.session.handled] as const) });
+      tell({ type: 'counts', ask: msg.ask, counts: [...mounts].map(([id, m]) => [id, m.served.session.requests] as const) });
       return;
     case 'close':
       // Its session ends; the mount answers ENOTCONN until it is unmounted where it was made.

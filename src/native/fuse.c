@@ -13,6 +13,7 @@
  *   A write or fallocate may be refused from some moment on (commit freezes
  *   a mount); a write drops set-ID bits when the kernel asks
  *   (FUSE_HANDLE_KILLPRIV_V2);
+ * - backing files registered on the device for FUSE passthrough (ioctl);
  * - answers, written as they come, so that an answer
  *   may be given long after its request (work done off the thread).
  *
@@ -26,6 +27,7 @@
 #include <linux/fuse.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -48,6 +50,8 @@ typedef struct session {
   napi_async_context context;
   bool writes_refused;
   bool closed;
+  /* Requests served here (reads, writes, fallocate, lseek). */
+  double served;
   /* Freed once libuv has let go of the poll handle and JavaScript of the session. */
   bool handle_closed;
   bool finalized;
@@ -205,6 +209,14 @@ static bool handle(session_t *s, ssize_t n, js_scope *js) {
   if ((size_t) n < sizeof *in || in->len != (uint32_t) n) return true;
   const char *arg = s->request_buf + sizeof *in;
   size_t arg_len = (size_t) n - sizeof *in;
+  switch (in->opcode) {
+    case FUSE_READ:
+    case FUSE_WRITE:
+    case FUSE_FALLOCATE:
+    case FUSE_LSEEK:
+      s->served++;
+      break;
+  }
   switch (in->opcode) {
     case FUSE_READ:
       if (arg_len >= sizeof(struct fuse_read_in)) serve_read(s, in, (const struct fuse_read_in *) arg);
@@ -413,12 +425,64 @@ static napi_value js_session_reply(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* sessionServed(session) -> number: the requests served here so far. */
+static napi_value js_session_served(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  session_t *s = get_session(env, argv[0]);
+  napi_value result;
+  napi_create_double(env, s == NULL ? 0 : s->served, &result);
+  return result;
+}
+
 /* sessionRefuseWrites(session): from now on every write is EROFS (commit freezes the mount). */
 static napi_value js_session_refuse_writes(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!get_args(env, info, 1, argv)) return NULL;
   session_t *s = get_session(env, argv[0]);
   if (s != NULL) s->writes_refused = true;
+  return NULL;
+}
+
+/*
+ * FUSE passthrough (Linux 6.9): a backing file registered with the device
+ * is read and written by the kernel itself for opens answered with its id.
+ * Defined here for older headers; the layout is the kernel's ABI.
+ */
+struct snapfs_backing_map {
+  int32_t fd;
+  uint32_t flags;
+  uint64_t padding;
+};
+#define SNAPFS_IOC_BACKING_OPEN _IOW(229, 1, struct snapfs_backing_map)
+#define SNAPFS_IOC_BACKING_CLOSE _IOW(229, 2, uint32_t)
+
+/*
+ * sessionBackingOpen(session, fd) -> id: registers fd's file as a backing
+ * file (CAP_SYS_ADMIN in the initial user namespace; ELOOP for a file on a
+ * file system stacked too deep). The kernel keeps its own reference.
+ */
+static napi_value js_session_backing_open(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  session_t *s = get_session(env, argv[0]);
+  if (s == NULL || s->closed) return throw_errno(env, ENOTCONN, "ioctl", NULL, 0);
+  struct snapfs_backing_map map = { .fd = (int32_t) get_int64(env, argv[1]) };
+  int id = ioctl(s->fd, SNAPFS_IOC_BACKING_OPEN, &map);
+  if (id < 0) return throw_errno(env, errno, "ioctl", "FUSE_DEV_IOC_BACKING_OPEN", 25);
+  napi_value result;
+  napi_create_int32(env, id, &result);
+  return result;
+}
+
+/* sessionBackingClose(session, id): the id is no longer handed out (opens made with it keep their file). */
+static napi_value js_session_backing_close(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  session_t *s = get_session(env, argv[0]);
+  if (s == NULL || s->closed) return NULL;
+  uint32_t id = (uint32_t) get_int64(env, argv[1]);
+  if (ioctl(s->fd, SNAPFS_IOC_BACKING_CLOSE, &id) != 0) return throw_errno(env, errno, "ioctl", "FUSE_DEV_IOC_BACKING_CLOSE", 26);
   return NULL;
 }
 
@@ -438,6 +502,9 @@ void init_fuse(napi_env env, napi_value exports) {
   export_function(env, exports, "sessionOpen", js_session_open);
   export_function(env, exports, "sessionReply", js_session_reply);
   export_function(env, exports, "sessionRefuseWrites", js_session_refuse_writes);
+  export_function(env, exports, "sessionServed", js_session_served);
+  export_function(env, exports, "sessionBackingOpen", js_session_backing_open);
+  export_function(env, exports, "sessionBackingClose", js_session_backing_close);
   export_function(env, exports, "sessionClose", js_session_close);
   napi_value v;
   napi_create_uint32(env, REQUEST_BYTES, &v);
