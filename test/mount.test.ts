@@ -257,6 +257,32 @@ describe('mounts of snapshots', { skip: !isRoot && 'compares with the kernel ove
     }
   });
 
+  it('a committed layer reads as it is to the kernel overlay: a lower hard link written through the mount has the link count of its names alone', async () => {
+    const mnt = path.join(dir, 'linked');
+    const kernel = path.join(dir, 'linked-kernel');
+    fs.mkdirSync(mnt);
+    fs.mkdirSync(kernel);
+    try {
+      const mounts = JSON.parse(await ok(root, ['prepare', '--json', 'linked', 'top'])) as { options: string[] }[];
+      const option = (name: string): string => mounts[0]!.options.find((o) => o.startsWith(`${name}=`))!.slice(name.length + 1);
+      const upper = option('upperdir');
+      await ok(root, ['mount', 'linked', mnt]);
+      await run('sh', ['-c', 'echo more >> links/a && cat links/a links/b && stat -c %h links/a links/b'], { cwd: mnt });
+      assert.equal(fs.statSync(path.join(upper, 'links', 'a')).nlink, 3, 'while active, the work directory holds a third link');
+      await ok(root, ['commit', 'linked-done', 'linked']);
+      assert.deepEqual([fs.statSync(path.join(upper, 'links', 'a')).nlink, fs.statSync(path.join(upper, 'links', 'b')).nlink], [2, 2]);
+      assert.equal((await run('find', [upper, '-type', 'f', '-links', '+2'])).stdout, '');
+      assert.equal(fs.existsSync(path.join(option('workdir'), 'index')), false);
+      const { stdout } = await run('sh', ['-c', 'cat links/a links/b && stat -c %h links/a links/b'], { cwd: mnt });
+      assert.equal(stdout, 'linkedmore\nlinkedmore\n2\n2\n', 'the frozen mount still reads both names');
+      await run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${[upper, ...layers].join(':')}`, kernel]);
+      assert.equal((await run('sh', ['-c', 'cat links/a links/b && stat -c %h links/a links/b'], { cwd: kernel })).stdout, stdout, 'the kernel overlay reads the layer the same');
+    } finally {
+      await unmountAll(mnt);
+      await unmountAll(kernel);
+    }
+  });
+
   it("takes fuse-overlayfs's command line, and refuses bad options in one line", async () => {
     const mnt = path.join(dir, 'cmdline');
     const upper = path.join(dir, 'cmdline-upper');

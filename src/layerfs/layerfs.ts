@@ -109,9 +109,16 @@ export class LayerFS implements FileSystem {
     return !this.tree.writable;
   }
 
-  /** From now on every change is EROFS (writes are refused by the session). */
+  /**
+   * From now on every change is EROFS (writes are refused by the session).
+   * The commit that asked drops the work directory's index: what this
+   * mount reached through it, it keeps by descriptors, and names of lower
+   * hard links not copied up yet show the lower file, as in the layer.
+   */
   freeze(): void {
     this.frozen = true;
+    this.tree.unindex();
+    for (const group of this.groups.values()) group.index = undefined;
   }
 
   /** Closes every descriptor (open files included): the file system is not used again. */

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { fail } from '../fuse/errno';
 import { DT_DIR, DT_UNKNOWN, fstat, isDir, O_PATH, readdirFd, statAt, sys, type Dirent, type Stat } from '../native/sys';
-import { classify, isOpaque, probe, type EntryKind } from '../overlay/format';
+import { classify, isOpaque, probe, WORK_INDEX, type EntryKind } from '../overlay/format';
 import { fileKey, Inode, InodeNumbers, keyOf, type Listed } from './inode';
 
 const E = os.constants.errno;
@@ -197,8 +197,8 @@ export class Tree {
   indexDir(): number {
     if (this.index !== undefined) return this.index;
     const work = this.work ?? fail(E.EROFS);
-    if (statAt(work, 'index') === undefined) sys.mkdirAt(work, 'index', 0o700);
-    this.index = sys.openAt(work, 'index', O_DIR, 0);
+    if (statAt(work, WORK_INDEX) === undefined) sys.mkdirAt(work, WORK_INDEX, 0o700);
+    this.index = sys.openAt(work, WORK_INDEX, O_DIR, 0);
     return this.index;
   }
 
@@ -459,6 +459,18 @@ export class Tree {
     inode.parent = undefined;
     inode.superseded = true;
     return fresh;
+  }
+
+  /**
+   * The work directory's index is about to go (a commit): every live file
+   * reached through it is kept by a descriptor of its own from now on.
+   */
+  unindex(): void {
+    for (const inode of this.live.values()) {
+      if (inode.index === undefined) continue;
+      inode.pinned ??= this.openPath(inode);
+      inode.index = undefined;
+    }
   }
 
   /** `inode` is now named `name` in `dir`. */

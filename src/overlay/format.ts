@@ -16,6 +16,13 @@ export const OPAQUE_MARKER = '.wh..wh..opq';
 const PREFIX = Buffer.from(WHITEOUT_PREFIX);
 const MARKER = Buffer.from(OPAQUE_MARKER);
 
+/**
+ * The work directory's entry where a writable mount keeps the one copy of
+ * each copied-up lower hard link, every upper name of it a link to that
+ * copy. Commit drops it: a committed layer's link counts are its own.
+ */
+export const WORK_INDEX = 'index';
+
 /** The longest name a layer's file system takes, in bytes (Linux's NAME_MAX). */
 export const NAME_MAX = 255;
 const OPAQUE_XATTRS = ['trusted.overlay.opaque', 'user.overlay.opaque', 'user.fuseoverlayfs.opaque'];

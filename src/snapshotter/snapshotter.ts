@@ -21,6 +21,7 @@ import {
 } from '../metastore/snapshots';
 import { Store, type Tx } from '../metastore/store';
 import { walkSnapshots } from '../metastore/walk';
+import { WORK_INDEX } from '../overlay/format';
 import { removeTree, renameIfPresent } from './dirs';
 import { dropLock, settleAbandoned, takeLock } from './held';
 import { Layout, snapshotIdOf } from './layout';
@@ -177,6 +178,9 @@ export class Snapshotter {
       appendEvent(tx, { topic: '/snapshot/commit', key, name, time });
       faultPoint('commit:updated');
     });
+    // The layer is committed: the index's second link to each copied-up lower hard link would
+    // show in its link counts, to the kernel overlay and to `find -links` alike.
+    removeTree(path.join(this.layout.work(measured.id), WORK_INDEX));
     faultPoint('commit:done');
   }
 
