@@ -78,6 +78,7 @@ describe('FUSE passthrough: which opens pass through, in process', () => {
     fs.writeSync(writer.fh, 'more\n');
     assert.equal(fsys.getattr(req, before.ino).attr.size, 13, 'the old node still answers, for the opens the kernel holds of it');
     assert.equal(fs.readFileSync(path.join(dir, 'lower', 'written'), 'utf8'), 'written\n', 'the lower file never changes');
+    await assert.rejects(async () => open(before.ino, C.O_RDONLY), { errno: -116 }, 'the old node, opened again (through /proc/PID/fd), is stale');
     fsys.release(req, now.ino, writer.fh);
     fsys.release(req, before.ino, reader.fh);
   });

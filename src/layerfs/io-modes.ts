@@ -14,10 +14,10 @@ interface NodeIo {
  * How each open file of a mount is read and written, as the kernel allows
  * it per node: through the page cache (reads and writes served by the
  * session), or passed through to a backing file (the kernel reads it
- * itself; FUSE passthrough, root only). The kernel takes one backing file per node at a time,
- * and fails with EIO an open of a node passed through that is not passed
- * through to the same file, or one passed through while the node is open
- * through the page cache. So a read-only open is passed through while its
+ * itself; FUSE passthrough, root only). The kernel takes one backing file
+ * per node at a time, and fails with EIO an open of a node passed through
+ * that is not passed through to the same file, or one passed through while
+ * the node is open through the page cache. So a read-only open is passed through while its
  * node has no cached opens; an open that cannot be passed through to the
  * node's backing file (a writer's, whose copy-up made another file of it,
  * or a reader's after that copy-up) is made on a new node (LayerFS, with

@@ -188,8 +188,9 @@ export class LayerFS implements FileSystem {
       const writing = (flags & WRITE_FLAGS) !== 0;
       if (writing) this.copyUp(inode);
       if (this.io.boundElsewhere(ino, writing ? undefined : inode.layer)) {
-        // The kernel retries an open that found ESTALE with a fresh lookup, which finds the new node.
-        this.tree.split(inode);
+        // The kernel retries an open that found ESTALE with a fresh lookup, which finds the new node
+        // (one made through /proc/PID/fd/N cannot look up afresh: it gets ESTALE).
+        if (!inode.superseded) this.tree.split(inode);
         fail(E.ESTALE);
       }
       const at = this.tree.place(inode);
