@@ -233,8 +233,9 @@ export class LayerFS implements FileSystem {
     if (!dir.isDir) fail(E.ENOTDIR);
     const fh = this.nextListing++;
     this.listings.set(fh, { dir });
-    // A read-only tree never changes: the kernel may keep what it read of it.
-    return { fh, keepCache: this.readOnly };
+    // The kernel may keep what it read: a listing changes only through this mount (one writer
+    // per upper layer), and every change made through it makes the kernel read the listing again.
+    return { fh, keepCache: true };
   }
 
   readdir(_req: Request, _ino: number, fh: number): DirEntry[] {
