@@ -1,7 +1,9 @@
 /**
  * Layer benchmark (not a test): the same layer trees served by the kernel's
  * overlayfs, fuse-overlayfs and snapfs, the same workloads on each, in one
- * run. Prints each one's median time and the ratios snapfs/fuse-overlayfs and
+ * run: walks and reads on read-only views and on writable mounts (what a
+ * container gets), files with two names, the first touch of a fresh mount
+ * over layers already in the page cache, a loaded machine, and writes. Prints each one's median time and the ratios snapfs/fuse-overlayfs and
  * snapfs/overlay. Then each workload on two mounts at once (snapfs's both
  * served by its one mount daemon, fuse-overlayfs's by a process each)
  * against one mount alone: what sharing a daemon costs a mount. The memory
@@ -92,6 +94,13 @@ function spreadTree(name: string, files: number, layers: number): Stack {
   return { lowers };
 }
 
+/** spreadTree, each file with a second name beside it (as images carry hard links). */
+function linkedTree(name: string, files: number, layers: number): Stack {
+  const stack = spreadTree(name, files, layers);
+  for (const d of stack.lowers) sh('for f in d*/*; do ln "$f" "$f.link"; done', d);
+  return stack;
+}
+
 /** A chain of `depth` layers whose bottom one holds `files` files; the others one file each. */
 function chain(name: string, depth: number, files: number): Stack {
   const lowers: string[] = [];
@@ -122,8 +131,14 @@ interface Workload {
   name: string;
   stack: () => Stack;
   writable: boolean;
-  /** cold: a fresh mount and dropped caches before each run; warm: one run first to warm up. */
-  cold: boolean;
+  /**
+   * cold: a fresh mount and dropped caches before each run; first touch: a
+   * fresh mount, the page cache warm (a container starting on an image
+   * others use); warm: one run first to warm up.
+   */
+  cold: boolean | 'first touch';
+  /** Run while two CPU-bound processes keep both cores of a 2-core machine busy. */
+  loaded?: boolean;
   /** A shell command run in the mount point. */
   command: string;
 }
@@ -137,6 +152,7 @@ function workloads(): Workload[] {
     return () => (v ??= f());
   };
   const spread = memo(() => spreadTree('spread', files20k, 10));
+  const linked = memo(() => linkedTree('linked', files20k / 2, 10));
   const chains = [1, 20, 100].map((depth) => [depth, memo(() => chain(`chain${depth}`, depth, n(2_000)))] as const);
   const big = memo(() => bigFileLayer('big', bigMiB));
   const smalls = memo(() => smallFilesLayer('small', small));
@@ -151,7 +167,7 @@ function workloads(): Workload[] {
   const statAll = 'find . -printf "%s %i\\n" > /dev/null';
   // What a container gets is a writable mount; a view is read-only. Both, reported apart.
   const bothWays = (w: Workload): Workload[] => [w, { ...w, name: `${w.name}, writable mount`, writable: true }];
-  return [
+  const all: Workload[] = [
     ...bothWays({ name: `stat ${files20k} files in 10 layers, cold`, stack: spread, writable: false, cold: true, command: statAll }),
     ...bothWays({ name: `stat ${files20k} files in 10 layers, warm`, stack: spread, writable: false, cold: false, command: statAll }),
     ...chains.map(([depth, stack]) => ({
@@ -164,12 +180,18 @@ function workloads(): Workload[] {
     ...bothWays({ name: `read a ${bigMiB} MiB lower file, cold`, stack: big, writable: false, cold: true, command: 'cat big > /dev/null' }),
     ...bothWays({ name: `read a ${bigMiB} MiB lower file, warm`, stack: big, writable: false, cold: false, command: 'cat big > /dev/null' }),
     ...bothWays({ name: `read ${small} small files, warm`, stack: smalls, writable: false, cold: false, command: 'cat small/* > /dev/null' }),
+    ...bothWays({ name: `stat ${files20k} names of ${files20k / 2} files with two names each, in 10 layers, warm`, stack: linked, writable: false, cold: false, command: statAll }),
+    { name: `first touch of a fresh writable mount, caches warm: lstat of ${files20k} files in 10 layers`, stack: spread, writable: true, cold: 'first touch', command: statAll },
+    { name: `first touch of a fresh writable mount, caches warm: read ${small} small files`, stack: smalls, writable: true, cold: 'first touch', command: 'cat small/* > /dev/null' },
+    { name: `loaded machine: stat ${files20k} files in 10 layers, warm, writable mount`, stack: spread, writable: true, cold: false, loaded: true, command: statAll },
+    { name: `loaded machine: read ${small} small files, warm, writable mount`, stack: smalls, writable: true, cold: false, loaded: true, command: 'cat small/* > /dev/null' },
     { name: `copy-up of the ${bigMiB} MiB file`, stack: big, writable: true, cold: true, command: 'printf x >> big' },
     { name: `write a new ${bigMiB} MiB file`, stack: empty, writable: true, cold: true, command: `head -c ${bigMiB}M /dev/zero > new && sync -f new` },
     { name: `untar ${small} small files`, stack: () => empty(), writable: true, cold: true, command: `tar -xf ${tarball()}` },
     { name: `delete ${small} lower files`, stack: smalls, writable: true, cold: true, command: 'rm -r small' },
     { name: `rename a lower dir of ${n(1_000)} files`, stack: renameSrc, writable: true, cold: true, command: 'mv dir moved' },
-  ].filter((w) => w.name.includes(only));
+  ];
+  return all.filter((w) => w.name.includes(only));
 }
 
 /**
@@ -181,32 +203,55 @@ function measure(w: Workload): Record<Side, number> {
   const stack = w.stack();
   const mnt = (side: Side): string => path.join(base, 'mnt', side);
   const times = Object.fromEntries(SIDES.map((side) => [side, [] as number[]])) as Record<Side, number[]>;
-  if (w.cold) {
-    for (let r = 0; r < runs; r++) {
-      for (const side of SIDES) {
-        mount(side, stack, mnt(side), w.writable);
-        try {
-          dropCaches();
-          times[side].push(millis(() => sh(w.command, mnt(side))));
-        } finally {
-          unmount(mnt(side));
-        }
-      }
-    }
-  } else {
-    const mounted: Side[] = [];
-    try {
-      for (const side of SIDES) {
-        mount(side, stack, mnt(side), w.writable);
-        mounted.push(side);
-        sh(w.command, mnt(side));
-      }
-      for (let r = 0; r < runs; r++) for (const side of SIDES) times[side].push(millis(() => sh(w.command, mnt(side))));
-    } finally {
-      for (const side of mounted) unmount(mnt(side));
-    }
+  const hogs = w.loaded === true ? [0, 1].map(() => spawn('sh', ['-c', 'while :; do :; done'], { stdio: 'ignore' })) : [];
+  try {
+    if (w.cold !== false) measureFresh(w, stack, mnt, times);
+    else measureWarm(w, stack, mnt, times);
+  } finally {
+    for (const hog of hogs) hog.kill('SIGKILL');
   }
   return Object.fromEntries(SIDES.map((side) => [side, median(times[side])])) as Record<Side, number>;
+}
+
+/** Each run on a mount of its own, made for it: the page cache dropped first (cold), or left warm (first touch). */
+function measureFresh(w: Workload, stack: Stack, mnt: (side: Side) => string, times: Record<Side, number[]>): void {
+  if (w.cold === 'first touch') for (const side of SIDES) warmUp(side, stack, mnt(side), w);
+  for (let r = 0; r < runs; r++) {
+    for (const side of SIDES) {
+      mount(side, stack, mnt(side), w.writable);
+      try {
+        if (w.cold === true) dropCaches();
+        times[side].push(millis(() => sh(w.command, mnt(side))));
+      } finally {
+        unmount(mnt(side));
+      }
+    }
+  }
+}
+
+/** One run of `w` on a mount made and unmounted for it: the layers' pages and the kernel's caches of them are warm. */
+function warmUp(side: Side, stack: Stack, dir: string, w: Workload): void {
+  mount(side, stack, dir, w.writable);
+  try {
+    sh(w.command, dir);
+  } finally {
+    unmount(dir);
+  }
+}
+
+/** Runs on one mount each, after one run to warm up. */
+function measureWarm(w: Workload, stack: Stack, mnt: (side: Side) => string, times: Record<Side, number[]>): void {
+  const mounted: Side[] = [];
+  try {
+    for (const side of SIDES) {
+      mount(side, stack, mnt(side), w.writable);
+      mounted.push(side);
+      sh(w.command, mnt(side));
+    }
+    for (let r = 0; r < runs; r++) for (const side of SIDES) times[side].push(millis(() => sh(w.command, mnt(side))));
+  } finally {
+    for (const side of mounted) unmount(mnt(side));
+  }
 }
 
 /** snapfs view over a parent against the full copy containerd's native snapshotter makes. */
