@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ownLayer } from '../src/inspect/tree';
+import { ownLayer } from '../src/overlay/stack';
 import { Snapshotter } from '../src/snapshotter/snapshotter';
 
 export const CLI = path.resolve(__dirname, '..', 'src', 'cli', 'main.js');

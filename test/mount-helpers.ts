@@ -2,7 +2,7 @@ import { execFile, fork, spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import type { LayerDirs } from '../src/layerfs/layerfs';
+import type { LayerStack } from '../src/overlay/stack';
 import { CLI } from './helpers';
 
 export const run = promisify(execFile);
@@ -20,7 +20,7 @@ export async function unmountAll(dir: string): Promise<void> {
 }
 
 /** Serves `stack` at `mountpoint` from a child process; resolves once the mount is live. */
-export async function serveStack(stack: LayerDirs, mountpoint: string): Promise<ChildProcess> {
+export async function serveStack(stack: LayerStack, mountpoint: string): Promise<ChildProcess> {
   const child = spawn(process.execPath, [CLI, '__serve', JSON.stringify({ stack, mountpoint, allowOther: false })], {
     stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
   });

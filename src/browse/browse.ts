@@ -3,11 +3,12 @@ import * as os from 'node:os';
 import { kindOf } from '../errors';
 import { fail } from '../fuse/errno';
 import type { Answer, Attr, AttrAnswer, DirEntry, Entry, FileSystem, Opened, Request, StatFs } from '../fuse/session';
-import { mergedLayers, MergedTree, ownLayer, pathComponents } from '../inspect/tree';
+import { MergedTree, pathComponents } from '../inspect/tree';
 import { Tree } from '../layerfs/tree';
 import { NAME_MAX } from '../overlay/format';
+import { mergedLayers, ownLayer, type SnapshotStack } from '../overlay/stack';
 import { S_IFLNK } from '../native/sys';
-import type { LayerStack, Snapshotter } from '../snapshotter/snapshotter';
+import type { Snapshotter } from '../snapshotter/snapshotter';
 import { keyOfName, nameOfKey } from './names';
 
 const E = os.constants.errno;
@@ -208,7 +209,7 @@ export class BrowseFS implements FileSystem {
     const id = `${layers ? 'layer' : 'merged'}:${key}`;
     const cached = this.views.get(id);
     if (cached !== undefined && cached.expires > Date.now()) return cached;
-    let stack: LayerStack;
+    let stack: SnapshotStack;
     try {
       stack = this.snapshotter.layers(key);
     } catch (err) {

@@ -2,10 +2,11 @@ import * as fs from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import { formatNs } from '../clock';
 import { layerChanges } from '../inspect/changes';
-import { basename, mergedLayers, MergedTree, ownLayer, type Entry } from '../inspect/tree';
+import { basename, MergedTree, type Entry } from '../inspect/tree';
 import { major, minor } from '../layerfs/devices';
 import { nameJson, showName, unescapeArg } from '../names';
 import { isSymlink, type Stat } from '../native/sys';
+import { mergedLayers, ownLayer } from '../overlay/stack';
 import type { Snapshotter } from '../snapshotter/snapshotter';
 import { printJson, printLines } from './output';
 

@@ -14,7 +14,7 @@ export function registerLayerCommands(program: Command): void {
     .option('--gzip', 'compress with gzip')
     .action(async (key: string, opts: { output?: string; gzip?: boolean }, cmd: Command) => {
       if (opts.output === undefined && process.stdout.isTTY === true) throw invalidArgument('diff: not writing a tar to a terminal; give -o FILE or redirect stdout');
-      const { ownLayer } = await import('../inspect/tree');
+      const { ownLayer } = await import('../overlay/stack');
       const { writeLayerTar } = await import('../layertar/diff');
       await withSnapshotter(cmd, async (s) => {
         const { own } = ownLayer(s.layers(key));

@@ -5,23 +5,10 @@ import { LayerFS, type TreeOptions } from '../layerfs/layerfs';
 import { Tree } from '../layerfs/tree';
 import { showName } from '../names';
 import { isFile, isSymlink, sys, type Stat } from '../native/sys';
-import type { LayerStack } from '../snapshotter/snapshotter';
 
 /** Linux's limit on symlinks followed while resolving one path. */
 const MAX_SYMLINKS = 40;
 const SLASH = 0x2f;
-
-/** The layers of a snapshot's merged tree, topmost first. */
-export function mergedLayers(stack: LayerStack): string[] {
-  return stack.upper === undefined ? [...stack.lowers] : [stack.upper, ...stack.lowers];
-}
-
-/** A snapshot's own layer (none for a view) and the layers below it. */
-export function ownLayer(stack: LayerStack): { own: string | undefined; below: string[] } {
-  if (stack.upper !== undefined) return { own: stack.upper, below: [...stack.lowers] };
-  if (stack.kind === 'committed') return { own: stack.lowers[0], below: stack.lowers.slice(1) };
-  return { own: undefined, below: [...stack.lowers] };
-}
 
 /** A path's names, with the empty ones and `.` left out (`..` kept). */
 export function pathComponents(p: Buffer): Buffer[] {

@@ -6,12 +6,13 @@ import type { Answer, AttrAnswer, Backing, DirEntry, Entry, FileSystem, Opened, 
 import type { Attr } from '../fuse/protocol';
 import { DT_DIR, fstat, isDir, O_PATH, readdirFd, statAt, sys, type Stat } from '../native/sys';
 import { isPrivateXattr, isReservedName, NAME_MAX, probe, upperFormat, type UpperFormat } from '../overlay/format';
+import type { LayerStack } from '../overlay/stack';
 import { copyEntry, Copier, CopyPending, setTimes } from './copyup';
 import { major, minor } from './devices';
 import { IDENTITY, type IdMap } from './idmap';
 import { fileKey, type Inode } from './inode';
 import { IoModes } from './io-modes';
-import { Tree, type LayerDirs, type TreeOptions } from './tree';
+import { Tree, type TreeOptions } from './tree';
 
 const E = os.constants.errno;
 const C = fs.constants;
@@ -27,8 +28,6 @@ const RENAME_NOREPLACE = 1;
 const RENAME_EXCHANGE = 2;
 /** A day: what never changes behind the kernel's back may be kept that long. */
 const DAY = 86_400;
-
-export type { LayerDirs };
 
 export interface LayerFSOptions {
   /** Show every file as owned by root (fuse-overlayfs's squash_to_root). */
@@ -95,7 +94,7 @@ export class LayerFS implements FileSystem {
   private readonly gids: IdMap;
   private readonly cache: number;
 
-  constructor(layers: LayerDirs, opts: LayerFSOptions & TreeOptions = {}) {
+  constructor(layers: LayerStack, opts: LayerFSOptions & TreeOptions = {}) {
     this.squashToRoot = opts.squashToRoot === true;
     this.uids = opts.uids ?? IDENTITY;
     this.gids = opts.gids ?? IDENTITY;

@@ -3,6 +3,7 @@ import * as os from 'node:os';
 import { fail } from '../fuse/errno';
 import { DT_DIR, DT_UNKNOWN, fstat, isDir, O_PATH, readdirFd, statAt, sys, type Dirent, type Stat } from '../native/sys';
 import { classify, isOpaque, probe, WORK_INDEX, type EntryKind } from '../overlay/format';
+import type { LayerStack } from '../overlay/stack';
 import { fileKey, Inode, InodeNumbers, keyOf, type Listed } from './inode';
 
 const E = os.constants.errno;
@@ -17,13 +18,6 @@ const OPEN_DIRS = 128;
  * closed and handed out again by the kernel would be another directory.
  */
 let epoch = 0;
-
-/** The directories a merged tree is made of: read-only layers (topmost first), and where writes go. */
-export interface LayerDirs {
-  readonly lowers: readonly string[];
-  readonly upper?: string;
-  readonly work?: string;
-}
 
 /** How a tree reads its layers. */
 export interface TreeOptions {
@@ -80,7 +74,7 @@ export class Tree {
   private readonly dirs = new Map<string, { fd: number; epoch: number }>();
   private index: number | undefined;
 
-  constructor(layers: LayerDirs, opts: TreeOptions = {}) {
+  constructor(layers: LayerStack, opts: TreeOptions = {}) {
     if (layers.upper !== undefined && layers.work === undefined) throw new Error('an upper layer needs a work directory');
     const paths = layers.upper === undefined ? [...layers.lowers] : [layers.upper, ...layers.lowers];
     if (paths.length === 0) throw new Error('a layer stack needs at least one layer');

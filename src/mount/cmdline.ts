@@ -1,7 +1,7 @@
 import * as path from 'node:path';
 import { invalidArgument } from '../errors';
 import { parseIdMap } from '../layerfs/idmap';
-import type { LayerDirs } from '../layerfs/layerfs';
+import type { LayerStack } from '../overlay/stack';
 import type { MountRequest } from './serve';
 
 /**
@@ -112,7 +112,7 @@ export function parseMountCommandLine(args: readonly string[]): MountCommandLine
   if (lowers === undefined || lowers.length === 0) throw invalidArgument('-o lowerdir=DIR[:DIR…] is required');
   if (upper !== undefined && work === undefined) throw invalidArgument('-o upperdir= needs workdir= as well');
   // `ro` with an upper layer shows it, read-only, on top of the others.
-  const stack: LayerDirs = upper === undefined ? { lowers } : readOnly ? { lowers: [upper, ...lowers] } : { lowers, upper, work };
+  const stack: LayerStack = upper === undefined ? { lowers } : readOnly ? { lowers: [upper, ...lowers] } : { lowers, upper, work };
   return {
     stack,
     mountpoint,

@@ -3,12 +3,13 @@ import { mountFileSystem, serveDevice, unmount, type MountOptions, type Served }
 import { Init } from '../fuse/protocol';
 import type { FileSystem } from '../fuse/session';
 import { parseIdMap } from '../layerfs/idmap';
-import { LayerFS, type LayerDirs } from '../layerfs/layerfs';
+import { LayerFS } from '../layerfs/layerfs';
+import type { LayerStack } from '../overlay/stack';
 import { onStopSignals } from '../signals';
 import { serveControl } from './control';
 
 export interface MountRequest {
-  readonly stack: LayerDirs;
+  readonly stack: LayerStack;
   readonly mountpoint: string;
   /** Let other users in; a mount made by root always does (containers run as anyone). */
   readonly allowOther?: boolean;

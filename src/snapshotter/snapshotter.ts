@@ -22,6 +22,7 @@ import {
 import { Store, type Tx } from '../metastore/store';
 import { walkSnapshots } from '../metastore/walk';
 import { WORK_INDEX } from '../overlay/format';
+import type { SnapshotStack } from '../overlay/stack';
 import { removeTree, renameIfPresent } from './dirs';
 import { dropLock, settleAbandoned, takeLock } from './held';
 import { Layout, snapshotIdOf } from './layout';
@@ -33,16 +34,6 @@ import { validateKey, validateLabels } from './validate';
 export type { Kind, Labels, Usage, UsageProgress, Mount, SnapshotEvent };
 
 const EVENTS_PER_READ = 1000;
-
-export interface LayerStack {
-  readonly kind: Kind;
-  /** Read-only layers, topmost first. */
-  readonly lowers: readonly string[];
-  /** Active snapshots only: where writes go. */
-  readonly upper?: string;
-  /** Scratch space of whatever serves the mount. */
-  readonly work: string;
-}
 
 /** An active snapshot that is one process's work while that process lives (see prepareHeld). */
 export interface HeldSnapshot {
@@ -140,7 +131,7 @@ export class Snapshotter {
    * snapshot's own layer over its parents; a view's parents; an active
    * snapshot's parents, under its upper and work directories.
    */
-  layers(key: string): LayerStack {
+  layers(key: string): SnapshotStack {
     validateKey(key);
     return this.reader().read((tx) => {
       const s = mustGet(tx, key);
