@@ -124,6 +124,63 @@ describe('LayerFS in process', () => {
   });
 });
 
+/** Inode numbers in process: the layers' own, so the same in every mount of the same layers. */
+describe('LayerFS in process: inode numbers', () => {
+  let dir: string;
+  const layers = (): { lowers: string[]; upper: string; work: string } => ({ lowers: [path.join(dir, 'lower')], upper: path.join(dir, 'upper'), work: path.join(dir, 'work') });
+  before(() => {
+    dir = tempDir('snapfs-unit-numbers-');
+    for (const d of ['lower', 'upper', 'work']) fs.mkdirSync(path.join(dir, d));
+    fs.writeFileSync(path.join(dir, 'lower', 'a'), 'a\n');
+    fs.linkSync(path.join(dir, 'lower', 'a'), path.join(dir, 'lower', 'b'));
+    fs.mkdirSync(path.join(dir, 'lower', 'd'));
+  });
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const shown = (fsys: LayerFS, name: string): number => fsys.lookup(req, ROOT, Buffer.from(name)).attr!.ino;
+  const listed = (fsys: LayerFS): Record<string, number> => {
+    const { fh } = fsys.opendir(req, ROOT);
+    try {
+      return Object.fromEntries(fsys.readdir(req, ROOT, fh).map((e) => [e.name.toString(), e.ino]));
+    } finally {
+      fsys.releasedir(req, ROOT, fh);
+    }
+  };
+
+  it("shows each file's own inode number in its layer, in stat and in listings, the same in every mount", () => {
+    const lowerIno = Number(fs.statSync(path.join(dir, 'lower', 'a')).ino);
+    for (const fsys of [new LayerFS(layers()), new LayerFS(layers())]) {
+      try {
+        assert.deepEqual([shown(fsys, 'a'), shown(fsys, 'b'), shown(fsys, 'd')], [lowerIno, lowerIno, Number(fs.statSync(path.join(dir, 'lower', 'd')).ino)]);
+        assert.equal(fsys.getattr(req, ROOT).attr.ino, Number(fs.statSync(path.join(dir, 'upper')).ino));
+        const l = listed(fsys);
+        assert.deepEqual([l.a, l.b, l['.']], [lowerIno, lowerIno, fsys.getattr(req, ROOT).attr.ino]);
+      } finally {
+        fsys.close();
+      }
+    }
+  });
+
+  it("a copy shows its original's number while mounted, and its own in the next mount", async () => {
+    const lowerIno = Number(fs.statSync(path.join(dir, 'lower', 'a')).ino);
+    const first = new LayerFS(layers());
+    try {
+      const opened = await first.open(req, first.lookup(req, ROOT, Buffer.from('a')).ino, fs.constants.O_WRONLY | fs.constants.O_APPEND, false);
+      first.release(req, 0, opened.fh);
+      assert.deepEqual([shown(first, 'a'), shown(first, 'b')], [lowerIno, lowerIno]);
+    } finally {
+      first.close();
+    }
+    const next = new LayerFS(layers());
+    try {
+      const upperIno = Number(fs.statSync(path.join(dir, 'upper', 'a')).ino);
+      assert.notEqual(upperIno, lowerIno);
+      assert.deepEqual([shown(next, 'a'), shown(next, 'b')], [upperIno, upperIno]);
+    } finally {
+      next.close();
+    }
+  });
+});
+
 /** renameat2(RENAME_EXCHANGE) in process: both names swap what they show, and nothing below either shows through. */
 describe('LayerFS in process: RENAME_EXCHANGE', () => {
   const EXCHANGE = 2;
@@ -250,7 +307,7 @@ describe('LayerFS in process: copy-up of big files off the thread', () => {
     assert.equal(sha(path.join(upper, 'big')), sha(path.join(lower, 'big')));
     assert.equal(st.size, 8 * MiB);
     assert.ok(st.blocks * 512 < 6 * MiB, `the holes stay holes (${st.blocks} blocks)`);
-    assert.equal(fsys.getattr(req, ino).attr.ino, ino, 'the copy keeps its node');
+    assert.equal(fsys.getattr(req, ino).attr.ino, Number(fs.statSync(path.join(lower, 'big')).ino), "the copy keeps its node, and its original's number");
     assert.deepEqual(copying(), []);
   });
 

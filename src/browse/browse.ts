@@ -235,6 +235,8 @@ export class BrowseFS implements FileSystem {
       raw: layers,
       changingTop: stack.kind === 'active',
       cacheSeconds: CACHE_SECONDS,
+      // Each view's numbers are offset into a range of their own (SPAN).
+      ownNumbers: true,
     });
     const view: View = { serial, tree, name, signature, expires, lookups: 0, current: true };
     this.views.set(id, view);

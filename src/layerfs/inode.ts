@@ -57,18 +57,31 @@ export class Inode {
 export const keyOf = (name: Buffer): string => name.toString('latin1');
 
 /**
- * Inode numbers of the merged tree: one per underlying file (device and
- * inode number), handed out in order of first sight and kept for the life
- * of the mount, so hard links share one and layers on different file
+ * Numbers of the files of the merged tree: one per underlying file (device
+ * and inode number), handed out in order of first sight and kept for the
+ * life of the mount, so hard links share one and layers on different file
  * systems never collide. A copy made by copy-up keeps its original's. The
  * root is 1. They are also the node ids the kernel knows files by.
+ *
+ * What a file shows as its inode number (`shown`): where every layer is
+ * on one file system (`device`), its own inode number there, so that the
+ * same file has the same number in every mount of it, as on the kernel
+ * overlay; a copy shows its original's for the life of the mount. A file
+ * on another file system (a mount point inside a layer) shows its number
+ * above 2^52, clear of any a layer's file system gives.
  */
 export class InodeNumbers {
   private readonly numbers = new Map<string, number>();
+  private readonly layerNumbers = new Map<number, number>();
   private next = 2;
 
-  constructor(rootKey: string) {
+  /** device: the one device every layer is on, as in file keys; undefined to show the numbers themselves. */
+  constructor(
+    rootKey: string,
+    private readonly device: string | undefined,
+  ) {
     this.numbers.set(rootKey, 1);
+    this.remember(1, rootKey);
   }
 
   of(key: string): number {
@@ -76,8 +89,23 @@ export class InodeNumbers {
     if (n === undefined) {
       n = this.next++;
       this.numbers.set(key, n);
+      this.remember(n, key);
     }
     return n;
+  }
+
+  /** The inode number file `n` shows (st_ino, d_ino). */
+  shown(n: number): number {
+    if (this.device === undefined) return n;
+    return this.layerNumbers.get(n) ?? OTHER_FILE_SYSTEMS + n;
+  }
+
+  private remember(n: number, key: string): void {
+    if (this.device === undefined) return;
+    const colon = key.lastIndexOf(':');
+    if (key.slice(0, colon) !== this.device) return;
+    const ino = Number(key.slice(colon + 1));
+    if (ino < OTHER_FILE_SYSTEMS) this.layerNumbers.set(n, ino);
   }
 
   /** A node id of no file's number: a file's new node (Tree.split). */
@@ -98,6 +126,9 @@ export class InodeNumbers {
     this.numbers.delete(key);
   }
 }
+
+/** Where the numbers shown for files of other file systems start. */
+const OTHER_FILE_SYSTEMS = 2 ** 52;
 
 /** A file's identity: device and inode number. */
 export const fileKey = (dev: bigint, ino: bigint): string => `${dev}:${ino}`;

@@ -240,7 +240,7 @@ export class LayerFS implements FileSystem {
   readdir(_req: Request, _ino: number, fh: number): DirEntry[] {
     const open = this.listings.get(fh) ?? fail(E.EBADF);
     if (open.list !== undefined) return open.list;
-    const dot = (name: string, of: Inode): DirEntry => ({ name: Buffer.from(name), ino: of.ino, mode: 0o040000 });
+    const dot = (name: string, of: Inode): DirEntry => ({ name: Buffer.from(name), ino: this.tree.numbers.shown(of.number), mode: 0o040000 });
     const { dir } = open;
     open.list = [dot('.', dir), dot('..', dir.parent ?? dir), ...this.tree.readdir(dir).map((e) => ({ name: e.name, ino: e.ino, mode: e.type << 12 }))];
     return open.list;
@@ -805,7 +805,7 @@ export class LayerFS implements FileSystem {
     const group = inode.isDir ? undefined : this.groups.get(inode.number);
     const unlinked = inode.unlinked && inode.pinned === undefined;
     return {
-      ino: inode.number,
+      ino: this.tree.numbers.shown(inode.number),
       size: st.size,
       blocks: st.blocks,
       atimeNs: st.atimeNs,

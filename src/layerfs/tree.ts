@@ -28,6 +28,11 @@ export interface TreeOptions {
    * written through its own mount): it is asked, never listed ahead.
    */
   readonly changingTop?: boolean;
+  /**
+   * Files show the numbers of this tree, in order of first sight, not those
+   * of their layers (browse puts many trees in one range of numbers).
+   */
+  readonly ownNumbers?: boolean;
 }
 
 /** One entry of a merged directory. */
@@ -87,7 +92,8 @@ export class Tree {
     this.work = layers.work === undefined || !this.writable ? undefined : fs.openSync(layers.work, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
     this.devs = this.roots.map((fd) => fstat(fd).dev);
     const top = fstat(this.roots[0]!);
-    this.numbers = new InodeNumbers(fileKey(top.dev, top.ino));
+    const oneDevice = this.devs.every((d) => d === this.devs[0]) && opts.ownNumbers !== true;
+    this.numbers = new InodeNumbers(fileKey(top.dev, top.ino), oneDevice ? String(top.dev) : undefined);
     const dirLayers: number[] = [];
     for (let i = 0; i < this.roots.length; i++) {
       dirLayers.push(i);
@@ -368,7 +374,7 @@ export class Tree {
         if (e.kind === 'whiteout') hidden.push(key);
         else if (!taken.has(key)) {
           taken.add(key);
-          out.push({ name: e.name, ino: this.numbers.of(fileKey(this.devs[layer]!, e.ino)), type: e.kind === 'dir' ? DT_DIR : e.type });
+          out.push({ name: e.name, ino: this.numbers.shown(this.numbers.of(fileKey(this.devs[layer]!, e.ino))), type: e.kind === 'dir' ? DT_DIR : e.type });
         }
       }
       // A layer's whiteouts hide the layers below it, not itself.
