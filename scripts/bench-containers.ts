@@ -44,12 +44,12 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { buildBusyboxImage } from '../test/containerd-helpers';
+import { buildBusyboxImage } from '../test/support/containerd-helpers';
 import { arg, environ, inTurns, median, percentile } from './bench-util';
 
 const CLI = path.resolve(__dirname, '..', 'src', 'cli', 'main.js');
 const CONFORMANCE = path.resolve(__dirname, '..', '..', 'test', 'conformance');
-/** Debian's golang-github-containerd-containerd-dev, as test/conformance.test.ts uses it. */
+/** Debian's golang-github-containerd-containerd-dev, as test/system/conformance.test.ts uses it. */
 const CONTAINERD_SOURCE = '/usr/share/gocode';
 const quick = process.argv.includes('--quick');
 const runs = Number(arg('runs', quick ? '3' : '10'));
@@ -227,7 +227,7 @@ function buildGo(): { driver?: string; noDriver?: string } {
   progress('building the snapshotters\' gRPC server (go build)');
   go(['build', '-o', serverBinary, 'snapfs.bench/snapshotter-grpc'], gopath);
   if (!fs.existsSync(path.join(CONFORMANCE, 'snapfs_test.go'))) return { noDriver: `no conformance driver in ${CONFORMANCE}` };
-  // As test/conformance.test.ts builds it: its package in a GOPATH of its own.
+  // As test/system/conformance.test.ts builds it: its package in a GOPATH of its own.
   fs.mkdirSync(path.join(gopath, 'src', 'snapfs.test'), { recursive: true });
   fs.symlinkSync(CONFORMANCE, path.join(gopath, 'src', 'snapfs.test', 'conformance'));
   const driver = path.join(base, 'conformance.test');
@@ -296,7 +296,7 @@ async function startServer(side: Side): Promise<Proc> {
 
 const address = path.join(base, 'containerd.sock');
 
-/** A private containerd, as test/containerd-helpers.ts starts one, with a proxy plugin per server. */
+/** A private containerd, as test/support/containerd-helpers.ts starts one, with a proxy plugin per server. */
 async function startContainerd(): Promise<Proc> {
   const config = path.join(base, 'containerd.toml');
   fs.writeFileSync(

@@ -17,8 +17,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { snapshotsClientConstructor } from '../src/grpc/service';
-import { startContainerd } from '../test/containerd-helpers';
-import { startServer } from '../test/grpc-helpers';
+import { startContainerd } from '../test/support/containerd-helpers';
+import { startServer } from '../test/support/grpc-helpers';
 import { arg, median } from './bench-util';
 
 const count = Number(arg('count', '10000'));

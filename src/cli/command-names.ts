@@ -4,7 +4,7 @@
  * SOURCE MOUNTPOINT -o OPTIONS` (mount(8) running us as the fuse.snapfs
  * helper) before commander and the commands are loaded, and which file a
  * command needs (program.ts declares that file's commands alone).
- * test/cli.test.ts checks that these agree with what is declared.
+ * test/unit/cli.test.ts checks that these agree with what is declared.
  */
 export const COMMAND_GROUPS = {
   snapshot: ['prepare', 'view', 'mounts', 'commit', 'rm', 'remove', 'info', 'stat', 'label'],

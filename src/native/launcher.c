@@ -33,7 +33,7 @@
 #define MAX_LAYERS 500
 #define ANSWER_SECONDS 20
 
-/* The CLI's commands (src/cli/command-names.ts; test/cli.test.ts checks the two agree). */
+/* The CLI's commands (src/cli/command-names.ts; test/unit/cli.test.ts checks the two agree). */
 static const char *const COMMANDS[] = {
   "prepare", "view", "mounts", "commit", "rm", "remove", "info", "stat", "label",
   "ls", "list", "tree", "usage", "du",

@@ -134,8 +134,9 @@ export function upperFormat(workfd: number): UpperFormat {
       return removed;
     },
     markOpaque(dirfd) {
-      if (rootless) sys.createFileAt(dirfd, OPAQUE_MARKER, Buffer.alloc(0), 0o600, false, 0, 0, 0, sys.UTIME_NOW);
-      else sys.setxattr(dirfd, 'trusted.overlay.opaque', Buffer.from('y'), 0);
+      if (!rootless) return sys.setxattr(dirfd, 'trusted.overlay.opaque', Buffer.from('y'), 0);
+      // A directory made opaque before (moved again, say) already holds its marker.
+      if (statAt(dirfd, OPAQUE_MARKER) === undefined) sys.createFileAt(dirfd, OPAQUE_MARKER, Buffer.alloc(0), 0o600, false, 0, 0, 0, sys.UTIME_NOW);
     },
   };
 }
