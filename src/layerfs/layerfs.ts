@@ -18,7 +18,12 @@ const E = os.constants.errno;
 const C = fs.constants;
 const WRITE_FLAGS = C.O_WRONLY | C.O_RDWR | C.O_TRUNC | C.O_APPEND;
 /** What an open(2) asks that the file system does itself, or that makes no sense on a layer's file. */
-const OPEN_IGNORED = C.O_CREAT | C.O_EXCL | C.O_NOCTTY;
+/**
+ * Flags of an open that are not the layer file's: O_DIRECT among them, since
+ * the kernel hands direct I/O to the session in buffers of its own, which
+ * the layer's file system would refuse (EINVAL) for their alignment.
+ */
+const OPEN_IGNORED = C.O_CREAT | C.O_EXCL | C.O_NOCTTY | C.O_DIRECT;
 const S_ISUID = 0o4000;
 const S_ISGID = 0o2000;
 const S_IXGRP = 0o010;

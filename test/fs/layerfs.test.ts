@@ -65,6 +65,9 @@ const AS_NOBODY = 'setpriv --reuid=65534 --regid=65534 --clear-groups';
 /** A file made, written and read by a path of 4095 bytes; one byte more is refused. The tree goes again (deeper than a path can name from the test's own directory). */
 const LONG_PATHS =
   "import os\nd = '/'.join(['long' * 50] * 20)\nos.makedirs(d)\nfull = d + '/' + 'x' * (4095 - len(d) - 1)\nopen(full, 'w').write('deep')\nprint(len(full), open(full).read())\ntry:\n  open(full + 'y', 'w')\nexcept OSError as e:\n  print(e.strerror)\nimport shutil\nshutil.rmtree(d.split('/')[0])";
+/** Page-aligned O_DIRECT reads and writes through a read-only, a read-write and a write-only descriptor. */
+const DIRECT_IO =
+  "import mmap, os\nbuf = mmap.mmap(-1, 4096)\nbuf.write(b'd' * 4096)\nfor name, flags in [('lower-both', os.O_RDONLY), ('lower-both', os.O_RDWR), ('direct-new', os.O_WRONLY | os.O_CREAT)]:\n  fd = os.open(name, flags | os.O_DIRECT, 0o644)\n  if flags & os.O_ACCMODE != os.O_WRONLY: print(name, os.preadv(fd, [buf], 0))\n  if flags & os.O_ACCMODE != os.O_RDONLY: print(name, os.pwritev(fd, [buf], 0))\n  os.close(fd)\nprint(os.stat('lower-both').st_size, os.stat('direct-new').st_size)";
 /** SEEK_DATA and SEEK_HOLE from the start of a new sparse file and of a lower one with data, then a hole. */
 const SEEKS = "import os\nfor n in ['holey', 'holey-lower']:\n  fd = os.open(n, os.O_RDONLY)\n  print(n, os.lseek(fd, 0, os.SEEK_DATA), os.lseek(fd, 0, os.SEEK_HOLE))";
 const EXCHANGE_FILES =
@@ -104,6 +107,7 @@ const STEPS: [string, string][] = [
   ['an opaque upper dir hides the lower one', 'ls -A opaque'],
   ['parents are copied up with their metadata', 'echo x > a/b/c/deep && stat -c "%a %u %g" a a/b'],
   ['paths of 4095 bytes, the longest the kernel takes, and ENAMETOOLONG beyond (pjdfstest */03.t)', `python3 -c "${LONG_PATHS}"`],
+  ['O_DIRECT reads and writes, of a lower file being copied up and of a new one (fsx -Z)', `python3 -c "${DIRECT_IO}"`],
   ['names of 255 bytes, ENAMETOOLONG beyond', 'touch "$(head -c 255 /dev/zero | tr "\\0" x)" && ! touch "$(head -c 256 /dev/zero | tr "\\0" y)"'],
   ['an unlinked open file keeps working', 'python3 -c "import os; fd = os.open(\'lower-only\', os.O_RDWR); os.unlink(\'lower-only\'); os.write(fd, b\'still\'); print(os.fstat(fd).st_nlink); os.lseek(fd, 0, 0); print(os.read(fd, 100))"'],
   ['writing into a sparse lower file keeps its holes', 'printf x | dd of=sparse bs=1 seek=1000 conv=notrunc 2>/dev/null && stat -c "%s %b" sparse'],
