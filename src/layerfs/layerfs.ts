@@ -17,11 +17,11 @@ import { Tree, type TreeOptions } from './tree';
 const E = os.constants.errno;
 const C = fs.constants;
 const WRITE_FLAGS = C.O_WRONLY | C.O_RDWR | C.O_TRUNC | C.O_APPEND;
-/** What an open(2) asks that the file system does itself, or that makes no sense on a layer's file. */
 /**
- * Flags of an open that are not the layer file's: O_DIRECT among them, since
- * the kernel hands direct I/O to the session in buffers of its own, which
- * the layer's file system would refuse (EINVAL) for their alignment.
+ * What an open(2) asks that the file system does itself, or that makes no
+ * sense on a layer's file: O_DIRECT among them, since the kernel hands
+ * direct I/O to the session in buffers of its own, which the layer's file
+ * system would refuse (EINVAL) for their alignment.
  */
 const OPEN_IGNORED = C.O_CREAT | C.O_EXCL | C.O_NOCTTY | C.O_DIRECT;
 const S_ISUID = 0o4000;
@@ -82,7 +82,7 @@ export class LayerFS implements FileSystem {
   private readonly format: UpperFormat | undefined;
   /** Descriptors handed out as handles, by the node they are of. */
   private readonly files = new Map<number, number>();
-  /** How each open file is read and written (page cache, passthrough, direct). */
+  /** How each open file is read and written: through the page cache, or passed through. */
   private readonly io = new IoModes();
   /** Handles open per node: a file unlinked while open is kept through a descriptor of its own. */
   private readonly openCount = new Map<number, number>();
