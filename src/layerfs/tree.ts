@@ -447,7 +447,7 @@ export class Tree {
    * while it is open: an open that must see another copy of the file (its
    * copy-up) is made on a new node.
    */
-  split(inode: Inode): Inode {
+  split(inode: Inode): void {
     const parent = inode.parent ?? fail(E.ENOENT);
     const fresh = new Inode(this.numbers.fresh(), parent, inode.name, inode.layer, false, []);
     fresh.number = inode.number;
@@ -458,7 +458,6 @@ export class Tree {
     inode.pinned ??= this.openPath(inode);
     inode.parent = undefined;
     inode.superseded = true;
-    return fresh;
   }
 
   /**
