@@ -34,9 +34,17 @@ const RENAME_EXCHANGE = 2;
 /** A day: what never changes behind the kernel's back may be kept that long. */
 const DAY = 86_400;
 
+/** What a mount's options may ask of LayerFS beyond its layers (fuse-overlayfs's options of those names). */
+export type LayerTweaks = Pick<LayerFSOptions, 'squashUid' | 'squashGid' | 'staticNlink' | 'volatile'>;
+
 export interface LayerFSOptions {
-  /** Show every file as owned by root (fuse-overlayfs's squash_to_root). */
-  readonly squashToRoot?: boolean;
+  /** Show every file as owned by this uid, and this gid (fuse-overlayfs's squash_to_uid=, squash_to_gid=; squash_to_root is 0 and 0). */
+  readonly squashUid?: number;
+  readonly squashGid?: number;
+  /** Directories show a link count of 1 (fuse-overlayfs's static_nlink), which tools take as "count nothing on it". */
+  readonly staticNlink?: boolean;
+  /** fsync is not passed on (fuse-overlayfs's volatile, fsync=0): nobody needs the data to outlive a crash. */
+  readonly volatile?: boolean;
   /** Ids as shown through the mount ↔ as stored in the layers (uidmapping/gidmapping). */
   readonly uids?: IdMap;
   readonly gids?: IdMap;
@@ -94,13 +102,19 @@ export class LayerFS implements FileSystem {
   private frozen = false;
   private closed = false;
   private readonly asRoot = process.getuid?.() === 0;
-  private readonly squashToRoot: boolean;
+  private readonly squashUid: number | undefined;
+  private readonly squashGid: number | undefined;
+  private readonly staticNlink: boolean;
+  private readonly volatile: boolean;
   private readonly uids: IdMap;
   private readonly gids: IdMap;
   private readonly cache: number;
 
   constructor(layers: LayerStack, opts: LayerFSOptions & TreeOptions = {}) {
-    this.squashToRoot = opts.squashToRoot === true;
+    this.squashUid = opts.squashUid;
+    this.squashGid = opts.squashGid;
+    this.staticNlink = opts.staticNlink === true;
+    this.volatile = opts.volatile === true;
     this.uids = opts.uids ?? IDENTITY;
     this.gids = opts.gids ?? IDENTITY;
     this.cache = opts.cacheSeconds ?? DAY;
@@ -228,6 +242,7 @@ export class LayerFS implements FileSystem {
 
   fsync(_req: Request, _ino: number, fh: number, datasync: boolean): void {
     if (!this.files.has(fh)) fail(E.EBADF);
+    if (this.volatile) return;
     if (datasync) fs.fdatasyncSync(fh);
     else fs.fsyncSync(fh);
   }
@@ -817,9 +832,9 @@ export class LayerFS implements FileSystem {
       mtimeNs: st.mtimeNs,
       ctimeNs: st.ctimeNs,
       mode: st.mode,
-      nlink: group?.nlink ?? (unlinked ? 0 : st.nlink),
-      uid: this.squashToRoot ? 0 : this.uids.shown(st.uid),
-      gid: this.squashToRoot ? 0 : this.gids.shown(st.gid),
+      nlink: inode.isDir && this.staticNlink ? 1 : group?.nlink ?? (unlinked ? 0 : st.nlink),
+      uid: this.squashUid ?? this.uids.shown(st.uid),
+      gid: this.squashGid ?? this.gids.shown(st.gid),
       rdev: st.rdev,
       blksize: st.blksize,
     };

@@ -27,6 +27,19 @@ const GENERIC_OPTIONS = new Set([
   'silent', 'loud', 'default_permissions',
 ]);
 const GENERIC_PREFIXES = ['x-', 'fsname=', 'subtype=', 'context=', 'fscontext=', 'defcontext=', 'rootcontext=', 'comment=', 'max_read=', 'blksize='];
+/**
+ * fuse-overlayfs's options that change nothing snapfs promises: taken, and
+ * named once in the daemon's log (its debugging, threading, timeouts,
+ * inode-number and cache tuning, plugins, its ACL switch: snapfs has no
+ * ACL emulation to turn off).
+ */
+const NOT_APPLIED = new Set(['debug', 'noacl']);
+const NOT_APPLIED_PREFIXES = ['timeout=', 'threaded=', 'fast_ino=', 'writeback=', 'noxattrs=', 'plugins=', 'xattr_permissions='];
+/** overlayfs features whose layers snapfs does not write: asking for them is refused. */
+const REFUSED = new Map([
+  ['redirect_dir', 'snapfs copies a renamed lower directory up and writes no redirects'],
+  ['metacopy', 'snapfs copies data up whole and writes no metacopy files'],
+]);
 
 /** The first word of `args` (argv without node and script) that is neither an option nor the value of the global --root: a command's name, or a mount's source or mount point. */
 export function firstWord(args: readonly string[]): string | undefined {
@@ -65,7 +78,8 @@ export function parseMountCommandLine(args: readonly string[]): MountCommandLine
   let work: string | undefined;
   let readOnly = false;
   let allowOther = false;
-  let squashToRoot = false;
+  const tweaks: { squashUid?: number; squashGid?: number; staticNlink?: boolean; volatile?: boolean } = {};
+  const notApplied: string[] = [];
   let dedicated = false;
   const mappings: { uidMapping?: string; gidMapping?: string } = {};
   const mountFlags: string[] = [];
@@ -89,7 +103,26 @@ export function parseMountCommandLine(args: readonly string[]): MountCommandLine
         allowOther = true;
         break;
       case 'squash_to_root':
-        squashToRoot = true;
+        tweaks.squashUid = 0;
+        tweaks.squashGid = 0;
+        break;
+      case 'squash_to_uid':
+      case 'squash_to_gid':
+        tweaks[name === 'squash_to_uid' ? 'squashUid' : 'squashGid'] = id(o, value);
+        break;
+      case 'static_nlink':
+        tweaks.staticNlink = true;
+        break;
+      case 'volatile':
+        tweaks.volatile = true;
+        break;
+      case 'fsync':
+        if (value !== '0' && value !== '1') throw invalidArgument(`-o ${o}: fsync= takes 0 or 1`);
+        if (value === '0') tweaks.volatile = true;
+        break;
+      case 'redirect_dir':
+      case 'metacopy':
+        if (value !== 'off') throw invalidArgument(`-o ${o}: not supported (${REFUSED.get(name)!})`);
         break;
       case 'dedicated':
         dedicated = true;
@@ -106,6 +139,10 @@ export function parseMountCommandLine(args: readonly string[]): MountCommandLine
           break;
         }
         if (GENERIC_OPTIONS.has(o) || GENERIC_PREFIXES.some((p) => o.startsWith(p))) break;
+        if (NOT_APPLIED.has(o) || NOT_APPLIED_PREFIXES.some((p) => o.startsWith(p))) {
+          notApplied.push(o);
+          break;
+        }
         throw invalidArgument(`-o ${o}: unsupported option`);
     }
   }
@@ -118,11 +155,19 @@ export function parseMountCommandLine(args: readonly string[]): MountCommandLine
     mountpoint,
     foreground,
     allowOther,
-    squashToRoot,
+    ...(Object.keys(tweaks).length > 0 ? { tweaks } : {}),
+    ...(notApplied.length > 0 ? { notApplied } : {}),
     ...mappings,
     mountFlags,
     ...(dedicated ? { dedicated } : {}),
   };
+}
+
+/** A uid or gid given as option `o`. */
+function id(o: string, value: string): number {
+  const n = /^\d{1,10}$/.test(value) ? Number(value) : NaN;
+  if (!(n >= 0 && n <= 0xfffffffe)) throw invalidArgument(`-o ${o}: not a uid or gid`);
+  return n;
 }
 
 /** Options are comma-separated; a comma inside a path is written `\,`. */

@@ -164,7 +164,7 @@ export async function runMountDaemon(opts: DaemonOptions = {}): Promise<void> {
         pending--;
         serving = { id, info: liveInfo(h), here: h.mountNamespace === undefined || h.mountNamespace === ownNamespace };
         mounts.add(serving);
-        log(`mounted ${h.mountpoint}`);
+        log(`mounted ${h.mountpoint}${h.op === 'mount' && h.notApplied !== undefined ? ` (options taken, not applied: ${h.notApplied.join(',')})` : ''}`);
         answer({ ok: true });
         idleCheck();
       },

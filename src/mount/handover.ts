@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import { invalidArgument } from '../errors';
+import type { LayerTweaks } from '../layerfs/layerfs';
 import type { MountRequest } from './serve';
 
 /**
@@ -17,7 +18,9 @@ export interface HandOver {
   readonly upper?: string;
   readonly work?: string;
   readonly allowOther?: boolean;
-  readonly squashToRoot?: boolean;
+  readonly tweaks?: LayerTweaks;
+  /** Options taken but not applied, for the daemon's log. */
+  readonly notApplied?: readonly string[];
   readonly uidMapping?: string;
   readonly gidMapping?: string;
   readonly snapshot?: string;
@@ -64,7 +67,8 @@ export function handOverOf(req: MountRequest): HandOver {
     lowers: req.stack.lowers,
     ...(req.stack.upper === undefined ? {} : { upper: req.stack.upper, work: req.stack.work! }),
     ...(req.allowOther === true ? { allowOther: true } : {}),
-    ...(req.squashToRoot === true ? { squashToRoot: true } : {}),
+    ...(req.tweaks === undefined ? {} : { tweaks: req.tweaks }),
+    ...(req.notApplied === undefined ? {} : { notApplied: req.notApplied }),
     ...(req.uidMapping === undefined ? {} : { uidMapping: req.uidMapping }),
     ...(req.gidMapping === undefined ? {} : { gidMapping: req.gidMapping }),
     ...(req.snapshot === undefined ? {} : { snapshot: req.snapshot }),
@@ -124,7 +128,10 @@ export function parseRequest(data: Buffer): DaemonRequest {
   const work = text('work', true);
   if ((upper === undefined) !== (work === undefined)) throw invalidArgument('request: an upper layer needs a work directory, and only it');
   if (r.lowers.length === 0 && upper === undefined) throw invalidArgument('request: no layers');
-  const [allowOther, squashToRoot] = [flag('allowOther'), flag('squashToRoot')];
+  const allowOther = flag('allowOther');
+  const tweaks = parseTweaks(r.tweaks);
+  const notApplied = r.notApplied;
+  if (notApplied !== undefined && !(Array.isArray(notApplied) && notApplied.every((o) => typeof o === 'string'))) throw invalidArgument('request: notApplied must be a list of options');
   const [uidMapping, gidMapping, snapshot] = [text('uidMapping', true), text('gidMapping', true), text('snapshot', true)];
   return {
     op: 'mount',
@@ -132,10 +139,29 @@ export function parseRequest(data: Buffer): DaemonRequest {
     lowers: r.lowers as string[],
     ...(upper === undefined ? {} : { upper, work: work! }),
     ...(allowOther === undefined ? {} : { allowOther }),
-    ...(squashToRoot === undefined ? {} : { squashToRoot }),
+    ...(tweaks === undefined ? {} : { tweaks }),
+    ...(notApplied === undefined ? {} : { notApplied: notApplied as string[] }),
     ...(uidMapping === undefined ? {} : { uidMapping }),
     ...(gidMapping === undefined ? {} : { gidMapping }),
     ...(snapshot === undefined ? {} : { snapshot }),
     ...(namespace === undefined ? {} : { mountNamespace: namespace }),
   };
+}
+
+/** A request's tweaks, each field checked: ids as ids, switches as true or false. */
+function parseTweaks(value: unknown): LayerTweaks | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'object' || value === null) throw invalidArgument('request: tweaks must be an object');
+  const t = value as Record<string, unknown>;
+  const known = new Set(['squashUid', 'squashGid', 'staticNlink', 'volatile']);
+  const unknown = Object.keys(t).find((k) => !known.has(k));
+  if (unknown !== undefined) throw invalidArgument(`request: unknown tweak ${JSON.stringify(unknown)}`);
+  for (const k of ['squashUid', 'squashGid']) {
+    const v = t[k];
+    if (v !== undefined && !(typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0xfffffffe)) throw invalidArgument(`request: ${k} must be a uid or gid`);
+  }
+  for (const k of ['staticNlink', 'volatile']) {
+    if (t[k] !== undefined && typeof t[k] !== 'boolean') throw invalidArgument(`request: ${k} must be true or false`);
+  }
+  return t as LayerTweaks;
 }

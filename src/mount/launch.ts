@@ -114,7 +114,11 @@ function logFileOf(req: MountRequest | BrowseRequest): string {
 }
 
 async function serveAny(req: MountRequest | BrowseRequest, onMounted: () => void): Promise<void> {
-  if (!('browse' in req)) return serve(req, onMounted);
+  if (!('browse' in req)) {
+    // This process's output is its log (logFileOf).
+    if (req.notApplied !== undefined) console.error(`${req.mountpoint}: options taken, not applied: ${req.notApplied.join(',')}`);
+    return serve(req, onMounted);
+  }
   // Loaded for browse alone: it opens the root's database, which no other mount needs.
   const { serveBrowse } = await import('./serve-browse');
   return serveBrowse(req, onMounted);

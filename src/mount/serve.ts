@@ -3,7 +3,7 @@ import { mountFileSystem, serveDevice, unmount, type MountOptions, type Served }
 import { Init } from '../fuse/protocol';
 import type { FileSystem } from '../fuse/session';
 import { parseIdMap } from '../layerfs/idmap';
-import { LayerFS } from '../layerfs/layerfs';
+import { LayerFS, type LayerTweaks } from '../layerfs/layerfs';
 import type { LayerStack } from '../overlay/stack';
 import { onStopSignals } from '../signals';
 import { serveControl } from './control';
@@ -13,8 +13,10 @@ export interface MountRequest {
   readonly mountpoint: string;
   /** Let other users in; a mount made by root always does (containers run as anyone). */
   readonly allowOther?: boolean;
-  /** Show every file as owned by root (fuse-overlayfs's squash_to_root). */
-  readonly squashToRoot?: boolean;
+  /** What the options ask of the file system (squash_to_uid=, static_nlink, volatile, …). */
+  readonly tweaks?: LayerTweaks;
+  /** Options taken but not applied (harmless here): said once in the daemon's log. */
+  readonly notApplied?: readonly string[];
   /** fuse-overlayfs's uidmapping= and gidmapping= values. */
   readonly uidMapping?: string;
   readonly gidMapping?: string;
@@ -102,7 +104,7 @@ export async function startServing(req: MountRequest, device?: number): Promise<
   let layerfs: LayerFS;
   try {
     layerfs = new LayerFS(req.stack, {
-      squashToRoot: req.squashToRoot === true,
+      ...req.tweaks,
       ...(req.uidMapping === undefined ? {} : { uids: parseIdMap('uidmapping', req.uidMapping) }),
       ...(req.gidMapping === undefined ? {} : { gids: parseIdMap('gidmapping', req.gidMapping) }),
     });

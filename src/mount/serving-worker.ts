@@ -76,7 +76,7 @@ async function serveHandOver(h: HandOver, fds: readonly number[]): Promise<Serve
         stack: { lowers, ...(upper === undefined ? {} : { upper, work: work! }) },
         mountpoint: h.mountpoint,
         ...(h.allowOther === undefined ? {} : { allowOther: h.allowOther }),
-        ...(h.squashToRoot === undefined ? {} : { squashToRoot: h.squashToRoot }),
+        ...(h.tweaks === undefined ? {} : { tweaks: h.tweaks }),
         ...(h.uidMapping === undefined ? {} : { uidMapping: h.uidMapping }),
         ...(h.gidMapping === undefined ? {} : { gidMapping: h.gidMapping }),
       },

@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { sys } from '../../src/native/sys';
+import { Daemons } from '../support/daemon-helpers';
 import { CLI, ok, snapfs, tempDir } from '../support/helpers';
 import { describeTree, run, serveStack, unmountAll } from '../support/mount-helpers';
 
@@ -338,6 +339,40 @@ describe('mounts of snapshots', { skip: !isRoot && 'compares with the kernel ove
       }
     } finally {
       await unmountAll(mnt);
+    }
+  });
+
+  it("takes fuse-overlayfs 1.10's options: honours squash_to_uid=, squash_to_gid=, static_nlink, volatile; takes harmless ones, named in the daemon's log; refuses redirect_dir=on and metacopy=on", async () => {
+    const at = path.join(dir, 'options');
+    const [mnt, upper, work] = ['mnt', 'upper', 'work'].map((n) => path.join(at, n)) as [string, string, string];
+    for (const d of [mnt, upper, work]) fs.mkdirSync(d, { recursive: true });
+    const d = new Daemons(at, 'options');
+    try {
+      // podman's form: an empty option, then volatile.
+      await d.mountO(`lowerdir=${layers[2]},upperdir=${upper},workdir=${work},,volatile,squash_to_uid=1000,squash_to_gid=100,static_nlink,timeout=5,threaded=1,noacl`, mnt);
+      const st = fs.statSync(path.join(mnt, 'etc'));
+      assert.deepEqual([st.uid, st.gid, st.nlink], [1000, 100, 1]);
+      const passwd = fs.statSync(path.join(mnt, 'etc', 'passwd'));
+      assert.deepEqual([passwd.uid, passwd.gid], [1000, 100], 'every file shows the squashed owner');
+      await run('python3', ['-c', "import os; fd = os.open('written', os.O_WRONLY | os.O_CREAT, 0o644); os.write(fd, b'x'); os.fsync(fd)"], { cwd: mnt });
+      assert.equal(fs.readFileSync(path.join(upper, 'written'), 'utf8'), 'x', 'volatile: fsync answers, the data is written');
+      assert.deepEqual([fs.statSync(path.join(upper, 'written')).uid], [0], 'the layer keeps the real owner');
+      assert.match(d.log, new RegExp(`mounted ${mnt} \\(options taken, not applied: timeout=5,threaded=1,noacl\\)\n`));
+      await run('umount', [mnt]);
+      for (const [option, message] of [
+        ['redirect_dir=on', /^snapfs: -o redirect_dir=on: not supported \(snapfs copies a renamed lower directory up and writes no redirects\)\n$/],
+        ['metacopy=on', /^snapfs: -o metacopy=on: not supported \(snapfs copies data up whole and writes no metacopy files\)\n$/],
+        ['squash_to_uid=root', /^snapfs: -o squash_to_uid=root: not a uid or gid\n$/],
+        ['fsync=2', /^snapfs: -o fsync=2: fsync= takes 0 or 1\n$/],
+      ] as const) {
+        const r = await run(process.execPath, [CLI, '-o', `lowerdir=${layers[2]},${option}`, mnt], { env: d.env }).then(() => ({ code: 0, stderr: '' }), (e: { code: number; stderr: string }) => e);
+        assert.equal(r.code, 2, r.stderr);
+        assert.match(r.stderr, message);
+      }
+      assert.deepEqual(await d.mounted(), [], 'a refused mount mounts nothing');
+    } finally {
+      await unmountAll(mnt);
+      d.killAll();
     }
   });
 
