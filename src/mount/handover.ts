@@ -151,7 +151,7 @@ export function parseRequest(data: Buffer): DaemonRequest {
 /** A request's tweaks, each field checked: ids as ids, switches as true or false. */
 function parseTweaks(value: unknown): LayerTweaks | undefined {
   if (value === undefined) return undefined;
-  if (typeof value !== 'object' || value === null) throw invalidArgument('request: tweaks must be an object');
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalidArgument('request: tweaks must be an object');
   const t = value as Record<string, unknown>;
   const known = new Set(['squashUid', 'squashGid', 'staticNlink', 'volatile']);
   const unknown = Object.keys(t).find((k) => !known.has(k));
