@@ -55,7 +55,7 @@ export interface LiveMount {
   readonly browse?: string;
   /** Milliseconds since the epoch. */
   readonly since: number;
-  /** Requests answered in JavaScript (reads and writes are served natively, uncounted). */
+  /** Requests answered, those served natively (reads, writes) included. */
   readonly requests: number;
 }
 
