@@ -10,6 +10,7 @@ import * as path from 'node:path';
  *   ROOT/snapshots/<id>/work      scratch space of the file system serving it
  *   ROOT/snapshots/.rm-<random>   being deleted, after the metadata is gone
  *   ROOT/held/<key>               locked by the process whose work active snapshot <key> is (held.ts)
+ *   ROOT/empty                    an empty layer: the lower one of an id-mapped snapshot without parents
  */
 export const OWNER_FILE = 'served-by.json';
 
@@ -19,6 +20,7 @@ export class Layout {
   readonly snapshots: string;
   readonly owner: string;
   readonly held: string;
+  readonly empty: string;
 
   constructor(root: string) {
     this.root = path.resolve(root);
@@ -26,6 +28,7 @@ export class Layout {
     this.snapshots = path.join(this.root, 'snapshots');
     this.owner = path.join(this.root, OWNER_FILE);
     this.held = path.join(this.root, 'held');
+    this.empty = path.join(this.root, 'empty');
   }
 
   dir(id: number): string {

@@ -1,4 +1,5 @@
-import type { Kind } from '../metastore/snapshots';
+import { parseIdMap } from '../layerfs/idmap';
+import type { Kind, Labels } from '../metastore/snapshots';
 import type { Layout } from './layout';
 
 /** One mount as containerd describes it: `mount -t TYPE SOURCE TARGET -o OPTIONS`. */
@@ -9,6 +10,28 @@ export interface Mount {
 }
 
 const FUSE_TYPE = 'fuse.snapfs';
+/** containerd's labels for a user-namespaced container's snapshot: CONTAINER:HOST:COUNT entries joined by commas. */
+export const UID_MAPPING_LABEL = 'containerd.io/snapshot/uidmapping';
+export const GID_MAPPING_LABEL = 'containerd.io/snapshot/gidmapping';
+
+/**
+ * The mount options of containerd's id-mapping labels, as the
+ * fuse-overlayfs snapshotter makes them: uidmapping=/gidmapping= with the
+ * entries joined by colons (a comma would end the option). The container's
+ * ids are the ones shown through the mount, the host's the ones stored.
+ * A label that is no mapping is refused (InvalidArgument).
+ */
+export function idMappingOptions(labels: Labels): string[] {
+  return [
+    ['uidmapping', labels[UID_MAPPING_LABEL]],
+    ['gidmapping', labels[GID_MAPPING_LABEL]],
+  ].flatMap(([option, label]) => {
+    if (label === undefined) return [];
+    const value = label.replaceAll(',', ':');
+    parseIdMap(option!, value);
+    return [`${option}=${value}`];
+  });
+}
 
 /**
  * The mounts of a snapshot, shaped as containerd's fuse-overlayfs
@@ -17,9 +40,19 @@ const FUSE_TYPE = 'fuse.snapfs';
  *   since there is nothing to merge;
  * - a view of a single parent: a read-only bind mount of that parent;
  * - otherwise fuse.snapfs with lowerdir= (nearest parent first), and for an
- *   active snapshot upperdir= and workdir=; a view adds `ro`.
+ *   active snapshot upperdir= and workdir=; a view adds `ro`;
+ * - with containerd's id-mapping labels, fuse.snapfs always (over an empty
+ *   layer, ROOT/empty, for an active snapshot without parents), with
+ *   uidmapping= and gidmapping=.
  */
-export function mountsOf(layout: Layout, kind: Kind, id: number, parentIds: readonly number[]): Mount[] {
+export function mountsOf(layout: Layout, kind: Kind, id: number, parentIds: readonly number[], labels: Labels): Mount[] {
+  const mapping = idMappingOptions(labels);
+  if (mapping.length > 0) {
+    // A bind mount cannot map ids: an id-mapped snapshot is a FUSE mount whatever its parents.
+    const lowers = parentIds.length > 0 ? parentIds.map((p) => layout.fs(p)) : [kind === 'view' ? layout.fs(id) : layout.empty];
+    const own = kind === 'view' ? ['ro'] : [`upperdir=${layout.fs(id)}`, `workdir=${layout.work(id)}`];
+    return [{ type: FUSE_TYPE, source: 'snapfs', options: [`lowerdir=${lowers.join(':')}`, ...own, ...mapping] }];
+  }
   if (parentIds.length === 0) {
     return [{ type: 'bind', source: layout.fs(id), options: [kind === 'view' ? 'ro' : 'rw', 'rbind'] }];
   }

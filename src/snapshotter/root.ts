@@ -36,8 +36,8 @@ export function inspectRoot(layout: Layout): RootState {
     throw rootError(layout.root, err);
   }
   // Another process may be creating this root right now (metadata.db comes
-  // first, snapshots/ and held/ after): anything of those names is ours.
-  const ours = entries.every((name) => name === 'snapshots' || name === 'held' || name === OWNER_FILE || name.startsWith('metadata.db'));
+  // first, snapshots/, held/ and empty/ after): anything of those names is ours.
+  const ours = entries.every((name) => name === 'snapshots' || name === 'held' || name === 'empty' || name === OWNER_FILE || name.startsWith('metadata.db'));
   if (!ours && !entries.includes('metadata.db')) {
     throw unavailable(`root ${layout.root}: not a snapfs root (not empty, and no metadata.db)`);
   }

@@ -122,7 +122,7 @@ export class Snapshotter {
       if (s.kind === 'committed') {
         throw failedPrecondition(`snapshot ${JSON.stringify(key)}: is committed; only active snapshots and views have mounts`);
       }
-      return mountsOf(this.layout, s.kind, s.id, parentChain(tx, s.id));
+      return mountsOf(this.layout, s.kind, s.id, parentChain(tx, s.id), s.labels);
     });
   }
 
@@ -316,7 +316,7 @@ export class Snapshotter {
       const time = nowNs();
       const id = insertSnapshot(tx, { key, kind, parentId, labels, time });
       appendEvent(tx, { topic: kind === 'active' ? '/snapshot/prepare' : '/snapshot/view', key, parent, time });
-      const mounts = mountsOf(this.layout, kind, id, parentId === undefined ? [] : parentChain(tx, id));
+      const mounts = mountsOf(this.layout, kind, id, parentId === undefined ? [] : parentChain(tx, id), labels);
       faultPoint(`${op}:inserted`);
       // Last, so that nothing but COMMIT can fail after it. Should COMMIT
       // fail, the directory is an orphan of an id that will be handed out
@@ -341,6 +341,8 @@ export class Snapshotter {
       fs.mkdirSync(dir, { mode: 0o700 });
       fs.mkdirSync(this.layout.fs(id), { mode: 0o755 });
       fs.mkdirSync(this.layout.work(id), { mode: 0o700 });
+      // The lower layer of an id-mapped snapshot without parents (mountsOf): made once, never written.
+      fs.mkdirSync(this.layout.empty, { recursive: true, mode: 0o755 });
       // The upper directory is the merged root: give it the parent's owner
       // and mode, or a chown'd base image root would turn root-owned again.
       if (parentId !== undefined) {

@@ -156,6 +156,29 @@ describe('mounts of snapshots', { skip: !isRoot && 'compares with the kernel ove
     }
   });
 
+  it("an id-mapped snapshot (containerd's labels) mounts as printed: the container's ids shown, the host's stored", { skip: !fs.existsSync('/usr/local/bin/snapfs') && 'scripts/setup installs /usr/local/bin/snapfs' }, async () => {
+    const mnt = path.join(dir, 'mapped');
+    fs.mkdirSync(mnt);
+    try {
+      const labels = ['--label', 'containerd.io/snapshot/uidmapping=0:100000:65536', '--label', 'containerd.io/snapshot/gidmapping=0:200000:65536'];
+      const line = (await ok(root, ['prepare', 'mapped', 'top', ...labels, '--target', mnt])).trim();
+      assert.match(line, /,uidmapping=0:100000:65536,gidmapping=0:200000:65536$/);
+      await run('sh', ['-c', line], { timeout: 20_000 });
+      const owner = (p: string): number[] => {
+        const st = fs.statSync(p);
+        return [st.uid, st.gid];
+      };
+      assert.deepEqual(owner(path.join(mnt, 'etc', 'passwd')), [65534, 65534], 'a host id outside the mapping shows as the overflow id');
+      await run('sh', ['-c', 'echo mine > created && chown 7:8 etc/os-release'], { cwd: mnt });
+      assert.deepEqual(owner(path.join(mnt, 'created')), [0, 0], "root in the container");
+      const upper = /upperdir=([^,]+)/.exec(line)![1]!;
+      assert.deepEqual(owner(path.join(upper, 'created')), [100_000, 200_000], 'stored as the host ids the container root maps to');
+      assert.deepEqual(owner(path.join(upper, 'etc', 'os-release')), [100_007, 200_008]);
+    } finally {
+      await unmountAll(mnt);
+    }
+  });
+
   it('what another user creates through a mount by root is theirs', async () => {
     const mnt = path.join(dir, 'owners');
     fs.mkdirSync(mnt);

@@ -159,6 +159,24 @@ describe('snapshotter semantics', () => {
     rejects('NotFound', () => s.mounts('nope'));
   });
 
+  it("mounts of id-mapped snapshots (containerd's labels): fuse.snapfs always, uidmapping=/gidmapping= with colons, as the fuse-overlayfs snapshotter makes them", async () => {
+    await chain(s);
+    const labels = { 'containerd.io/snapshot/uidmapping': '0:100000:65536,65536:300000:10', 'containerd.io/snapshot/gidmapping': '0:200000:65536' };
+    const mapping = ['uidmapping=0:100000:65536:65536:300000:10', 'gidmapping=0:200000:65536'];
+    const m0 = s.prepare('mapped-0', '', labels);
+    const dir0 = path.join(root, 'snapshots', path.basename(path.dirname(m0[0]!.options[1]!.slice('upperdir='.length))));
+    assert.deepEqual(m0, [{ type: 'fuse.snapfs', source: 'snapfs', options: [`lowerdir=${path.join(root, 'empty')}`, `upperdir=${dir0}/fs`, `workdir=${dir0}/work`, ...mapping] }], 'no parent: over the empty layer, not a bind mount');
+    assert.deepEqual(fs.readdirSync(path.join(root, 'empty')), []);
+    const v1 = s.view('mapped-v1', 'base', labels);
+    assert.equal(v1[0]!.type, 'fuse.snapfs', 'a view of one parent too');
+    assert.deepEqual(v1[0]!.options.slice(1), ['ro', ...mapping]);
+    assert.deepEqual(s.mounts('mapped-v1'), v1, 'mounts says the same');
+    const a2 = s.prepare('mapped-2', 'mid', { 'containerd.io/snapshot/uidmapping': '0:100000:65536' });
+    assert.deepEqual(a2[0]!.options.slice(3), ['uidmapping=0:100000:65536']);
+    rejects('InvalidArgument', () => s.prepare('bad-map', 'mid', { 'containerd.io/snapshot/uidmapping': '0:1' }), 'uidmapping');
+    rejects('NotFound', () => s.mounts('bad-map'), 'bad-map');
+  });
+
   it('timestamps: nanoseconds, created == updated at creation, within the caller clock', () => {
     const before = BigInt(Date.now()) * 1_000_000n;
     s.prepare('a');
