@@ -2,9 +2,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { alreadyExists, invalidArgument } from '../errors';
 import { unmount } from '../fuse/mount';
+import { fileKey } from '../layerfs/inode';
 import { Connection, Listener, listening, type Message } from '../native/unix';
 import { onStopSignals } from '../signals';
-import { dirCount, mountNamespace, parseRequest, type BrowseHandOver, type DaemonAnswer, type DaemonRequest, type HandOver, type LiveMount } from './handover';
+import { dirCount, notAppliedNote, parseRequest, type BrowseHandOver, type DaemonAnswer, type DaemonRequest, type HandOver, type LiveMount } from './handover';
+import { inInitialUserNamespace, mountNamespace } from './namespaces';
 import { removeStale, runtimeDir } from './runtime';
 import { Threads } from './threads';
 
@@ -26,15 +28,6 @@ export function sharedDaemonFiles(): { socket: string; log: string; lock: string
   const dir = runtimeDir();
   const base = path.join(dir, inInitialUserNamespace() ? 'daemon' : `daemon-userns-${fs.statSync('/proc/self/ns/user').ino}`);
   return { socket: `${base}.sock`, log: `${base}.log`, lock: `${base}.lock` };
-}
-
-/** Whether this process's user namespace maps every id to itself, as the initial one does. */
-function inInitialUserNamespace(): boolean {
-  try {
-    return fs.readFileSync('/proc/self/uid_map', 'utf8').trim().split(/\s+/).join(' ') === '0 0 4294967295';
-  } catch {
-    return true;
-  }
 }
 
 /** Seconds without a mount before a daemon started on demand exits (SNAPFS_DAEMON_IDLE_SECONDS; default 60). */
@@ -164,7 +157,7 @@ export async function runMountDaemon(opts: DaemonOptions = {}): Promise<void> {
         pending--;
         serving = { id, info: liveInfo(h), here: h.mountNamespace === undefined || h.mountNamespace === ownNamespace };
         mounts.add(serving);
-        log(`mounted ${h.mountpoint}${h.op === 'mount' && h.notApplied !== undefined ? ` (options taken, not applied: ${h.notApplied.join(',')})` : ''}`);
+        log(`mounted ${h.mountpoint}${h.op === 'mount' && h.notApplied !== undefined ? ` (${notAppliedNote(h.notApplied)})` : ''}`);
         answer({ ok: true });
         idleCheck();
       },
@@ -184,7 +177,7 @@ export async function runMountDaemon(opts: DaemonOptions = {}): Promise<void> {
 /** A work directory's identity, from the descriptor a helper sent of it. */
 function workKey(fd: number): string {
   const st = fs.fstatSync(fd, { bigint: true });
-  return `${st.dev}:${st.ino}`;
+  return fileKey(st.dev, st.ino);
 }
 
 /** What `snapfs mounted` shows of a mount, but its count of requests. */

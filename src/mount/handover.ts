@@ -1,6 +1,6 @@
-import * as fs from 'node:fs';
 import { invalidArgument } from '../errors';
 import type { LayerTweaks } from '../layerfs/layerfs';
+import { mountNamespace } from './namespaces';
 import type { MountRequest } from './serve';
 
 /**
@@ -76,9 +76,9 @@ export function handOverOf(req: MountRequest): HandOver {
   };
 }
 
-/** This process's mount namespace, as the inode number of /proc/self/ns/mnt. */
-export function mountNamespace(): number {
-  return fs.statSync('/proc/self/ns/mnt').ino;
+/** What the log says of options a mount took without applying them (MountRequest.notApplied). */
+export function notAppliedNote(options: readonly string[]): string {
+  return `options taken, not applied: ${options.join(',')}`;
 }
 
 /** The hand-over of a browse mount (descriptors: the device's, then the root directory's). */

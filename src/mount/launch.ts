@@ -9,7 +9,7 @@ import { daemonFiles, openLog, runtimeDir } from './runtime';
 import type { BrowseRequest } from './serve-browse';
 import { openDevice, unmount } from '../fuse/mount';
 import { handOver, openDirs } from './daemon-client';
-import { browseHandOverOf, handOverOf } from './handover';
+import { browseHandOverOf, handOverOf, notAppliedNote } from './handover';
 import { BROWSE_MOUNT, layersMount, serve, type MountRequest } from './serve';
 
 /**
@@ -116,7 +116,7 @@ function logFileOf(req: MountRequest | BrowseRequest): string {
 async function serveAny(req: MountRequest | BrowseRequest, onMounted: () => void): Promise<void> {
   if (!('browse' in req)) {
     // This process's output is its log (logFileOf).
-    if (req.notApplied !== undefined) console.error(`${req.mountpoint}: options taken, not applied: ${req.notApplied.join(',')}`);
+    if (req.notApplied !== undefined) console.error(`${req.mountpoint}: ${notAppliedNote(req.notApplied)}`);
     return serve(req, onMounted);
   }
   // Loaded for browse alone: it opens the root's database, which no other mount needs.

@@ -7,6 +7,7 @@ import { LayerFS, type LayerTweaks } from '../layerfs/layerfs';
 import type { LayerStack } from '../overlay/stack';
 import { onStopSignals } from '../signals';
 import { serveControl } from './control';
+import { inInitialUserNamespace } from './namespaces';
 
 export interface MountRequest {
   readonly stack: LayerStack;
@@ -50,12 +51,7 @@ const SPIN_MICROS = 50;
  * root there, unless SNAPFS_PASSTHROUGH=0 says not to (to compare, say).
  */
 function passthroughWanted(): boolean {
-  if (process.env.SNAPFS_PASSTHROUGH === '0' || process.getuid?.() !== 0) return false;
-  try {
-    return /^\s*0\s+0\s+4294967295\s*$/.test(fs.readFileSync('/proc/self/uid_map', 'utf8'));
-  } catch {
-    return false;
-  }
+  return process.env.SNAPFS_PASSTHROUGH !== '0' && process.getuid?.() === 0 && inInitialUserNamespace();
 }
 let passthrough: boolean | undefined;
 
