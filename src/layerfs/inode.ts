@@ -75,21 +75,24 @@ export class InodeNumbers {
   private readonly layerNumbers = new Map<number, number>();
   private next = 2;
 
-  /** device: the one device every layer is on, as in file keys; undefined to show the numbers themselves. */
+  /** The root is file `rootIno` of device `rootDev`; device: the one device every layer is on, undefined to show the numbers themselves. */
   constructor(
-    rootKey: string,
-    private readonly device: string | undefined,
+    rootDev: bigint,
+    rootIno: bigint,
+    private readonly device: bigint | undefined,
   ) {
-    this.numbers.set(rootKey, 1);
-    this.remember(1, rootKey);
+    this.numbers.set(fileKey(rootDev, rootIno), 1);
+    this.remember(1, rootDev, rootIno);
   }
 
-  of(key: string): number {
+  /** The number of file `ino` of device `dev`. */
+  of(dev: bigint, ino: bigint): number {
+    const key = fileKey(dev, ino);
     let n = this.numbers.get(key);
     if (n === undefined) {
       n = this.next++;
       this.numbers.set(key, n);
-      this.remember(n, key);
+      this.remember(n, dev, ino);
     }
     return n;
   }
@@ -97,15 +100,11 @@ export class InodeNumbers {
   /** The inode number file `n` shows (st_ino, d_ino). */
   shown(n: number): number {
     if (this.device === undefined) return n;
-    return this.layerNumbers.get(n) ?? OTHER_FILE_SYSTEMS + n;
+    return this.layerNumbers.get(n) ?? Number(OTHER_FILE_SYSTEMS) + n;
   }
 
-  private remember(n: number, key: string): void {
-    if (this.device === undefined) return;
-    const colon = key.lastIndexOf(':');
-    if (key.slice(0, colon) !== this.device) return;
-    const ino = Number(key.slice(colon + 1));
-    if (ino < OTHER_FILE_SYSTEMS) this.layerNumbers.set(n, ino);
+  private remember(n: number, dev: bigint, ino: bigint): void {
+    if (dev === this.device && ino < OTHER_FILE_SYSTEMS) this.layerNumbers.set(n, Number(ino));
   }
 
   /** A node id of no file's number: a file's new node (Tree.split). */
@@ -113,22 +112,22 @@ export class InodeNumbers {
     return this.next++;
   }
 
-  /** `copy` (the key of a copy of a file numbered `n`) keeps that number. */
-  alias(copy: string, n: number): void {
-    this.numbers.set(copy, n);
+  /** A copy (file `ino` of device `dev`) of a file numbered `n` keeps that number. */
+  alias(dev: bigint, ino: bigint, n: number): void {
+    this.numbers.set(fileKey(dev, ino), n);
   }
 
   /**
    * A file whose storage is gone may have its device and inode number
    * handed out again, to another file: that one gets a number of its own.
    */
-  drop(key: string): void {
-    this.numbers.delete(key);
+  drop(dev: bigint, ino: bigint): void {
+    this.numbers.delete(fileKey(dev, ino));
   }
 }
 
 /** Where the numbers shown for files of other file systems start. */
-const OTHER_FILE_SYSTEMS = 2 ** 52;
+const OTHER_FILE_SYSTEMS = 2n ** 52n;
 
 /** A file's identity: device and inode number. */
 export const fileKey = (dev: bigint, ino: bigint): string => `${dev}:${ino}`;

@@ -10,7 +10,7 @@ import type { LayerStack } from '../overlay/stack';
 import { copyEntry, Copier, CopyPending, setTimes } from './copyup';
 import { major, minor } from './devices';
 import { IDENTITY, type IdMap } from './idmap';
-import { fileKey, type Inode } from './inode';
+import type { Inode } from './inode';
 import { IoModes } from './io-modes';
 import { Tree, type TreeOptions } from './tree';
 
@@ -523,7 +523,7 @@ export class LayerFS implements FileSystem {
 
   /** An upper file lost a name: once it has none, its inode number may go to another file. */
   private freed(inode: Inode, st: Stat): void {
-    if (inode.isDir || (st.nlink <= 1 && inode.index === undefined)) this.tree.numbers.drop(fileKey(st.dev, st.ino));
+    if (inode.isDir || (st.nlink <= 1 && inode.index === undefined)) this.tree.numbers.drop(st.dev, st.ino);
   }
 
   /**
@@ -706,7 +706,7 @@ export class LayerFS implements FileSystem {
   /** The copy of `inode` at `name` in `dirfd` keeps the inode's number. */
   private aliasUpper(inode: Inode, dirfd: number, name: Buffer): void {
     const st = statAt(dirfd, name) ?? fail(E.ENOENT);
-    this.tree.numbers.alias(fileKey(st.dev, st.ino), inode.number);
+    this.tree.numbers.alias(st.dev, st.ino, inode.number);
   }
 
   /** Copying up is not a change of the parent: its times are kept, as overlayfs does. */

@@ -4,7 +4,7 @@ import { fail } from '../fuse/errno';
 import { DT_DIR, DT_UNKNOWN, fstat, isDir, O_PATH, readdirFd, statAt, sys, type Dirent, type Stat } from '../native/sys';
 import { classify, isOpaque, probe, WORK_INDEX, type EntryKind } from '../overlay/format';
 import type { LayerStack } from '../overlay/stack';
-import { fileKey, Inode, InodeNumbers, keyOf, type Listed } from './inode';
+import { Inode, InodeNumbers, keyOf, type Listed } from './inode';
 
 const E = os.constants.errno;
 const O_DIR = O_PATH | fs.constants.O_DIRECTORY;
@@ -93,7 +93,7 @@ export class Tree {
     this.devs = this.roots.map((fd) => fstat(fd).dev);
     const top = fstat(this.roots[0]!);
     const oneDevice = this.devs.every((d) => d === this.devs[0]) && opts.ownNumbers !== true;
-    this.numbers = new InodeNumbers(fileKey(top.dev, top.ino), oneDevice ? String(top.dev) : undefined);
+    this.numbers = new InodeNumbers(top.dev, top.ino, oneDevice ? top.dev : undefined);
     const dirLayers: number[] = [];
     for (let i = 0; i < this.roots.length; i++) {
       dirLayers.push(i);
@@ -319,8 +319,7 @@ export class Tree {
 
   /** The inode for a file found at `name` in `dir`'s copy in `layer`: the live one of that file, or a new one. */
   adopt(dir: Inode, name: Buffer, layer: number, st: Stat, dirLayers: number[]): Inode {
-    const key = fileKey(st.dev, st.ino);
-    let ino = this.numbers.of(key);
+    let ino = this.numbers.of(st.dev, st.ino);
     let node = this.moved.get(ino) ?? ino;
     let known = this.live.get(node);
     if (known?.superseded === true) {
@@ -331,9 +330,9 @@ export class Tree {
     if (known !== undefined && known.isDir !== isDir(st)) {
       // Another file under the same device and inode number: one whose storage was freed
       // behind the tree's back (by the writer of a changing top layer), and its number reused.
-      this.numbers.drop(key);
+      this.numbers.drop(st.dev, st.ino);
       this.moved.delete(ino);
-      ino = this.numbers.of(key);
+      ino = this.numbers.of(st.dev, st.ino);
       node = ino;
     } else if (known !== undefined) {
       // A file whose last known name went is reached again through another (a lower hard link).
@@ -374,7 +373,7 @@ export class Tree {
         if (e.kind === 'whiteout') hidden.push(key);
         else if (!taken.has(key)) {
           taken.add(key);
-          out.push({ name: e.name, ino: this.numbers.shown(this.numbers.of(fileKey(this.devs[layer]!, e.ino))), type: e.kind === 'dir' ? DT_DIR : e.type });
+          out.push({ name: e.name, ino: this.numbers.shown(this.numbers.of(this.devs[layer]!, e.ino)), type: e.kind === 'dir' ? DT_DIR : e.type });
         }
       }
       // A layer's whiteouts hide the layers below it, not itself.
