@@ -44,7 +44,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { buildBusyboxImage } from '../test/support/containerd-helpers';
+import { buildBusyboxImage, containerdSocket, writeContainerdConfig } from '../test/support/containerd-helpers';
 import { arg, environ, inTurns, median, percentile } from './bench-util';
 
 const CLI = path.resolve(__dirname, '..', 'src', 'cli', 'main.js');
@@ -294,32 +294,11 @@ async function startServer(side: Side): Promise<Proc> {
   return p;
 }
 
-const address = path.join(base, 'containerd.sock');
+const address = containerdSocket(base);
 
 /** A private containerd, as test/support/containerd-helpers.ts starts one, with a proxy plugin per server. */
 async function startContainerd(): Promise<Proc> {
-  const config = path.join(base, 'containerd.toml');
-  fs.writeFileSync(
-    config,
-    `version = 2
-root = ${JSON.stringify(path.join(base, 'containerd-root'))}
-state = ${JSON.stringify(path.join(base, 'containerd-state'))}
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = ${JSON.stringify(address)}
-[ttrpc]
-  address = ${JSON.stringify(`${address}.ttrpc`)}
-# Garbage collection only when asked for, for every snapshotter alike: a
-# container's snapshot is removed from its backend by the collector, never
-# on the path of ctr run.
-[plugins."io.containerd.gc.v1.scheduler"]
-  startup_delay = "1h"
-  mutation_threshold = 1000000
-[proxy_plugins]
-${SIDES.filter((s) => s.command !== undefined)
-  .map((s) => `  [proxy_plugins.${JSON.stringify(s.snapshotter)}]\n    type = "snapshot"\n    address = ${JSON.stringify(socketOf(s))}\n`)
-  .join('')}`,
-  );
+  const config = writeContainerdConfig(base, Object.fromEntries(SIDES.filter((s) => s.command !== undefined).map((s) => [s.snapshotter, socketOf(s)])));
   // containerd's environment (SNAPFS_RUNTIME_DIR among it) is its shims', so the mount helper's.
   const p = start('containerd', ['--config', config], path.join(base, 'containerd.log'));
   const deadline = Date.now() + 30_000;

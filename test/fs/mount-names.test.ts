@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it, test } from 'node:test';
 import { sys } from '../../src/native/sys';
-import { layerDirOf, ok, snapfs, tempDir } from '../support/helpers';
+import { everyByteNames, layerDirOf, ok, snapfs, tempDir } from '../support/helpers';
 import { run, serveStack, unmountAll } from '../support/mount-helpers';
 
 const isRoot = process.getuid?.() === 0;
@@ -14,16 +14,6 @@ const b = (s: string): Buffer => Buffer.from(s, 'latin1');
 const under = (dir: string, ...names: (Buffer | string)[]): Buffer =>
   Buffer.concat([Buffer.from(dir), ...names.flatMap((n) => [Buffer.from('/'), typeof n === 'string' ? b(n) : n])]);
 
-/** Names holding every byte value 1 to 255 but '/', sixteen values a name (as in layer-names.test.ts). */
-function everyByteNames(): Buffer[] {
-  const names: Buffer[] = [];
-  for (let first = 1; first < 256; first += 16) {
-    const values: number[] = [];
-    for (let v = first; v < Math.min(first + 16, 256); v++) if (v !== 0x2f) values.push(v);
-    names.push(Buffer.from(values));
-  }
-  return names;
-}
 
 function file(p: Buffer, content: string | Buffer): void {
   fs.writeFileSync(p, content);

@@ -25,12 +25,19 @@ export interface Containerd {
   stop(): Promise<void>;
 }
 
+/** The socket of the private containerd of directory `dir`. */
+export function containerdSocket(dir: string): string {
+  return path.join(dir, 'containerd.sock');
+}
+
 /**
- * A private containerd (own root, state and sockets under `dir`, never the
- * system's) with snapfs as the proxy snapshotter `snapfs` at `snapfsSocket`.
+ * Writes the configuration of a private containerd (own root, state and
+ * sockets under `dir`, never the system's; no CRI plugin) with a snapshot
+ * proxy plugin per entry of `proxies` (its name, and its server's socket);
+ * returns its path.
  */
-export async function startContainerd(dir: string, snapfsSocket: string): Promise<Containerd> {
-  const address = path.join(dir, 'containerd.sock');
+export function writeContainerdConfig(dir: string, proxies: Readonly<Record<string, string>>): string {
+  const address = containerdSocket(dir);
   const config = path.join(dir, 'containerd.toml');
   fs.writeFileSync(
     config,
@@ -43,16 +50,27 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [ttrpc]
   address = ${JSON.stringify(`${address}.ttrpc`)}
 # Garbage collection only when asked for (ctr images rm --sync): a view
-# without a gc.root label would otherwise vanish whenever it happens to run.
+# without a gc.root label would otherwise vanish whenever it happens to run,
+# and no container's snapshot is removed from its backend on the path of
+# ctr run, for every snapshotter alike.
 [plugins."io.containerd.gc.v1.scheduler"]
   startup_delay = "1h"
   mutation_threshold = 1000000
 [proxy_plugins]
-  [proxy_plugins.snapfs]
-    type = "snapshot"
-    address = ${JSON.stringify(snapfsSocket)}
-`,
+${Object.entries(proxies)
+  .map(([name, socket]) => `  [proxy_plugins.${JSON.stringify(name)}]\n    type = "snapshot"\n    address = ${JSON.stringify(socket)}\n`)
+  .join('')}`,
   );
+  return config;
+}
+
+/**
+ * A private containerd (own root, state and sockets under `dir`, never the
+ * system's) with snapfs as the proxy snapshotter `snapfs` at `snapfsSocket`.
+ */
+export async function startContainerd(dir: string, snapfsSocket: string): Promise<Containerd> {
+  const address = containerdSocket(dir);
+  const config = writeContainerdConfig(dir, { snapfs: snapfsSocket });
   const logFile = path.join(dir, 'containerd.log');
   const out = fs.openSync(logFile, 'w');
   const proc = spawn('containerd', ['--config', config], { stdio: ['ignore', out, out] });

@@ -106,3 +106,14 @@ export function layerDirOf(root: string, key: string): string {
     s.close();
   }
 }
+
+/** Names holding every byte value 1 to 255 but '/', sixteen values a name. */
+export function everyByteNames(): Buffer[] {
+  const names: Buffer[] = [];
+  for (let first = 1; first < 256; first += 16) {
+    const values: number[] = [];
+    for (let v = first; v < Math.min(first + 16, 256); v++) if (v !== 0x2f) values.push(v);
+    names.push(Buffer.from(values));
+  }
+  return names;
+}

@@ -6,7 +6,7 @@ import * as zlib from 'node:zlib';
 import * as tar from 'tar-stream';
 import { quoted } from '../../src/names';
 import { sys } from '../../src/native/sys';
-import { layerDirOf, ok, snapfs, tempDir, type CliResult } from '../support/helpers';
+import { everyByteNames, layerDirOf, ok, snapfs, tempDir, type CliResult } from '../support/helpers';
 import { asNobody, describeBytes, nobodysDir, snapshotsOf } from '../support/layer-helpers';
 import { rawTar, type RawEntry } from '../support/raw-tar';
 
@@ -15,16 +15,6 @@ const isRoot = process.getuid?.() === 0;
 const bytes = (s: string): Buffer => Buffer.from(s, 'latin1');
 const under = (dir: string, ...names: Buffer[]): Buffer => Buffer.concat([Buffer.from(dir), ...names.flatMap((n) => [Buffer.from('/'), n])]);
 
-/** Names holding every byte value 1 to 255 but '/', sixteen values a name. */
-function everyByteNames(): Buffer[] {
-  const names: Buffer[] = [];
-  for (let first = 1; first < 256; first += 16) {
-    const values: number[] = [];
-    for (let v = first; v < Math.min(first + 16, 256); v++) if (v !== 0x2f) values.push(v);
-    names.push(Buffer.from(values));
-  }
-  return names;
-}
 
 /** The names of a tar's entries, as bytes. */
 async function entryNames(file: string): Promise<Buffer[]> {
