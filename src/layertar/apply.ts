@@ -165,7 +165,7 @@ class LayerWriter {
     }
     const at = this.places.place(parts, refuse);
     if (at.name.equals(OPAQUE_NAME)) return this.entries.markOpaque(at.dirfd);
-    if (at.name.subarray(0, WHITEOUT_NAME.length).equals(WHITEOUT_NAME)) return this.whiteout(at, refuse);
+    if (at.name.subarray(0, WHITEOUT_NAME.length).equals(WHITEOUT_NAME)) return this.whiteout(at, mtime, refuse);
     if (header.type === 'link') return this.hardLink(entry, at, refuse);
     const made = this.newEntry(entry, refuse);
     if (made === undefined) return;
@@ -175,12 +175,12 @@ class LayerWriter {
   }
 
   /** Whiteout entry `at` (`.wh.NAME`): NAME of this layer goes, and the layers below have it hidden. */
-  private whiteout(at: Place, refuse: Refuse): void {
+  private whiteout(at: Place, mtime: Date, refuse: Refuse): void {
     const hidden = at.name.subarray(WHITEOUT_NAME.length);
     if (hidden.length === 0 || hidden.equals(DOT) || hidden.equals(DOTDOT)) throw refuse(`a whiteout of ${quoted(hidden)} is no name`);
     const gone: Place = { dirfd: at.dirfd, name: hidden, path: Buffer.concat([at.path.subarray(0, at.path.length - at.name.length), hidden]) };
     this.clear(gone, false);
-    this.entries.whiteout(at.dirfd, hidden);
+    this.entries.whiteout(at.dirfd, hidden, mtime);
     // Either form may now be there.
     this.made.add(keyOf(gone.path)).add(keyOf(at.path));
   }

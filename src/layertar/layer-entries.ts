@@ -88,9 +88,14 @@ export class LayerEntries {
     this.late.record(EMPTY, fstat(this.root), undefined, timespec(mtime));
   }
 
-  /** Hides `hidden` of the layers below, in directory `dirfd` of this layer. */
-  whiteout(dirfd: number, hidden: Buffer): void {
-    this.format.whiteout(dirfd, hidden);
+  /** Hides `hidden` of the layers below, in directory `dirfd` of this layer, with the whiteout entry's time. */
+  whiteout(dirfd: number, hidden: Buffer, mtime: Date): void {
+    const fd = sys.openAt(dirfd, this.format.whiteout(dirfd, hidden), O_PATH, 0);
+    try {
+      sys.utimens(fd, 0, sys.UTIME_OMIT, ...timespec(mtime));
+    } finally {
+      fs.closeSync(fd);
+    }
   }
 
   /** Hides everything of the layers below under directory `dirfd` of this layer. */

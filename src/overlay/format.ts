@@ -88,8 +88,8 @@ export function isReservedName(name: Buffer): boolean {
 
 /** How whiteouts and opaque markers are written into an upper layer. */
 export interface UpperFormat {
-  /** Hides `name` of the layers below, in upper directory `dirfd`. */
-  whiteout(dirfd: number, name: Buffer): void;
+  /** Hides `name` of the layers below, in upper directory `dirfd`; returns the entry made (`name` itself, or its `.wh.` marker). */
+  whiteout(dirfd: number, name: Buffer): Buffer;
   /** Removes a whiteout of `name` in `dirfd`, if there is one; says whether there was. */
   removeWhiteout(dirfd: number, name: Buffer): boolean;
   markOpaque(dirfd: number): void;
@@ -114,10 +114,14 @@ export function upperFormat(workfd: number): UpperFormat {
   }
   return {
     whiteout(dirfd, name) {
-      if (!rootless) return sys.mknodAt(dirfd, name, S_IFCHR, 0, 0);
+      if (!rootless) {
+        sys.mknodAt(dirfd, name, S_IFCHR, 0, 0);
+        return name;
+      }
       const marker = whiteoutMarker(name);
       if (marker === undefined) throw Object.assign(new Error('ENAMETOOLONG: name too long for a whiteout file'), { code: 'ENAMETOOLONG' });
       sys.createFileAt(dirfd, marker, Buffer.alloc(0), 0o600, false, 0, 0, 0, sys.UTIME_NOW);
+      return marker;
     },
     removeWhiteout(dirfd, name) {
       let removed = false;

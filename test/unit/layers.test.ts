@@ -161,6 +161,7 @@ describe('layers as OCI tars: diff and import', { skip: !isRoot && 'its layers h
     fs.mkdirSync(path.join(src, 'etc'), { recursive: true });
     fs.writeFileSync(path.join(src, 'etc', 'hostname'), 'changed\n');
     fs.writeFileSync(path.join(src, '.wh.gone'), '');
+    fs.utimesSync(path.join(src, '.wh.gone'), 1_000_000_000, 1_000_000_000);
     fs.mkdirSync(path.join(src, 'opq'));
     fs.writeFileSync(path.join(src, 'opq', '.wh..wh..opq'), '');
     const file = path.join(dir, 'gnu.tar');
@@ -169,6 +170,9 @@ describe('layers as OCI tars: diff and import', { skip: !isRoot && 'its layers h
     assert.equal(await ok(root, ['changes', 'gnu']), 'C /etc\nC /etc/hostname\nD /gone\nC /opq\nD /opq/old\n');
     assert.equal(await ok(root, ['ls', 'gnu']), 'etc\nopq\n');
     assert.equal(await ok(root, ['cat', 'gnu', 'etc/hostname']), 'changed\n');
+    const own = layerDirOf(root, 'gnu');
+    const whiteout = fs.lstatSync(fs.existsSync(path.join(own, '.wh.gone')) ? path.join(own, '.wh.gone') : path.join(own, 'gone'));
+    assert.equal(whiteout.mtimeMs, 1_000_000_000_000, "a whiteout keeps its entry's time");
   });
 
   test('entries that would land outside the layer are refused in one line, and nothing is left', async () => {
