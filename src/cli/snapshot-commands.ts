@@ -43,11 +43,12 @@ export function registerSnapshotCommands(program: Command): void {
     .command('commit <name> <key>')
     .description('freeze active snapshot KEY as committed snapshot NAME')
     .option('--label <k=v>', 'set a label on the committed snapshot (repeatable)', collect, [])
-    .action(async (name: string, key: string, opts: { label: string[] }, cmd: Command) => {
+    .option('--parent <parent>', 'rebase: commit a snapshot prepared without parent as a child of committed snapshot PARENT')
+    .action(async (name: string, key: string, opts: { label: string[]; parent?: string }, cmd: Command) => {
       const labels = parseLabels(opts.label, false);
       const progress = usageProgress(`measuring ${key}`);
       try {
-        await withSnapshotter(cmd, (s) => s.commit(name, key, labels, progress.update), { writes: true });
+        await withSnapshotter(cmd, (s) => s.commit(name, key, labels, { parent: opts.parent, onProgress: progress.update }), { writes: true });
       } finally {
         progress.done();
       }

@@ -34,6 +34,7 @@ interface CreateRequest extends KeyRequest {
 interface CommitRequest extends KeyRequest {
   name: string;
   labels: Labels;
+  parent: string;
 }
 interface UpdateRequest {
   info: InfoMessage | null;
@@ -198,7 +199,7 @@ export function snapshotsService(
     Commit: unary(
       'Commit',
       async (r: CommitRequest) => {
-        await snapshotter.commit(r.name, r.key, r.labels);
+        await snapshotter.commit(r.name, r.key, r.labels, { parent: r.parent });
         return {};
       },
       'failed to commit snapshot',

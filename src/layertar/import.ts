@@ -8,6 +8,9 @@ import type { HeldSnapshot, Labels, Snapshotter, UsageProgress } from '../snapsh
 import { applyLayerTar, type ImportNaming } from './apply';
 import { systemFailureAt } from './failures';
 
+/** containerd's label of a layer snapshot: the digest of its uncompressed tar, as its unpacker sets it. */
+export const DIFF_ID_LABEL = 'containerd.io/snapshot/diff-id';
+
 export interface ImportOptions {
   readonly parent?: string;
   readonly labels?: Labels;
@@ -50,7 +53,7 @@ export async function importLayer(s: Snapshotter, input: Readable, name: string,
       ...(opts.diffId ? { diffId: opts.diffId } : {}),
     });
     faultPoint('import:unpacked');
-    await s.commit(name, held.key, opts.labels ?? {});
+    await s.commit(name, held.key, { ...(opts.diffId ? { [DIFF_ID_LABEL]: opts.diffId } : {}), ...opts.labels });
     faultPoint('import:committed');
   } catch (err) {
     input.destroy();

@@ -89,6 +89,11 @@ export function commitSnapshot(tx: Tx, id: number, name: string, labels: Labels,
   writeLabels(tx, id, labels);
 }
 
+/** Gives snapshot `id` a parent (a rebase at commit). */
+export function setParent(tx: Tx, id: number, parentId: number): void {
+  tx.stmt('UPDATE snapshots SET parent_id = ? WHERE id = ?').run(parentId, id);
+}
+
 export function deleteSnapshot(tx: Tx, id: number): void {
   tx.stmt('DELETE FROM snapshots WHERE id = ?').run(id);
 }

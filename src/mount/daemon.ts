@@ -6,7 +6,7 @@ import { fileKey } from '../layerfs/inode';
 import { Connection, Listener, listening, type Message } from '../native/unix';
 import { onStopSignals } from '../signals';
 import { dirCount, notAppliedNote, parseRequest, type BrowseHandOver, type DaemonAnswer, type DaemonRequest, type HandOver, type LiveMount } from './handover';
-import { inInitialUserNamespace, mountNamespace } from './namespaces';
+import { inInitialUserNamespace, mountNamespace } from '../namespaces';
 import { removeStale, runtimeDir } from './runtime';
 import { Threads } from './threads';
 

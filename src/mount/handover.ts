@@ -1,6 +1,6 @@
 import { invalidArgument } from '../errors';
 import type { LayerTweaks } from '../layerfs/layerfs';
-import { mountNamespace } from './namespaces';
+import { mountNamespace } from '../namespaces';
 import type { MountRequest } from './serve';
 
 /**

@@ -7,7 +7,7 @@ import { LayerFS, type LayerTweaks } from '../layerfs/layerfs';
 import type { LayerStack } from '../overlay/stack';
 import { onStopSignals } from '../signals';
 import { serveControl } from './control';
-import { inInitialUserNamespace } from './namespaces';
+import { inInitialUserNamespace } from '../namespaces';
 
 export interface MountRequest {
   readonly stack: LayerStack;

@@ -13,6 +13,12 @@ const FUSE_TYPE = 'fuse.snapfs';
 /** containerd's labels for a user-namespaced container's snapshot: CONTAINER:HOST:COUNT entries joined by commas. */
 export const UID_MAPPING_LABEL = 'containerd.io/snapshot/uidmapping';
 export const GID_MAPPING_LABEL = 'containerd.io/snapshot/gidmapping';
+/**
+ * containerd 2.2's unpacker, unpacking layers side by side for a snapshotter
+ * that can rebase, prepares each without parent and names the parent it
+ * will get at commit in this label.
+ */
+export const PARENT_CHAIN_LABEL = 'containerd.io/snapshot/parent-chain-id';
 
 /**
  * The mount options of containerd's id-mapping labels, as the
@@ -43,10 +49,23 @@ export function idMappingOptions(labels: Labels): string[] {
  *   active snapshot upperdir= and workdir=; a view adds `ro`;
  * - with containerd's id-mapping labels, fuse.snapfs always (over an empty
  *   layer, ROOT/empty, for an active snapshot without parents), with
- *   uidmapping= and gidmapping=.
+ *   uidmapping= and gidmapping=;
+ * - an active snapshot without parent that is to get one at commit
+ *   (PARENT_CHAIN_LABEL), where containerd can write whiteouts in the
+ *   kernel's form (`kernelWhiteouts`: root in the initial user namespace):
+ *   an overlay mount over the empty layer.
  */
-export function mountsOf(layout: Layout, kind: Kind, id: number, parentIds: readonly number[], labels: Labels): Mount[] {
+export function mountsOf(layout: Layout, kind: Kind, id: number, parentIds: readonly number[], labels: Labels, kernelWhiteouts: boolean): Mount[] {
   const mapping = idMappingOptions(labels);
+  if (kernelWhiteouts && kind === 'active' && parentIds.length === 0 && labels[PARENT_CHAIN_LABEL] !== undefined) {
+    // A layer unpacked before its parent is there: a bind mount would lose
+    // its whiteouts (deleting what is not there deletes nothing), so it is
+    // shown as containerd's overlay snapshotter shows it, and containerd's
+    // applier writes the tar straight into the layer, whiteouts as 0/0
+    // devices and opaque directories as trusted.overlay.opaque: the
+    // kernel's form, which snapfs reads.
+    return [{ type: 'overlay', source: 'overlay', options: [`workdir=${layout.work(id)}`, `upperdir=${layout.fs(id)}`, `lowerdir=${layout.empty}`] }];
+  }
   if (mapping.length > 0) {
     // A bind mount cannot map ids: an id-mapped snapshot is a FUSE mount whatever its parents.
     const lowers = parentIds.length > 0 ? parentIds.map((p) => layout.fs(p)) : [kind === 'view' ? layout.fs(id) : layout.empty];

@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { nowNs } from '../clock';
 import { alreadyExists, failedPrecondition, invalidArgument, kindOf, notFound } from '../errors';
 import { faultPoint } from '../faults';
+import { inInitialUserNamespace } from '../namespaces';
 import { parseFilters } from '../filters/parse';
 import { appendEvent, eventsAfter, type SnapshotEvent } from '../metastore/events';
 import {
@@ -14,6 +15,7 @@ import {
   insertSnapshot,
   parentChain,
   replaceLabels,
+  setParent,
   type Kind,
   type Labels,
   type SnapshotRecord,
@@ -54,6 +56,12 @@ export interface Info {
   readonly updated: bigint;
 }
 
+export interface CommitOptions {
+  /** Rebase: the committed snapshot's parent, for an active snapshot prepared without one. */
+  readonly parent?: string;
+  readonly onProgress?: UsageProgress;
+}
+
 export interface SnapshotterOptions {
   /**
    * Called by commit with the snapshot's work directory before its layer is
@@ -74,6 +82,8 @@ export interface SnapshotterOptions {
 export class Snapshotter {
   private readonly layout: Layout;
   private readonly freeze: (workDir: string) => Promise<void>;
+  /** Whether containerd, beside this process, can write whiteouts as the kernel does (device nodes, trusted.*). */
+  private readonly kernelWhiteouts = process.getuid?.() === 0 && inInitialUserNamespace();
   private store: Store | undefined;
   private storeOnDisk = false;
 
@@ -122,7 +132,7 @@ export class Snapshotter {
       if (s.kind === 'committed') {
         throw failedPrecondition(`snapshot ${JSON.stringify(key)}: is committed; only active snapshots and views have mounts`);
       }
-      return mountsOf(this.layout, s.kind, s.id, parentChain(tx, s.id), s.labels);
+      return mountsOf(this.layout, s.kind, s.id, parentChain(tx, s.id), s.labels, this.kernelWhiteouts);
     });
   }
 
@@ -150,28 +160,37 @@ export class Snapshotter {
   /**
    * Commit. A mount serving the snapshot is frozen first (read-only from
    * then on, its writes landed), so that the layer never changes again.
+   *
+   * `parent` rebases (containerd 2's `WithParent` at commit): an active
+   * snapshot prepared without parent is committed as a child of committed
+   * snapshot `parent`. Its layer is a diff, whiteouts included, so it lands
+   * on the new parent as it is. A snapshot that has a parent may only be
+   * committed onto that same one.
    */
-  async commit(name: string, key: string, labels: Labels = {}, onProgress?: UsageProgress): Promise<void> {
+  async commit(name: string, key: string, labels: Labels = {}, opts: CommitOptions = {}): Promise<void> {
     validateKey(name);
     validateKey(key);
+    const parent = opts.parent ?? '';
+    if (parent !== '') validateKey(parent, 'parent');
     validateLabels(labels);
     const store = this.writer(false);
     // The tree walk happens before taking the write lock; the transaction
     // re-checks that the snapshot is still the one measured.
-    const measured = store.read((tx) => checkCommittable(tx, name, key));
-    await this.freeze(this.layout.work(measured.id));
-    const usage = this.measure(key, measured.id, onProgress);
+    const measured = store.read((tx) => checkCommittable(tx, name, key, parent));
+    await this.freeze(this.layout.work(measured.snapshot.id));
+    const usage = this.measure(key, measured.snapshot.id, opts.onProgress);
     faultPoint('commit:measured');
     store.write((tx) => {
-      const s = checkCommittable(tx, name, key);
+      const { snapshot: s, newParentId } = checkCommittable(tx, name, key, parent);
       const time = nowNs();
-      commitSnapshot(tx, s.id, name, labels, s.id === measured.id ? usage : this.measure(key, s.id), time);
+      if (newParentId !== undefined) setParent(tx, s.id, newParentId);
+      commitSnapshot(tx, s.id, name, labels, s.id === measured.snapshot.id ? usage : this.measure(key, s.id), time);
       appendEvent(tx, { topic: '/snapshot/commit', key, name, time });
       faultPoint('commit:updated');
     });
     // The layer is committed: the index's second link to each copied-up lower hard link would
     // show in its link counts, to the kernel overlay and to `find -links` alike.
-    removeTree(path.join(this.layout.work(measured.id), WORK_INDEX));
+    removeTree(path.join(this.layout.work(measured.snapshot.id), WORK_INDEX));
     faultPoint('commit:done');
   }
 
@@ -316,7 +335,7 @@ export class Snapshotter {
       const time = nowNs();
       const id = insertSnapshot(tx, { key, kind, parentId, labels, time });
       appendEvent(tx, { topic: kind === 'active' ? '/snapshot/prepare' : '/snapshot/view', key, parent, time });
-      const mounts = mountsOf(this.layout, kind, id, parentId === undefined ? [] : parentChain(tx, id), labels);
+      const mounts = mountsOf(this.layout, kind, id, parentId === undefined ? [] : parentChain(tx, id), labels, this.kernelWhiteouts);
       faultPoint(`${op}:inserted`);
       // Last, so that nothing but COMMIT can fail after it. Should COMMIT
       // fail, the directory is an orphan of an id that will be handed out
@@ -341,7 +360,7 @@ export class Snapshotter {
       fs.mkdirSync(dir, { mode: 0o700 });
       fs.mkdirSync(this.layout.fs(id), { mode: 0o755 });
       fs.mkdirSync(this.layout.work(id), { mode: 0o700 });
-      // The lower layer of an id-mapped snapshot without parents (mountsOf): made once, never written.
+      // The lower layer of mounts of snapshots without parents (mountsOf): made once, never written.
       fs.mkdirSync(this.layout.empty, { recursive: true, mode: 0o755 });
       // The upper directory is the merged root: give it the parent's owner
       // and mode, or a chown'd base image root would turn root-owned again.
@@ -413,13 +432,21 @@ function mustGet(tx: Tx, key: string): SnapshotRecord {
   return s;
 }
 
-function checkCommittable(tx: Tx, name: string, key: string): SnapshotRecord {
+/** The active snapshot `key`, and the id of the parent a rebase gives it (undefined: it keeps its own). */
+function checkCommittable(tx: Tx, name: string, key: string, parent: string): { snapshot: SnapshotRecord; newParentId: number | undefined } {
   if (getSnapshot(tx, name) !== undefined) throw alreadyExists(`snapshot ${JSON.stringify(name)}: already exists`);
   const s = mustGet(tx, key);
   if (s.kind !== 'active') {
     throw failedPrecondition(`snapshot ${JSON.stringify(key)} is not active`);
   }
-  return s;
+  if (parent === '' || parent === s.parent) return { snapshot: s, newParentId: undefined };
+  if (s.parent !== '') {
+    throw failedPrecondition(`snapshot ${JSON.stringify(key)}: cannot rebase onto ${JSON.stringify(parent)}, it already has parent ${JSON.stringify(s.parent)}`);
+  }
+  const p = getSnapshot(tx, parent);
+  if (p === undefined) throw notFound(`snapshot ${JSON.stringify(key)}: parent ${JSON.stringify(parent)} does not exist`);
+  if (p.kind !== 'committed') throw invalidArgument(`parent ${JSON.stringify(parent)} is not committed snapshot`);
+  return { snapshot: s, newParentId: p.id };
 }
 
 function pick(labels: Labels, fieldpaths: readonly string[]): Labels {

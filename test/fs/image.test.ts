@@ -113,10 +113,10 @@ describe('import-image: an image as a chain of committed snapshots named by chai
   test('an OCI layout unpacks as containerd names it; the same image again, as docker save, is all present', async () => {
     const chains = chainIds(image.diffIds);
     assert.equal(await ok(root, ['import-image', image.layout]), `${chains[2]}\n`);
-    const listed = JSON.parse(await ok(root, ['ls', '--json'])) as { name: string; parent: string; kind: string }[];
+    const listed = JSON.parse(await ok(root, ['ls', '--json'])) as { name: string; parent: string; kind: string; labels: Record<string, string> }[];
     assert.deepEqual(
-      listed.map(({ name, parent, kind }) => ({ name, parent, kind })).sort((a, b) => chains.indexOf(a.name) - chains.indexOf(b.name)),
-      chains.map((name, i) => ({ name, parent: i === 0 ? '' : chains[i - 1], kind: 'committed' })),
+      listed.map(({ name, parent, kind, labels }) => ({ name, parent, kind, labels })).sort((a, b) => chains.indexOf(a.name) - chains.indexOf(b.name)),
+      chains.map((name, i) => ({ name, parent: i === 0 ? '' : chains[i - 1], kind: 'committed', labels: { 'containerd.io/snapshot/diff-id': image.diffIds[i] } })),
     );
     assert.equal(await ok(root, ['changes', chains[1]!]), 'C /etc\nA /etc/motd\nC /usr\nC /usr/share\nC /usr/share/doc\nD /usr/share/doc/a\nC /var\nC /var/cache\nA /var/cache/fresh\nD /var/cache/old\n');
     assert.equal(await ok(root, ['cat', chains[2]!, 'release']), 'ID=test\nVERSION=2\n');

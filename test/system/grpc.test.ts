@@ -8,7 +8,8 @@ import { after, before, describe, test } from 'node:test';
 import { mountHelperProblems } from '../../src/grpc/server';
 import { snapshotsClientConstructor } from '../../src/grpc/service';
 import { SnapshotsClient, startServer, type Reply, type Server } from '../support/grpc-helpers';
-import { CLI, rootState, snapfs, tempDir } from '../support/helpers';
+import { sys } from '../../src/native/sys';
+import { CLI, layerDirOf, ok, rootState, snapfs, tempDir } from '../support/helpers';
 
 const S = grpc.status;
 /** Bytes written as hex, spaces allowed. */
@@ -119,6 +120,9 @@ describe('snapfs serve: the Snapshots gRPC API', () => {
       ['Prepare', { key: 'x', parent: 'e-active' }, S.INVALID_ARGUMENT, /^failed to create snapshot: parent "e-active" is not committed snapshot$/],
       ['Commit', { name: 'x', key: 'e-committed' }, S.FAILED_PRECONDITION, /^failed to commit snapshot: snapshot "e-committed" is not active$/],
       ['Remove', { key: 'e-committed' }, S.FAILED_PRECONDITION, /child/],
+      ['Commit', { name: 'x', key: 'e-active', parent: 'missing' }, S.NOT_FOUND, /parent "missing" does not exist/],
+      ['Commit', { name: 'x', key: 'e-active', parent: 'e-child' }, S.INVALID_ARGUMENT, /^failed to commit snapshot: parent "e-child" is not committed snapshot$/],
+      ['Commit', { name: 'x', key: 'e-child', parent: 'x' }, S.FAILED_PRECONDITION, /"e-child": cannot rebase onto "x", it already has parent "e-committed"/],
       ['Prepare', { key: '' }, S.INVALID_ARGUMENT, /key/],
       ['Update', { info: { name: 'e-active', labels: {} }, update_mask: { paths: ['parent'] } }, S.INVALID_ARGUMENT, /parent/],
       ['Update', {}, S.INVALID_ARGUMENT, /key/],
@@ -250,10 +254,60 @@ describe('snapfs serve: the Snapshots gRPC API', () => {
     );
     assert.equal(S[(await client.statusOfBytes('Prepare', prepare)).code], 'OK');
     assert.deepEqual(((await client.call('Stat', { key: 'unk' })).info as Reply).labels, { k: 'v' });
-    // containerd 2.2's CommitSnapshotRequest has a field 5 more.
-    const commit = hex('12 05 75 6e 6b 2d 63 1a 03 75 6e 6b 2a 01 78'); // name "unk-c", key "unk", field 5
+    const commit = hex('12 05 75 6e 6b 2d 63 1a 03 75 6e 6b 32 01 78'); // name "unk-c", key "unk", field 6
     assert.equal(S[(await client.statusOfBytes('Commit', commit)).code], 'OK');
     assert.equal(((await client.call('Stat', { key: 'unk-c' })).info as Reply).kind, 'COMMITTED');
+  });
+
+  test("Commit with a parent rebases a snapshot prepared without one, as containerd 2.2's unpacker does", async () => {
+    await client.call('Prepare', { key: 'rb-base-a' });
+    const base = layerDirOf(root, 'rb-base-a');
+    fs.writeFileSync(path.join(base, 'kept'), 'kept\n');
+    fs.writeFileSync(path.join(base, 'doomed'), 'doomed\n');
+    fs.mkdirSync(path.join(base, 'dir'));
+    fs.writeFileSync(path.join(base, 'dir', 'old'), 'old\n');
+    await client.call('Commit', { name: 'rb-base', key: 'rb-base-a' });
+
+    // Unpacked side by side: prepared without parent, the parent to come in a label.
+    const labels = { 'containerd.io/snapshot/parent-chain-id': 'rb-base', 'containerd.io/snapshot/diff-id': 'sha256:' + '0'.repeat(64) };
+    const mounts = (await client.call('Prepare', { key: 'rb-layer-a', labels })).mounts as Reply[];
+    const layer = layerDirOf(root, 'rb-layer-a');
+    if (process.getuid?.() === 0) {
+      // containerd's applier writes whiteouts straight into an overlay mount's upper directory.
+      assert.deepEqual(mounts, [
+        { type: 'overlay', source: 'overlay', target: '', options: [`workdir=${path.join(path.dirname(layer), 'work')}`, `upperdir=${layer}`, `lowerdir=${path.join(root, 'empty')}`] },
+      ]);
+      assert.deepEqual((await client.call('Mounts', { key: 'rb-layer-a' })).mounts, mounts);
+      // As containerd's OverlayConvertWhiteout makes them.
+      assert.equal(spawnSync('mknod', [path.join(layer, 'doomed'), 'c', '0', '0']).status, 0);
+      fs.mkdirSync(path.join(layer, 'dir'));
+      const dirfd = fs.openSync(path.join(layer, 'dir'), 'r');
+      sys.setxattr(dirfd, 'trusted.overlay.opaque', Buffer.from('y'), 0);
+      fs.closeSync(dirfd);
+      fs.writeFileSync(path.join(layer, 'dir', 'new'), 'new\n');
+    } else {
+      assert.equal(mounts[0]!.type, 'bind');
+    }
+    fs.writeFileSync(path.join(layer, 'added'), 'added\n');
+    assert.equal(((await client.call('Stat', { key: 'rb-layer-a' })).info as Reply).parent, '');
+    assert.deepEqual(await client.call('Commit', { name: 'rb-layer', key: 'rb-layer-a', parent: 'rb-base', labels }), {});
+    const info = (await client.call('Stat', { key: 'rb-layer' })).info as Reply;
+    assert.equal(info.parent, 'rb-base');
+    assert.equal(info.kind, 'COMMITTED');
+    assert.deepEqual(info.labels, labels);
+
+    // What a container on it sees: the layer over its new parent.
+    const names = (JSON.parse(await ok(root, ['ls', '--json', 'rb-layer', '/'])) as { name: string }[]).map((e) => e.name).sort();
+    assert.deepEqual(names, process.getuid?.() === 0 ? ['added', 'dir', 'kept'] : ['added', 'dir', 'doomed', 'kept']);
+    if (process.getuid?.() === 0) {
+      const dir = JSON.parse(await ok(root, ['ls', '--json', 'rb-layer', '/dir'])) as { name: string }[];
+      assert.deepEqual(dir.map((e) => e.name), ['new']);
+    }
+    // A snapshot with a parent is committed onto that same one, or refused.
+    await client.call('Prepare', { key: 'rb-child-a', parent: 'rb-layer' });
+    assert.equal(S[(await client.failure('Commit', { name: 'rb-child', key: 'rb-child-a', parent: 'rb-base' })).code], 'FAILED_PRECONDITION');
+    await client.call('Commit', { name: 'rb-child', key: 'rb-child-a', parent: 'rb-layer' });
+    assert.equal(((await client.call('Stat', { key: 'rb-child' })).info as Reply).parent, 'rb-layer');
   });
 
   test('List streams batches of 100, and a client leaving mid-stream does no harm', async () => {

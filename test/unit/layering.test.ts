@@ -18,7 +18,7 @@ const SRC = path.resolve(__dirname, '..', '..', '..', 'src');
  * and src/mount serves both (mount/serve-browse.ts).
  */
 const LAYERS: readonly (readonly string[])[] = [
-  ['errors.ts', 'faults.ts', 'liveness.ts', 'signals.ts', 'unix-socket.ts', 'types'],
+  ['errors.ts', 'faults.ts', 'liveness.ts', 'namespaces.ts', 'signals.ts', 'unix-socket.ts', 'types'],
   ['names.ts', 'native'],
   ['clock.ts'],
   ['filters'],

@@ -110,6 +110,35 @@ describe('snapshotter semantics', () => {
     await rejectsAsync('AlreadyExists', () => s.commit('base', 'next'));
   });
 
+  it('commit with a parent (rebase): a snapshot prepared without one joins the chain; anything else is refused and changes nothing', async () => {
+    await chain(s);
+    s.prepare('loose', '', { 'containerd.io/snapshot/parent-chain-id': 'mid' });
+    const dir = upper(s, 'loose');
+    // Root's containerd writes the layer's whiteouts straight into an overlay mount's upper directory; a bind mount would lose them.
+    assert.deepEqual(
+      s.mounts('loose'),
+      process.getuid?.() === 0
+        ? [{ type: 'overlay', source: 'overlay', options: [`workdir=${path.join(path.dirname(dir), 'work')}`, `upperdir=${dir}`, `lowerdir=${path.join(root, 'empty')}`] }]
+        : [{ type: 'bind', source: dir, options: ['rw', 'rbind'] }],
+    );
+    fs.writeFileSync(path.join(dir, 'c'), 'c');
+    s.prepare('child', 'base');
+    s.prepare('open', 'mid');
+    const before = rootState(root);
+    await rejectsAsync('NotFound', () => s.commit('x', 'loose', {}, { parent: 'nope' }), 'parent "nope" does not exist');
+    await rejectsAsync('InvalidArgument', () => s.commit('x', 'loose', {}, { parent: 'open' }), 'parent "open" is not committed snapshot');
+    await rejectsAsync('FailedPrecondition', () => s.commit('x', 'child', {}, { parent: 'mid' }), 'it already has parent "base"');
+    await rejectsAsync('InvalidArgument', () => s.commit('x', 'loose', {}, { parent: 'a\nb' }), 'parent');
+    assert.equal(rootState(root), before);
+
+    await s.commit('top', 'loose', {}, { parent: 'mid' });
+    assert.equal(s.stat('top').parent, 'mid');
+    s.view('v', 'top');
+    assert.deepEqual(s.layers('v').lowers, [dir, ...s.layers('mid').lowers], 'the layer over mid over base');
+    await s.commit('child-c', 'child', {}, { parent: 'base' });
+    assert.equal(s.stat('child-c').parent, 'base');
+  });
+
   it('remove: refused while children exist; directories go away; ids are never reused', async () => {
     await chain(s);
     rejects('FailedPrecondition', () => s.remove('base'), 'cannot remove snapshot with child');
