@@ -10,7 +10,8 @@ export function registerServeCommand(program: Command): void {
     .option('--address <path>', 'unix socket to listen on', defaultAddress())
     .option('--group <name|gid>', 'let this group use the socket (mode 0660 instead of 0600)', parseGroup)
     .addOption(new Option('--log-level <level>', 'debug logs one line per call').choices(LOG_LEVELS).default('info'))
-    .action(async (opts: { address: string; group?: number; logLevel: LogLevel }, cmd: Command) => {
+    .option('--metrics-address <host:port>', 'serve Prometheus metrics (GET /metrics) on this TCP address, e.g. 127.0.0.1:9420')
+    .action(async (opts: { address: string; group?: number; logLevel: LogLevel; metricsAddress?: string }, cmd: Command) => {
       const { root } = cmd.optsWithGlobals<{ root: string }>();
       // gRPC is loaded by this command alone.
       const { serveSnapshots } = await import('../grpc/server');
@@ -20,6 +21,7 @@ export function registerServeCommand(program: Command): void {
         logLevel: opts.logLevel,
         log: (line) => process.stderr.write(`${new Date().toISOString()} snapfs serve: ${line}\n`),
         ...(opts.group === undefined ? {} : { group: opts.group }),
+        ...(opts.metricsAddress === undefined ? {} : { metricsAddress: opts.metricsAddress }),
       });
     });
 }

@@ -35,5 +35,13 @@ export function errnoOf(err: unknown): number {
   if (known !== undefined) return -known;
   if (typeof errno === 'number' && errno !== 0) return -Math.abs(errno);
   console.error('snapfs: internal error:', err);
+  bugs++;
   return -E.EIO;
+}
+
+let bugs = 0;
+
+/** How many operations of this thread failed with an error no system call gave (answered EIO): bugs. */
+export function internalErrors(): number {
+  return bugs;
 }

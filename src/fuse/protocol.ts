@@ -41,6 +41,21 @@ export const Op = {
   RENAME2: 45,
 } as const;
 
+/** Every opcode's name in <linux/fuse.h> (lowercase, FUSE_ dropped), those the native side serves and those nobody does included. */
+const OP_NAMES: readonly (string | undefined)[] = [
+  undefined, 'lookup', 'forget', 'getattr', 'setattr', 'readlink', 'symlink', undefined, 'mknod', 'mkdir',
+  'unlink', 'rmdir', 'rename', 'link', 'open', 'read', 'write', 'statfs', 'release', undefined,
+  'fsync', 'setxattr', 'getxattr', 'listxattr', 'removexattr', 'flush', 'init', 'opendir', 'readdir', 'releasedir',
+  'fsyncdir', 'getlk', 'setlk', 'setlkw', 'access', 'create', 'interrupt', 'bmap', 'destroy', 'ioctl',
+  'poll', 'notify_reply', 'batch_forget', 'fallocate', 'readdirplus', 'rename2', 'lseek', 'copy_file_range', 'setupmapping', 'removemapping',
+  'syncfs', 'tmpfile', 'statx',
+];
+
+/** An opcode's name, as metrics label it; one the kernel may add later is `other`. */
+export function opName(opcode: number): string {
+  return OP_NAMES[opcode] ?? 'other';
+}
+
 /** INIT flags (fuse_init_in.flags and, shifted by 32, flags2). */
 export const Init = {
   ASYNC_READ: 1 << 0,

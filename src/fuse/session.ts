@@ -17,6 +17,7 @@ import {
   Init2,
   initOut,
   nameAt,
+  opName,
   Op,
   openOut,
   parseHeader,
@@ -161,13 +162,28 @@ interface SessionNative {
   sessionReply(session: Native, unique: number, error: number, body?: Buffer): boolean;
   sessionRefuseWrites(session: Native): void;
   sessionServed(session: Native): number;
+  sessionStats(session: Native): number[][];
   sessionBackingOpen(session: Native, fd: number): number;
   sessionBackingClose(session: Native, id: number): void;
   sessionClose(session: Native): void;
   readonly FUSE_REQUEST_BYTES: number;
   readonly FUSE_MAX_WRITE: number;
+  readonly FUSE_LATENCY_BOUNDS: readonly number[];
 }
 const native = sys as unknown as SessionNative;
+
+/** The upper bounds, in seconds, of OpStats' latency buckets (a last bucket takes the slower). */
+export const LATENCY_BOUNDS: readonly number[] = native.FUSE_LATENCY_BOUNDS;
+
+/** A session's requests of one operation: how many, how many failed, their time from request to answer. */
+export interface OpStats {
+  readonly op: string;
+  readonly count: number;
+  readonly errors: number;
+  readonly seconds: number;
+  /** Answers per latency bucket (LATENCY_BOUNDS, then the slower): not cumulative. */
+  readonly buckets: readonly number[];
+}
 
 /** The largest write asked for, and the most pages a request may carry. */
 export const MAX_WRITE = native.FUSE_MAX_WRITE;
@@ -209,6 +225,11 @@ export class Session {
   /** Requests answered so far, those served natively (reads, writes) included. */
   get requests(): number {
     return this.handled + native.sessionServed(this.native);
+  }
+
+  /** Every operation's requests so far, as the native side timed them from read to answer. */
+  stats(): OpStats[] {
+    return native.sessionStats(this.native).map(([opcode, count, errors, seconds, ...buckets]) => ({ op: opName(opcode!), count: count!, errors: errors!, seconds: seconds!, buckets }));
   }
 
   /** From now on every write(2) is EROFS (the file system refuses every other change itself). */

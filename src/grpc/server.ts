@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import * as fs from 'node:fs';
+import type * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { alreadyExists, invalidArgument, messageOf, unavailable } from '../errors';
@@ -9,6 +10,7 @@ import { claimRoot, releaseRoot } from '../snapshotter/owner';
 import { Snapshotter } from '../snapshotter/snapshotter';
 import { fitsSocketAddress, MAX_SOCKET_PATH } from '../unix-socket';
 import { LOG_LEVELS, type LogLevel } from './options';
+import { CallMetrics, parseListenAddress, serveMetrics } from './metrics';
 import { snapshotsService, type CallLog } from './service';
 
 export interface ServeOptions {
@@ -18,6 +20,8 @@ export interface ServeOptions {
   readonly group?: number;
   readonly logLevel: LogLevel;
   readonly log: (line: string) => void;
+  /** HOST:PORT to serve Prometheus metrics on (GET /metrics); none if undefined. */
+  readonly metricsAddress?: string;
 }
 
 /** In-flight calls get this long to finish after SIGTERM (longer than a commit waits for a mount to freeze); then they are cut. */
@@ -97,8 +101,14 @@ export async function serveSnapshots(opts: ServeOptions): Promise<void> {
   const say = (level: LogLevel, text: string): void => {
     if (LOG_LEVELS.indexOf(level) >= rank) opts.log(`level=${level} ${text}`);
   };
-  const logCall: CallLog = (method, request, outcome, ms) => say('debug', `call=${method} ${request}${request ? ' ' : ''}result=${JSON.stringify(outcome)} ms=${ms.toFixed(1)}`);
+  const metrics = opts.metricsAddress === undefined ? undefined : new CallMetrics();
+  const logCall: CallLog = (method, request, code, outcome, ms) => {
+    metrics?.observe(method, code, ms / 1000);
+    say('debug', `call=${method} ${request}${request ? ' ' : ''}result=${JSON.stringify(outcome)} ms=${ms.toFixed(1)}`);
+  };
 
+  // A metrics address that cannot be one is refused before anything is bound.
+  if (opts.metricsAddress !== undefined) parseListenAddress(opts.metricsAddress);
   // Signals are caught from the start: a client may connect, and its owner stop us, as soon as we bind.
   let stopListening: () => void = () => undefined;
   const stopped = new Promise<NodeJS.Signals>((resolve) => {
@@ -116,12 +126,16 @@ export async function serveSnapshots(opts: ServeOptions): Promise<void> {
   const server = new grpc.Server();
   const service = snapshotsService(snapshotter, logCall);
   server.addService(service.definition, service.implementation);
+  let metricsServer: http.Server | undefined;
   try {
     await freeSocketPath(opts.address);
     claimRoot(opts.root, opts.address);
     try {
       await bind(server, opts.address, opts.group);
+      if (metrics !== undefined) metricsServer = await serveMetrics(opts.metricsAddress!, metrics);
     } catch (err) {
+      server.forceShutdown();
+      fs.rmSync(opts.address, { force: true });
       releaseRoot(opts.root);
       throw err;
     }
@@ -131,10 +145,11 @@ export async function serveSnapshots(opts: ServeOptions): Promise<void> {
     throw err;
   }
   for (const problem of mountHelperProblems()) say('warn', problem);
-  say('info', `serving root=${JSON.stringify(path.resolve(opts.root))} address=${JSON.stringify(opts.address)}`);
+  say('info', `serving root=${JSON.stringify(path.resolve(opts.root))} address=${JSON.stringify(opts.address)}${metricsServer === undefined ? '' : ` metrics=${JSON.stringify(opts.metricsAddress)}`}`);
 
   const signal = await stopped;
   say('info', `${signal}: finishing calls in flight`);
+  metricsServer?.close();
   await new Promise<void>((resolve) => {
     const cut = setTimeout(() => server.forceShutdown(), SHUTDOWN_GRACE_MS);
     server.tryShutdown(() => {

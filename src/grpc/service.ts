@@ -94,8 +94,8 @@ function mountMessages(mounts: readonly Mount[]): { mounts: MountMessage[] } {
   return { mounts: mounts.map((m) => ({ type: m.type, source: m.source, target: '', options: [...m.options] })) };
 }
 
-/** Logs one line per call when asked to; errors are part of the line. */
-export type CallLog = (method: string, request: string, outcome: string, ms: number) => void;
+/** Hears of every call: its method, its request in short, its gRPC code's name (OK, NOT_FOUND, …) and what came of it. */
+export type CallLog = (method: string, request: string, code: string, outcome: string, ms: number) => void;
 
 function describe(req: unknown): string {
   if (req === null || typeof req !== 'object') return '';
@@ -135,7 +135,7 @@ export function snapshotsService(
     (call, callback) => {
       const started = performance.now();
       const finish = (err: grpc.StatusObject | null, res?: Res): void => {
-        log(method, describe(call.request), err === null ? 'ok' : `${grpc.status[err.code]}: ${err.details}`, performance.now() - started);
+        log(method, describe(call.request), grpc.status[err === null ? grpc.status.OK : err.code], err === null ? 'ok' : `${grpc.status[err.code]}: ${err.details}`, performance.now() - started);
         if (err === null) callback(null, res);
         else callback(err);
       };
@@ -160,13 +160,13 @@ export function snapshotsService(
     const started = performance.now();
     const req = call.request;
     let logged = false;
-    const done = (outcome: string): void => {
-      if (!logged) log('List', describe(req), outcome, performance.now() - started);
+    const done = (code: grpc.status, outcome: string): void => {
+      if (!logged) log('List', describe(req), grpc.status[code], outcome, performance.now() - started);
       logged = true;
     };
-    call.once('cancelled', () => done('CANCELLED'));
+    call.once('cancelled', () => done(grpc.status.CANCELLED, 'CANCELLED'));
     if (req instanceof Malformed) {
-      done(`INVALID_ARGUMENT: ${req.reason}`);
+      done(grpc.status.INVALID_ARGUMENT, `INVALID_ARGUMENT: ${req.reason}`);
       return void call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: `malformed List request: ${req.reason}` });
     }
     let infos: Info[];
@@ -174,7 +174,7 @@ export function snapshotsService(
       infos = snapshotter.walk(req.filters);
     } catch (err) {
       const status = statusOf(err);
-      done(`${grpc.status[status.code]}: ${status.details}`);
+      done(status.code, `${grpc.status[status.code]}: ${status.details}`);
       return void call.emit('error', status);
     }
     let sent = 0;
@@ -186,7 +186,7 @@ export function snapshotsService(
         if (!call.write({ info: batch })) return void call.once('drain', writeMore);
       }
       if (call.cancelled) return;
-      done(`ok (${infos.length})`);
+      done(grpc.status.OK, `ok (${infos.length})`);
       call.end();
     };
     writeMore();

@@ -93,17 +93,24 @@ interface Staged {
 export class Copier {
   private readonly staged = new Map<number, Staged>();
   private closed = false;
+  /** Bytes of regular files copied up and put in place so far. */
+  copiedBytes = 0;
 
   constructor(private readonly work: number) {}
 
   /** Makes `dst` a copy of file `key` at `src`, as copyEntry does; a big regular file's data first off the thread (see above). */
   copy(key: number, src: Place, st: Stat, dst: Target): void {
-    if (!isFile(st) || st.size < ASYNC_COPY_BYTES) return copyEntry(src, st, dst, this.work);
+    if (!isFile(st) || st.size < ASYNC_COPY_BYTES) {
+      copyEntry(src, st, dst, this.work);
+      if (isFile(st)) this.copiedBytes += st.size;
+      return;
+    }
     const staged = this.staged.get(key) ?? this.stage(key, src, st);
     if (!staged.ready) throw new CopyPending(staged.done, () => this.drop(key, staged));
     this.staged.delete(key);
     try {
       sys.renameAt(staged.work, staged.tmp, dst.dirfd, dst.name, 0);
+      this.copiedBytes += st.size;
     } catch (err) {
       discard(staged.work, staged.tmp, false);
       throw err;

@@ -127,6 +127,11 @@ export class LayerFS implements FileSystem {
     return !this.tree.writable;
   }
 
+  /** Bytes of regular files copied up from the lower layers so far. */
+  get copiedUpBytes(): number {
+    return this.copier?.copiedBytes ?? 0;
+  }
+
   /**
    * From now on every change is EROFS (writes are refused by the session).
    * The commit that asked drops the work directory's index: what this

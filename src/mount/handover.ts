@@ -2,6 +2,7 @@ import { invalidArgument } from '../errors';
 import type { LayerTweaks } from '../layerfs/layerfs';
 import { mountNamespace } from '../namespaces';
 import type { MountRequest } from './serve';
+import type { DaemonStats } from './stats';
 
 /**
  * What a mount helper sends the daemon with a mount: the request's text,
@@ -37,11 +38,15 @@ export interface BrowseHandOver {
   readonly mountNamespace?: number;
 }
 
-/** What a helper asks of the daemon: serve a mount, or list those it serves. */
-export type DaemonRequest = HandOver | BrowseHandOver | { readonly op: 'list' };
+/**
+ * What a helper asks of the daemon: serve a mount, list those it serves,
+ * or what they have cost (`snapfs serve`'s metrics; root may ask any
+ * user's daemon this, and nothing else).
+ */
+export type DaemonRequest = HandOver | BrowseHandOver | { readonly op: 'list' } | { readonly op: 'stats' };
 
 /** The daemon's one answer to a request. */
-export type DaemonAnswer = { readonly ok: true; readonly mounts?: readonly LiveMount[] } | { readonly error: string };
+export type DaemonAnswer = { readonly ok: true; readonly mounts?: readonly LiveMount[]; readonly stats?: DaemonStats } | { readonly error: string };
 
 /** A mount the daemon serves, as `snapfs mounted` shows it. */
 export interface LiveMount {
@@ -105,7 +110,7 @@ export function parseRequest(data: Buffer): DaemonRequest {
   }
   if (typeof value !== 'object' || value === null) throw invalidArgument('request: not an object');
   const r = value as Record<string, unknown>;
-  if (r.op === 'list') return { op: 'list' };
+  if (r.op === 'list' || r.op === 'stats') return { op: r.op };
   if (r.op !== 'mount' && r.op !== 'browse') throw invalidArgument(`request: unknown op ${JSON.stringify(r.op)}`);
   const text = (name: string, optional: boolean): string | undefined => {
     const v = r[name];

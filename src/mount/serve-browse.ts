@@ -47,7 +47,7 @@ export async function startBrowsing(root: string, mountpoint: string, device?: n
       browse.close();
       snapshotter.close();
     }));
-  return { served, release };
+  return { served, release, stats: () => ({ ops: served.session.stats(), copiedUpBytes: 0 }) };
 }
 
 export async function serveBrowse(req: BrowseRequest, onMounted: () => void): Promise<void> {

@@ -7,6 +7,7 @@ import { LayerFS, type LayerTweaks } from '../layerfs/layerfs';
 import type { LayerStack } from '../overlay/stack';
 import { onStopSignals } from '../signals';
 import { serveControl } from './control';
+import type { MountStats } from './stats';
 import { inInitialUserNamespace } from '../namespaces';
 
 export interface MountRequest {
@@ -86,6 +87,7 @@ export function serveSession(fileSystem: FileSystem, mountpoint: string, options
 /** A mount being served: its session, and the end of it. */
 export interface ServedMount {
   readonly served: Served;
+  stats(): MountStats;
   /** Once the mount is gone: lets go of its layers and closes its control socket (once). */
   release(): Promise<void>;
 }
@@ -132,7 +134,7 @@ export async function startServing(req: MountRequest, device?: number): Promise<
   }
   let released: Promise<void> | undefined;
   const release = (): Promise<void> => (released ??= closeControl().finally(() => layerfs.close()));
-  return { served, release };
+  return { served, release, stats: () => ({ ops: served.session.stats(), copiedUpBytes: layerfs.copiedUpBytes }) };
 }
 
 /**

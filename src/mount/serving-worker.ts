@@ -1,7 +1,9 @@
 import * as fs from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import type { BrowseHandOver, HandOver } from './handover';
+import { internalErrors } from '../fuse/errno';
 import { startServing, type ServedMount } from './serve';
+import { sumStats, type DaemonStats, type MountStats } from './stats';
 
 /**
  * A thread of the mount daemon: serves the mounts the daemon gives it, each
@@ -15,6 +17,7 @@ import { startServing, type ServedMount } from './serve';
 export type ToWorker =
   | { readonly type: 'serve'; readonly id: number; readonly request: HandOver | BrowseHandOver; readonly fds: readonly number[] }
   | { readonly type: 'count'; readonly ask: number }
+  | { readonly type: 'stats'; readonly ask: number }
   | { readonly type: 'close'; readonly id: number };
 
 /** What a thread tells the daemon. */
@@ -22,10 +25,13 @@ export type FromWorker =
   | { readonly type: 'mounted'; readonly id: number }
   | { readonly type: 'failed'; readonly id: number; readonly message: string }
   | { readonly type: 'ended'; readonly id: number; readonly message?: string }
-  | { readonly type: 'counts'; readonly ask: number; readonly counts: readonly (readonly [number, number])[] };
+  | { readonly type: 'counts'; readonly ask: number; readonly counts: readonly (readonly [number, number])[] }
+  | { readonly type: 'stats'; readonly ask: number; readonly stats: DaemonStats };
 
 const port = parentPort!;
 const mounts = new Map<number, ServedMount>();
+/** What the mounts this thread served and no longer serves cost: a daemon's counts never go down. */
+let ended: MountStats = { ops: [], copiedUpBytes: 0 };
 const tell = (msg: FromWorker): void => port.postMessage(msg);
 
 port.on('message', (msg: ToWorker) => {
@@ -41,6 +47,7 @@ port.on('message', (msg: ToWorker) => {
               (err: unknown) => (err instanceof Error ? err.message : String(err)),
             )
             .then(async (message) => {
+              ended = sumStats([ended, mount.stats()]);
               await mount.release();
               mounts.delete(msg.id);
               tell({ type: 'ended', id: msg.id, ...(message === undefined ? {} : { message }) });
@@ -51,6 +58,9 @@ port.on('message', (msg: ToWorker) => {
       return;
     case 'count':
       tell({ type: 'counts', ask: msg.ask, counts: [...mounts].map(([id, m]) => [id, m.served.session.requests] as const) });
+      return;
+    case 'stats':
+      tell({ type: 'stats', ask: msg.ask, stats: { ...sumStats([ended, ...[...mounts.values()].map((m) => m.stats())]), mounts: mounts.size, internalErrors: internalErrors() } });
       return;
     case 'close':
       // Its session ends; the mount answers ENOTCONN until it is unmounted where it was made.
@@ -105,5 +115,5 @@ async function serveBrowse(h: BrowseHandOver, fds: readonly number[]): Promise<S
     fs.closeSync(root);
     throw err;
   }
-  return { served: mount.served, release: () => mount.release().finally(() => fs.closeSync(root)) };
+  return { served: mount.served, stats: () => mount.stats(), release: () => mount.release().finally(() => fs.closeSync(root)) };
 }

@@ -2,10 +2,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { BrowseHandOver, HandOver } from './handover';
+import { sumStats, type DaemonStats } from './stats';
 import type { FromWorker, ToWorker } from './serving-worker';
 
-/** How long a thread has to say how many requests its mounts answered. */
-const COUNT_MS = 2_000;
+/** How long a thread has to say what its mounts have cost. */
+const ASK_MS = 2_000;
 
 interface Thread {
   readonly worker: Worker;
@@ -27,7 +28,7 @@ interface Pending {
 export class Threads {
   private readonly threads: Thread[] = [];
   private readonly mounts = new Map<number, Pending>();
-  private readonly counting = new Map<number, { readonly left: Set<Thread>; readonly counts: Map<number, number>; readonly done: () => void }>();
+  private readonly asking = new Map<number, { readonly left: Set<Thread>; readonly take: (msg: FromWorker) => void; readonly done: () => void }>();
   private next = 1;
   private readonly size = threadCount();
 
@@ -61,19 +62,42 @@ export class Threads {
 
   /** Requests answered by each live mount, by id. */
   counts(): Promise<Map<number, number>> {
+    const counts = new Map<number, number>();
+    return this.askEvery(
+      'count',
+      (msg) => {
+        if (msg.type === 'counts') for (const [id, n] of msg.counts) counts.set(id, n);
+      },
+      () => counts,
+    );
+  }
+
+  /** What the threads' mounts have cost since they started. */
+  stats(): Promise<DaemonStats> {
+    const each: DaemonStats[] = [];
+    return this.askEvery(
+      'stats',
+      (msg) => {
+        if (msg.type === 'stats') each.push(msg.stats);
+      },
+      () => ({ ...sumStats(each), mounts: each.reduce((n, s) => n + s.mounts, 0), internalErrors: each.reduce((n, s) => n + s.internalErrors, 0) }),
+    );
+  }
+
+  /** Asks every thread, and resolves with what `result` makes of their answers once all answered (or ASK_MS passed). */
+  private askEvery<T>(type: 'count' | 'stats', take: (msg: FromWorker) => void, result: () => T): Promise<T> {
     const ask = this.next++;
     const left = new Set(this.threads);
-    const counts = new Map<number, number>();
-    if (left.size === 0) return Promise.resolve(counts);
+    if (left.size === 0) return Promise.resolve(result());
     return new Promise((resolve) => {
       const done = (): void => {
         clearTimeout(timer);
-        this.counting.delete(ask);
-        resolve(counts);
+        this.asking.delete(ask);
+        resolve(result());
       };
-      const timer = setTimeout(done, COUNT_MS);
-      this.counting.set(ask, { left, counts, done });
-      for (const t of left) this.post(t, { type: 'count', ask });
+      const timer = setTimeout(done, ASK_MS);
+      this.asking.set(ask, { left, take, done });
+      for (const t of left) this.post(t, { type, ask });
     });
   }
 
@@ -117,12 +141,13 @@ export class Threads {
         m?.ended(msg.message);
         return;
       }
-      case 'counts': {
-        const c = this.counting.get(msg.ask);
-        if (c === undefined) return;
-        for (const [id, n] of msg.counts) c.counts.set(id, n);
-        c.left.delete(thread);
-        if (c.left.size === 0) c.done();
+      case 'counts':
+      case 'stats': {
+        const a = this.asking.get(msg.ask);
+        if (a === undefined) return;
+        a.take(msg);
+        a.left.delete(thread);
+        if (a.left.size === 0) a.done();
         return;
       }
     }

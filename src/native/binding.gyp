@@ -1,7 +1,7 @@
 {
   "targets": [{
     "target_name": "snapfs",
-    "sources": ["util.c", "files.c", "fuse.c", "unix.c"],
+    "sources": ["util.c", "files.c", "fuse.c", "fuse-stats.c", "unix.c"],
     "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-std=gnu11"]
   }, {
     "target_name": "snapfs-launcher",

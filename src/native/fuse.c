@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
+#include "fuse-stats.h"
 #include "native.h"
 
 /* Requests are read whole: the largest is a write of max_write bytes. */
@@ -52,6 +53,8 @@ typedef struct session {
   bool closed;
   /* Requests served here (reads, writes, fallocate, lseek). */
   double served;
+  /* Every request's operation, outcome and time to its answer. */
+  fuse_stats_t stats;
   /* Freed once libuv has let go of the poll handle and JavaScript of the session. */
   bool handle_closed;
   bool finalized;
@@ -90,6 +93,7 @@ static int send_reply(session_t *s, uint64_t unique, int error, const void *body
   struct fuse_out_header out = { .len = (uint32_t) (sizeof out + len), .error = error, .unique = unique };
   struct iovec iov[2] = { { &out, sizeof out }, { (void *) body, len } };
   ssize_t n = writev(s->fd, iov, len > 0 ? 2 : 1);
+  stats_answered(&s->stats, unique, error, now_ns());
   /* ENOENT: the request was interrupted and is gone; nothing to do. */
   return n < 0 && errno != ENOENT ? -errno : 0;
 }
@@ -209,6 +213,7 @@ static bool handle(session_t *s, ssize_t n, js_scope *js) {
   if ((size_t) n < sizeof *in || in->len != (uint32_t) n) return true;
   const char *arg = s->request_buf + sizeof *in;
   size_t arg_len = (size_t) n - sizeof *in;
+  stats_begin(&s->stats, in->unique, in->opcode, now_ns());
   switch (in->opcode) {
     case FUSE_READ:
     case FUSE_WRITE:
@@ -241,6 +246,7 @@ static bool handle(session_t *s, ssize_t n, js_scope *js) {
   napi_open_handle_scope(s->env, &scope);
   call(s, s->dispatch, (int32_t) n);
   napi_close_handle_scope(s->env, scope);
+  stats_leave_open(&s->stats);
   return !s->closed;
 }
 
@@ -287,13 +293,18 @@ static void serve(uv_poll_t *poll, int status, int events) {
   }
 }
 
+static void free_session(session_t *s) {
+  stats_free(&s->stats);
+  free(s);
+}
+
 static void on_closed(uv_handle_t *handle) {
   session_t *s = handle->data;
   napi_delete_reference(s->env, s->dispatch);
   napi_delete_reference(s->env, s->ended);
   napi_async_destroy(s->env, s->context);
   s->handle_closed = true;
-  if (s->finalized) free(s);
+  if (s->finalized) free_session(s);
 }
 
 static void close_session(session_t *s) {
@@ -323,7 +334,7 @@ static void end_session(session_t *s, int err) {
 static void finalize_session(napi_env env, void *data, void *hint) {
   session_t *s = data;
   s->finalized = true;
-  if (s->handle_closed) free(s);
+  if (s->handle_closed) free_session(s);
 }
 
 static session_t *get_session(napi_env env, napi_value v) {
@@ -435,6 +446,19 @@ static napi_value js_session_served(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* sessionStats(session) -> [[opcode, count, errors, seconds, bucket…], …]: see fuse-stats.h. */
+static napi_value js_session_stats(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  session_t *s = get_session(env, argv[0]);
+  if (s == NULL) {
+    napi_value empty;
+    napi_create_array(env, &empty);
+    return empty;
+  }
+  return stats_to_js(env, &s->stats);
+}
+
 /* sessionRefuseWrites(session): from now on every write is EROFS (commit freezes the mount). */
 static napi_value js_session_refuse_writes(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -503,6 +527,7 @@ void init_fuse(napi_env env, napi_value exports) {
   export_function(env, exports, "sessionReply", js_session_reply);
   export_function(env, exports, "sessionRefuseWrites", js_session_refuse_writes);
   export_function(env, exports, "sessionServed", js_session_served);
+  export_function(env, exports, "sessionStats", js_session_stats);
   export_function(env, exports, "sessionBackingOpen", js_session_backing_open);
   export_function(env, exports, "sessionBackingClose", js_session_backing_close);
   export_function(env, exports, "sessionClose", js_session_close);
@@ -511,4 +536,5 @@ void init_fuse(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "FUSE_REQUEST_BYTES", v);
   napi_create_uint32(env, MAX_WRITE, &v);
   napi_set_named_property(env, exports, "FUSE_MAX_WRITE", v);
+  napi_set_named_property(env, exports, "FUSE_LATENCY_BOUNDS", stats_bounds_to_js(env));
 }

@@ -117,6 +117,49 @@ export function exchange(path: string, data: Buffer, fds: readonly number[], tim
   }
 }
 
+/**
+ * A client's one exchange without blocking the thread: connects to `path`,
+ * sends `data`, and resolves with the one reply, or rejects once
+ * `timeoutMs` passed without one. For a process with other work to serve
+ * meanwhile (snapfs serve asking mount daemons for their metrics).
+ */
+export function exchangeAsync(path: string, data: Buffer, timeoutMs: number): Promise<Message> {
+  let fd: number;
+  try {
+    fd = sys.unixConnect(path, timeoutMs);
+  } catch (err) {
+    return Promise.reject(err as Error);
+  }
+  try {
+    sys.unixSend(fd, data, []);
+  } catch (err) {
+    fs.closeSync(fd);
+    return Promise.reject(err as Error);
+  }
+  return new Promise((resolve, reject) => {
+    const finish = (err: Error | undefined, reply?: Message): void => {
+      clearTimeout(timer);
+      sys.unwatch(watch);
+      fs.closeSync(fd);
+      if (err !== undefined) reject(err);
+      else resolve(reply!);
+    };
+    const timer = setTimeout(() => finish(Object.assign(new Error(`ETIMEDOUT: no answer within ${timeoutMs} ms, recvmsg '${path}'`), { code: 'ETIMEDOUT' })), timeoutMs);
+    const watch = sys.watchReadable(fd, () => {
+      let reply: Message | null | undefined;
+      try {
+        reply = sys.unixReceive(fd);
+      } catch (err) {
+        return finish(err as Error);
+      }
+      if (reply === undefined) return;
+      if (reply === null) return finish(Object.assign(new Error(`ECONNRESET: closed without an answer, recvmsg '${path}'`), { code: 'ECONNRESET' }));
+      reply.fds.forEach((d) => fs.closeSync(d));
+      finish(undefined, { data: reply.data, fds: [] });
+    });
+  });
+}
+
 /** Whether something listens on the socket at `path` (a connection is made, then closed). */
 export function listening(path: string): boolean {
   try {
