@@ -9,15 +9,17 @@
  * against one mount alone: what sharing a daemon costs a mount. The memory
  * of many mounts is scripts/bench-mounts' to measure.
  *
- *   scripts/bench-layers [--scale F] [--runs N] [--only SUBSTRING] [--no-pairs]
+ *   scripts/bench-layers [--scale F] [--runs N] [--only SUBSTRING] [--no-pairs] [--json FILE]
  *
  * Needs root (the kernel overlay, dropping caches). --scale shrinks every
- * size (0.1 for a quick look).
+ * size (0.1 for a quick look). --json writes every result and the run's
+ * settings to FILE (bench-layers-report.ts; scripts/chart-layers draws it).
  */
 import { execFileSync, execSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { type BenchLayersReport, type PairResult, type PairSide, type PrepareResult, type Side, SIDES, sideResult, type WorkloadResult } from './bench-layers-report';
 import { arg, millis, median } from './bench-util';
 
 const CLI = path.resolve(__dirname, '..', 'src', 'cli', 'main.js');
@@ -25,10 +27,8 @@ const scale = Number(arg('scale', '1'));
 const runs = Number(arg('runs', '3'));
 const only = arg('only', '');
 const pairs = !process.argv.includes('--no-pairs');
+const jsonFile = arg('json', '');
 const n = (x: number): number => Math.max(1, Math.round(x * scale));
-
-type Side = 'overlay' | 'fuse-overlayfs' | 'snapfs';
-const SIDES: Side[] = ['overlay', 'fuse-overlayfs', 'snapfs'];
 
 interface Stack {
   lowers: string[]; // topmost first
@@ -195,11 +195,11 @@ function workloads(): Workload[] {
 }
 
 /**
- * Median time of each side on `w`. Runs take turns (a run of each side, then
+ * The times of each side on `w`. Runs take turns (a run of each side, then
  * the next round), so that the disk's slow and fast spells, which last
  * seconds on a shared machine, fall on every side alike.
  */
-function measure(w: Workload): Record<Side, number> {
+function measure(w: Workload): Record<Side, number[]> {
   const stack = w.stack();
   const mnt = (side: Side): string => path.join(base, 'mnt', side);
   const times = Object.fromEntries(SIDES.map((side) => [side, [] as number[]])) as Record<Side, number[]>;
@@ -210,7 +210,20 @@ function measure(w: Workload): Record<Side, number> {
   } finally {
     for (const hog of hogs) hog.kill('SIGKILL');
   }
-  return Object.fromEntries(SIDES.map((side) => [side, median(times[side])])) as Record<Side, number>;
+  return times;
+}
+
+/** `w`'s runs on each side as --json reports them, with their medians and the ratios the table prints. */
+function workloadResult(w: Workload, times: Record<Side, number[]>): WorkloadResult {
+  const sides = Object.fromEntries(SIDES.map((side) => [side, sideResult(times[side])])) as WorkloadResult['sides'];
+  return {
+    name: w.name,
+    mount: w.writable ? 'writable' : 'view',
+    caches: w.cold === true ? 'cold' : w.cold === false ? 'warm' : w.cold,
+    loaded: w.loaded === true,
+    sides,
+    ratios: { snapfsToFuseOverlayfs: sides.snapfs.medianMs / sides['fuse-overlayfs'].medianMs, snapfsToOverlay: sides.snapfs.medianMs / sides.overlay.medianMs },
+  };
 }
 
 /** Each run on a mount of its own, made for it: the page cache dropped first (cold), or left warm (first touch). */
@@ -255,7 +268,7 @@ function measureWarm(w: Workload, stack: Stack, mnt: (side: Side) => string, tim
 }
 
 /** snapfs view over a parent against the full copy containerd's native snapshotter makes. */
-function prepareCost(): string[] {
+function prepareCost(): PrepareResult {
   const files = n(20_000);
   const root = path.join(base, 'root');
   const cli = (...a: string[]): string => execFileSync(process.execPath, [CLI, '--root', root, ...a], { encoding: 'utf8' });
@@ -270,7 +283,7 @@ function prepareCost(): string[] {
     const dst = path.join(base, `copy${r}`);
     copies.push(millis(() => sh(`cp -a ${upper} ${dst}`)));
   }
-  return [`prepare a view over ${files} files`, '', `${median(copies).toFixed(1)} (cp -a)`, median(times).toFixed(1), '', `${(median(times) / median(copies)).toFixed(3)}× of a copy`];
+  return { name: `prepare a view over ${files} files`, copy: sideResult(copies), view: sideResult(times), viewToCopy: median(times) / median(copies) };
 }
 
 /** Runs `command` in each of `dirs` at once; milliseconds until the last one is done. */
@@ -288,15 +301,13 @@ async function atOnce(command: string, dirs: readonly string[]): Promise<number>
   return Number(process.hrtime.bigint() - t) / 1e6;
 }
 
-type PairSide = 'fuse-overlayfs' | 'snapfs';
-
 /**
  * `w` on one mount alone, then on two mounts of the same layers at once
  * (each its own upper layer when writable), for fuse-overlayfs and snapfs
  * in turns; the median of each. On snapfs both mounts are served by one
  * daemon, on fuse-overlayfs by a process each.
  */
-async function measurePair(w: Workload): Promise<Record<PairSide, { alone: number; pair: number }>> {
+async function measurePair(w: Workload): Promise<PairResult['sides']> {
   const stack = w.stack();
   const sides: PairSide[] = ['fuse-overlayfs', 'snapfs'];
   const times = Object.fromEntries(sides.map((side) => [side, { alone: [] as number[], pair: [] as number[] }])) as Record<PairSide, { alone: number[]; pair: number[] }>;
@@ -320,11 +331,16 @@ async function measurePair(w: Workload): Promise<Record<PairSide, { alone: numbe
       }
     }
   }
-  return Object.fromEntries(sides.map((side) => [side, { alone: median(times[side].alone), pair: median(times[side].pair) }])) as Record<PairSide, { alone: number; pair: number }>;
+  return Object.fromEntries(sides.map((side) => [side, { aloneMs: median(times[side].alone), pairMs: median(times[side].pair) }])) as PairResult['sides'];
 }
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('bench-layers needs root (kernel overlay, dropping caches)');
+  checkJsonFile();
+  const report: BenchLayersReport = {
+    settings: { scale, runs, date: new Date().toISOString(), kernel: os.release(), cpus: os.availableParallelism() },
+    workloads: [],
+  };
   const rows: string[][] = [['workload', 'overlay ms', 'fuse-overlayfs ms', 'snapfs ms', 'snapfs/fuse-ovl', 'snapfs/overlay']];
   const out = (r: string[]): void => {
     rows.push(r);
@@ -333,26 +349,58 @@ async function main(): Promise<void> {
   console.log(`snapfs layer benchmark, scale ${scale}, median of ${runs} runs (${base})\n`);
   out(rows[0]!);
   for (const w of workloads()) {
-    const t = measure(w);
-    out([w.name, t.overlay.toFixed(1), t['fuse-overlayfs'].toFixed(1), t.snapfs.toFixed(1), `${(t.snapfs / t['fuse-overlayfs']).toFixed(2)}×`, `${(t.snapfs / t.overlay).toFixed(2)}×`]);
+    const r = workloadResult(w, measure(w));
+    report.workloads.push(r);
+    const ms = (side: Side): string => r.sides[side].medianMs.toFixed(1);
+    out([w.name, ms('overlay'), ms('fuse-overlayfs'), ms('snapfs'), `${r.ratios.snapfsToFuseOverlayfs.toFixed(2)}×`, `${r.ratios.snapfsToOverlay.toFixed(2)}×`]);
   }
-  if (only === '' || 'prepare'.includes(only)) out(prepareCost());
-  if (!pairs) return;
+  if (only === '' || 'prepare'.includes(only)) {
+    const p = (report.prepare = prepareCost());
+    out([p.name, '', `${p.copy.medianMs.toFixed(1)} (cp -a)`, p.view.medianMs.toFixed(1), '', `${p.viewToCopy.toFixed(3)}× of a copy`]);
+  }
+  if (pairs) await pairsAgainstAlone(report);
+  if (jsonFile !== '') fs.writeFileSync(jsonFile, `${JSON.stringify(report, null, 2)}\n`);
+}
+
+/** Each workload on two mounts at once against one alone: printed, and kept in `report`. */
+async function pairsAgainstAlone(report: BenchLayersReport): Promise<void> {
+  report.pairs = [];
   console.log('\nTwo mounts at once against one alone (both of snapfs\'s served by its one daemon; fuse-overlayfs a process each)\n');
   const head = ['workload', 'fuse-ovl 1 ms', 'fuse-ovl 2 ms', 'snapfs 1 ms', 'snapfs 2 ms', 'fuse-ovl 2/1', 'snapfs 2/1'];
   console.log(head.map((c, i) => (i === 0 ? c.padEnd(52) : c.padStart(15))).join(''));
   for (const w of workloads()) {
     const t = await measurePair(w);
+    report.pairs.push({ name: w.name, sides: t });
     const f = t['fuse-overlayfs'];
-    const row = [w.name, f.alone.toFixed(1), f.pair.toFixed(1), t.snapfs.alone.toFixed(1), t.snapfs.pair.toFixed(1), `${(f.pair / f.alone).toFixed(2)}×`, `${(t.snapfs.pair / t.snapfs.alone).toFixed(2)}×`];
+    const row = [w.name, f.aloneMs.toFixed(1), f.pairMs.toFixed(1), t.snapfs.aloneMs.toFixed(1), t.snapfs.pairMs.toFixed(1), `${(f.pairMs / f.aloneMs).toFixed(2)}×`, `${(t.snapfs.pairMs / t.snapfs.aloneMs).toFixed(2)}×`];
     console.log(row.map((c, i) => (i === 0 ? c.padEnd(52) : c.padStart(15))).join(''));
   }
 }
 
-main().finally(() => {
-  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const m = line.split(' ')[4];
-    if (m !== undefined && m.startsWith(base)) sh(`umount -l ${m} || true`);
+/** A wrong command line: exit code 2. */
+class UsageError extends Error {}
+
+/** Refuses, before the long run, a --json without a file or with one that cannot be written. */
+function checkJsonFile(): void {
+  if (!process.argv.includes('--json')) return;
+  if (jsonFile === '' || jsonFile.startsWith('--')) throw new UsageError('--json needs a FILE to write the results to');
+  const dir = path.dirname(path.resolve(jsonFile));
+  try {
+    fs.accessSync(dir, fs.constants.W_OK);
+  } catch (err) {
+    throw new UsageError(`--json ${jsonFile}: cannot write in ${dir} (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
   }
-  fs.rmSync(base, { recursive: true, force: true });
-});
+}
+
+main()
+  .catch((err: unknown) => {
+    console.error(`bench-layers: ${err instanceof Error ? err.message : String(err)}`);
+    process.exitCode = err instanceof UsageError ? 2 : 1;
+  })
+  .finally(() => {
+    for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+      const m = line.split(' ')[4];
+      if (m !== undefined && m.startsWith(base)) sh(`umount -l ${m} || true`);
+    }
+    fs.rmSync(base, { recursive: true, force: true });
+  });
