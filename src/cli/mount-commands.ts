@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { invalidArgument } from '../errors';
+import { maxSizeOf } from '../snapshotter/mounts';
 import type { Snapshotter } from '../snapshotter/snapshotter';
 import { wantsJson, withSnapshotter } from './context';
 import { printJson, printLines, table } from './output';
@@ -20,13 +21,14 @@ export function registerMountCommands(program: Command): void {
     .option('--dedicated', "served by a process of its own, not the user's mount daemon")
     .action(async (key: string, mountpoint: string, opts: { foreground?: boolean; dedicated?: boolean }, cmd: Command) => {
       // The database is closed before mounting: a daemon never holds it.
-      const stack = await withSnapshotter(cmd, (s) => s.layers(key));
+      const { stack, maxSize } = await withSnapshotter(cmd, (s) => ({ stack: s.layers(key), maxSize: maxSizeOf(s.stat(key).labels) }));
       // An active snapshot without parents has only its upper layer: an empty lower stands in.
       const lowers = stack.lowers.length > 0 || stack.upper === undefined ? stack.lowers : [emptyDir(stack.work)];
       const request = {
         stack: { lowers, upper: stack.upper, work: stack.upper === undefined ? undefined : stack.work },
         mountpoint: path.resolve(mountpoint),
         snapshot: key,
+        ...(maxSize === undefined || stack.upper === undefined ? {} : { tweaks: { maxSize } }),
         ...(opts.dedicated === true ? { dedicated: true } : {}),
       };
       const { launch } = await import('../mount/launch');

@@ -1,4 +1,4 @@
-import type { UsageProgress } from '../snapshotter/usage';
+import type { UsageProgress } from '../overlay/usage';
 import { humanBytes } from './output';
 
 /**

@@ -149,6 +149,8 @@ export interface SessionOptions {
   readonly spinMicros?: number;
   /** Ask the kernel for FUSE passthrough (of use to a process with CAP_SYS_ADMIN in the initial user namespace only). */
   readonly passthrough?: boolean;
+  /** [limit, used] bytes of the upper layer, shared with the file system: writes past the limit are ENOSPC (UpperSpace). */
+  readonly space?: Float64Array;
   /** INIT is answered: the mount is live. */
   readonly onInit?: () => void;
   /** The session is over: unmounted (err undefined), or the device failed. */
@@ -163,6 +165,7 @@ interface SessionNative {
   sessionRefuseWrites(session: Native): void;
   sessionServed(session: Native): number;
   sessionStats(session: Native): number[][];
+  sessionLimitSpace(session: Native, space: Float64Array): void;
   sessionBackingOpen(session: Native, fd: number): number;
   sessionBackingClose(session: Native, id: number): void;
   sessionClose(session: Native): void;
@@ -220,6 +223,7 @@ export class Session {
     private readonly opts: SessionOptions,
   ) {
     this.native = native.sessionOpen(fd, (length) => this.dispatch(length), (errno) => this.ended(errno), opts.spinMicros ?? 0);
+    if (opts.space !== undefined) native.sessionLimitSpace(this.native, opts.space);
   }
 
   /** Requests answered so far, those served natively (reads, writes) included. */

@@ -7,7 +7,9 @@ import type { Attr } from '../fuse/protocol';
 import { DT_DIR, fstat, isDir, O_PATH, readdirFd, statAt, sys, type Stat } from '../native/sys';
 import { isPrivateXattr, isReservedName, NAME_MAX, probe, upperFormat, type UpperFormat } from '../overlay/format';
 import type { LayerStack } from '../overlay/stack';
+import { diskUsage } from '../overlay/usage';
 import { copyEntry, Copier, CopyPending, setTimes } from './copyup';
+import { ENTRY_BYTES, UpperSpace } from './space';
 import { major, minor } from './devices';
 import { IDENTITY, type IdMap } from './idmap';
 import type { Inode } from './inode';
@@ -35,7 +37,7 @@ const RENAME_EXCHANGE = 2;
 const DAY = 86_400;
 
 /** What a mount's options may ask of LayerFS beyond its layers (fuse-overlayfs's options of those names). */
-export type LayerTweaks = Pick<LayerFSOptions, 'squashUid' | 'squashGid' | 'staticNlink' | 'volatile'>;
+export type LayerTweaks = Pick<LayerFSOptions, 'squashUid' | 'squashGid' | 'staticNlink' | 'volatile' | 'maxSize'>;
 
 export interface LayerFSOptions {
   /** Show every file as owned by this uid, and this gid (fuse-overlayfs's squash_to_uid=, squash_to_gid=; squash_to_root is 0 and 0). */
@@ -45,6 +47,8 @@ export interface LayerFSOptions {
   readonly staticNlink?: boolean;
   /** fsync is not passed on (fuse-overlayfs's volatile, fsync=0): nobody needs the data to outlive a crash. */
   readonly volatile?: boolean;
+  /** The bytes the upper layer may take, all told (max_size=): a change past it is ENOSPC. */
+  readonly maxSize?: number;
   /** Ids as shown through the mount ↔ as stored in the layers (uidmapping/gidmapping). */
   readonly uids?: IdMap;
   readonly gids?: IdMap;
@@ -99,6 +103,8 @@ export class LayerFS implements FileSystem {
   private nextListing = 1;
   private readonly groups = new Map<number, LinkGroup>();
   private readonly copier: Copier | undefined;
+  /** The upper layer's space, when limited (the session counts writes in it too). */
+  readonly space: UpperSpace | undefined;
   private frozen = false;
   private closed = false;
   private readonly asRoot = process.getuid?.() === 0;
@@ -121,6 +127,8 @@ export class LayerFS implements FileSystem {
     this.tree = new Tree(layers, opts);
     this.format = this.tree.work === undefined ? undefined : upperFormat(this.tree.work);
     this.copier = this.tree.work === undefined ? undefined : new Copier(this.tree.work);
+    // What the layer holds already counts: measured once, here.
+    this.space = opts.maxSize === undefined || layers.upper === undefined ? undefined : new UpperSpace(opts.maxSize, diskUsage(layers.upper).size);
   }
 
   get readOnly(): boolean {
@@ -300,6 +308,7 @@ export class LayerFS implements FileSystem {
 
   mkdir(req: Request, parent: number, name: Buffer, mode: number): Entry {
     const { dir, up, overWhiteout } = this.makeRoom(parent, name);
+    this.space?.check(ENTRY_BYTES);
     sys.mkdirAt(up, name, mode);
     return this.made(req, dir, up, name, true, () => {
       // A directory made where the layers below had something must not show it.
@@ -323,6 +332,7 @@ export class LayerFS implements FileSystem {
 
   symlink(req: Request, parent: number, name: Buffer, target: Buffer): Entry {
     const { dir, up } = this.makeRoom(parent, name);
+    this.space?.check(ENTRY_BYTES);
     sys.symlinkAt(target, up, name);
     return this.made(req, dir, up, name, false);
   }
@@ -523,6 +533,8 @@ export class LayerFS implements FileSystem {
     if (!dir) this.countUnlink(child);
     if (hideBelow) this.format!.whiteout(this.upperDir(p), name);
     if (found.layer === 0) this.freed(child, st);
+    // Its blocks come back with its last name (an open file's, once closed: counted now).
+    if (found.layer === 0 && !otherNames) this.space?.add(-st.blocks * 512);
     this.gone(child, found.layer, pin);
   }
 
@@ -658,7 +670,9 @@ export class LayerFS implements FileSystem {
         }
         return;
       }
+      this.space?.check(st.blocks * 512);
       this.copier!.copy(inode.number, this.tree.place(inode), st, { dirfd: up, name });
+      this.space?.add(st.blocks * 512);
       inode.layer = 0;
       this.aliasUpper(inode, up, name);
     });
@@ -668,7 +682,11 @@ export class LayerFS implements FileSystem {
   private toIndex(inode: Inode, st: Stat): void {
     const index = Buffer.from(`${st.dev}-${st.ino}`);
     const dir = this.tree.indexDir();
-    if (statAt(dir, index) === undefined) this.copier!.copy(inode.number, this.tree.place(inode), st, { dirfd: dir, name: index });
+    if (statAt(dir, index) === undefined) {
+      this.space?.check(st.blocks * 512);
+      this.copier!.copy(inode.number, this.tree.place(inode), st, { dirfd: dir, name: index });
+      this.space?.add(st.blocks * 512);
+    }
     let group = this.groups.get(inode.number);
     if (group === undefined) {
       group = { index: undefined, nlink: st.nlink };
@@ -743,6 +761,7 @@ export class LayerFS implements FileSystem {
       throw err;
     }
     const st = statAt(up, name) ?? fail(E.ENOENT);
+    this.space?.add(st.blocks * 512);
     return this.entry(this.tree.adopt(dir, name, 0, st, isDirectory ? [0] : []));
   }
 
@@ -763,7 +782,9 @@ export class LayerFS implements FileSystem {
   private truncate(pathFd: number, set: SetAttr, req: Request): void {
     const fd = set.fh !== undefined && this.files.has(set.fh) ? set.fh : sys.openFile(pathFd, '', C.O_WRONLY);
     try {
+      const before = this.space === undefined ? undefined : fstat(fd).blocks;
       fs.ftruncateSync(fd, set.size);
+      if (before !== undefined) this.space!.add((fstat(fd).blocks - before) * 512);
       if (set.killSuidgid) this.killSetIds(fd, req);
     } finally {
       if (fd !== set.fh) fs.closeSync(fd);

@@ -5,7 +5,7 @@ import { invalidArgument } from '../errors';
 import { fstat, isDir, isFile, O_PATH, statAt } from '../native/sys';
 import { NAME_MAX, OPAQUE_MARKER, WHITEOUT_PREFIX, type UpperFormat } from '../overlay/format';
 import { quoted } from '../names';
-import type { UsageProgress } from '../snapshotter/usage';
+import type { UsageProgress } from '../overlay/usage';
 import { systemFailureAt } from './failures';
 import { LayerEntries, type EntryMetadata, type NewEntry, type Refuse } from './layer-entries';
 import { LayerPlaces, type Place } from './places';

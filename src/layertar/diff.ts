@@ -6,7 +6,7 @@ import * as tar from 'tar-stream';
 import { isOpaque, isPrivateXattr, OPAQUE_MARKER, WHITEOUT_PREFIX } from '../overlay/format';
 import { secondsAndNanos } from '../clock';
 import { fstat, isDir, isFile, isSymlink, isWhiteout, O_PATH, readdirFd, statAt, sys } from '../native/sys';
-import type { UsageProgress } from '../snapshotter/usage';
+import type { UsageProgress } from '../overlay/usage';
 import { major, minor } from '../layerfs/devices';
 
 const { S_IFMT, S_IFCHR, S_IFBLK, S_IFIFO } = fs.constants;

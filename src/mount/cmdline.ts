@@ -78,7 +78,7 @@ export function parseMountCommandLine(args: readonly string[]): MountCommandLine
   let work: string | undefined;
   let readOnly = false;
   let allowOther = false;
-  const tweaks: { squashUid?: number; squashGid?: number; staticNlink?: boolean; volatile?: boolean } = {};
+  const tweaks: { squashUid?: number; squashGid?: number; staticNlink?: boolean; volatile?: boolean; maxSize?: number } = {};
   const notApplied: string[] = [];
   let dedicated = false;
   const mappings: { uidMapping?: string; gidMapping?: string } = {};
@@ -127,6 +127,9 @@ export function parseMountCommandLine(args: readonly string[]): MountCommandLine
       case 'dedicated':
         dedicated = true;
         break;
+      case 'max_size':
+        tweaks.maxSize = byteCount(o, value);
+        break;
       case 'uidmapping':
       case 'gidmapping':
         // Checked here, so that a bad one is refused before any daemon starts.
@@ -148,6 +151,7 @@ export function parseMountCommandLine(args: readonly string[]): MountCommandLine
   }
   if (lowers === undefined || lowers.length === 0) throw invalidArgument('-o lowerdir=DIR[:DIR…] is required');
   if (upper !== undefined && work === undefined) throw invalidArgument('-o upperdir= needs workdir= as well');
+  if (tweaks.maxSize !== undefined && upper === undefined) throw invalidArgument('-o max_size= limits the upper layer: it needs upperdir=');
   // `ro` with an upper layer shows it, read-only, on top of the others.
   const stack: LayerStack = upper === undefined ? { lowers } : readOnly ? { lowers: [upper, ...lowers] } : { lowers, upper, work };
   return {
@@ -167,6 +171,13 @@ export function parseMountCommandLine(args: readonly string[]): MountCommandLine
 function id(o: string, value: string): number {
   const n = /^\d{1,10}$/.test(value) ? Number(value) : NaN;
   if (!(n >= 0 && n <= 0xfffffffe)) throw invalidArgument(`-o ${o}: not a uid or gid`);
+  return n;
+}
+
+/** A size in bytes given as option `o`: a whole number above 0. */
+function byteCount(o: string, value: string): number {
+  const n = /^[1-9][0-9]{0,15}$/.test(value) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(n)) throw invalidArgument(`-o ${o}: not a size in bytes`);
   return n;
 }
 

@@ -158,13 +158,14 @@ function parseTweaks(value: unknown): LayerTweaks | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalidArgument('request: tweaks must be an object');
   const t = value as Record<string, unknown>;
-  const known = new Set(['squashUid', 'squashGid', 'staticNlink', 'volatile']);
+  const known = new Set(['squashUid', 'squashGid', 'staticNlink', 'volatile', 'maxSize']);
   const unknown = Object.keys(t).find((k) => !known.has(k));
   if (unknown !== undefined) throw invalidArgument(`request: unknown tweak ${JSON.stringify(unknown)}`);
   for (const k of ['squashUid', 'squashGid']) {
     const v = t[k];
     if (v !== undefined && !(typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0xfffffffe)) throw invalidArgument(`request: ${k} must be a uid or gid`);
   }
+  if (t.maxSize !== undefined && !(typeof t.maxSize === 'number' && Number.isSafeInteger(t.maxSize) && t.maxSize > 0)) throw invalidArgument('request: maxSize must be a size in bytes');
   for (const k of ['staticNlink', 'volatile']) {
     if (t[k] !== undefined && typeof t[k] !== 'boolean') throw invalidArgument(`request: ${k} must be true or false`);
   }

@@ -79,8 +79,8 @@ export function layersMount(req: MountRequest): MountOptions {
  * over), or on a mount of `mountpoint` made now with `options`; resolves
  * once the mount is live.
  */
-export function serveSession(fileSystem: FileSystem, mountpoint: string, options: MountOptions, device: number | undefined): Promise<Served> {
-  const session = { initFlags: MOUNT_INIT_FLAGS, spinMicros: SPIN_MICROS, passthrough: (passthrough ??= passthroughWanted()) };
+export function serveSession(fileSystem: FileSystem, mountpoint: string, options: MountOptions, device: number | undefined, space?: Float64Array): Promise<Served> {
+  const session = { initFlags: MOUNT_INIT_FLAGS, spinMicros: SPIN_MICROS, passthrough: (passthrough ??= passthroughWanted()), ...(space === undefined ? {} : { space }) };
   return device === undefined ? mountFileSystem(mountpoint, fileSystem, options, session) : serveDevice(device, mountpoint, fileSystem, session);
 }
 
@@ -113,7 +113,7 @@ export async function startServing(req: MountRequest, device?: number): Promise<
   }
   let served: Served;
   try {
-    served = await serveSession(layerfs, req.mountpoint, { ...layersMount(req), readOnly: layerfs.readOnly }, device);
+    served = await serveSession(layerfs, req.mountpoint, { ...layersMount(req), readOnly: layerfs.readOnly }, device, layerfs.space?.counts);
   } catch (err) {
     layerfs.close();
     throw err;

@@ -12,7 +12,8 @@
  *   always the file's own descriptor: data never crosses into JavaScript.
  *   A write or fallocate may be refused from some moment on (commit freezes
  *   a mount); a write drops set-ID bits when the kernel asks
- *   (FUSE_HANDLE_KILLPRIV_V2);
+ *   (FUSE_HANDLE_KILLPRIV_V2); under a space limit, a write or allocation
+ *   that would take the upper layer past it is ENOSPC;
  * - backing files registered on the device for FUSE passthrough (ioctl);
  * - answers, written as they come, so that an answer
  *   may be given long after its request (work done off the thread).
@@ -55,6 +56,13 @@ typedef struct session {
   double served;
   /* Every request's operation, outcome and time to its answer. */
   fuse_stats_t stats;
+  /*
+   * The upper layer's space, shared with JavaScript (a Float64Array kept
+   * by space_ref, on this same thread): [0] the limit in bytes, [1] what
+   * it uses (allocated blocks). NULL: no limit.
+   */
+  double *space;
+  napi_ref space_ref;
   /* Freed once libuv has let go of the poll handle and JavaScript of the session. */
   bool handle_closed;
   bool finalized;
@@ -112,6 +120,38 @@ static int kill_suidgid(int fd, gid_t caller_gid) {
   return 0;
 }
 
+/*
+ * Under a space limit: whether the file on `fd` may take `bytes(before)`
+ * more bytes (`before` gets its attributes), as a negative errno if not.
+ * What it then takes is counted by space_account(), by its blocks: holes
+ * cost nothing, and punching one gives space back.
+ */
+static int space_check(session_t *s, int fd, double (*bytes)(const struct stat *, const void *), const void *arg, struct stat *before) {
+  if (fstat(fd, before) != 0) return -errno;
+  double more = bytes(before, arg);
+  return more > 0 && s->space[1] + more > s->space[0] ? -ENOSPC : 0;
+}
+
+/* A write takes what it adds past the end of the file: holes it fills within are counted after. */
+static double write_growth(const struct stat *st, const void *arg) {
+  const struct fuse_write_in *w = arg;
+  double end = (double) w->offset + (double) w->size;
+  return end > (double) st->st_size ? end - (double) st->st_size : 0;
+}
+
+/* An allocation may take its whole range (it is not known what of it is allocated already); punching a hole takes nothing. */
+static double fallocate_growth(const struct stat *st, const void *arg) {
+  const struct fuse_fallocate_in *f = arg;
+  return (f->mode & FALLOC_FL_PUNCH_HOLE) != 0 ? 0 : (double) f->length;
+}
+
+static void space_account(session_t *s, int fd, const struct stat *before) {
+  struct stat after;
+  if (fstat(fd, &after) != 0) return;
+  double used = s->space[1] + (double) (after.st_blocks - before->st_blocks) * 512;
+  s->space[1] = used > 0 ? used : 0;
+}
+
 static void serve_read(session_t *s, const struct fuse_in_header *in, const struct fuse_read_in *arg) {
   size_t size = arg->size < MAX_WRITE ? arg->size : MAX_WRITE;
   ssize_t n = pread((int) arg->fh, s->read_buf, size, (off_t) arg->offset);
@@ -124,9 +164,19 @@ static void serve_write(session_t *s, const struct fuse_in_header *in, const str
     send_reply(s, in->unique, -EROFS, NULL, 0);
     return;
   }
+  struct stat before;
+  if (s->space != NULL) {
+    int err = space_check(s, (int) arg->fh, write_growth, arg, &before);
+    if (err != 0) {
+      send_reply(s, in->unique, err, NULL, 0);
+      return;
+    }
+  }
   ssize_t n = pwrite((int) arg->fh, data, arg->size, (off_t) arg->offset);
+  int write_errno = errno;
+  if (s->space != NULL) space_account(s, (int) arg->fh, &before);
   if (n < 0) {
-    send_reply(s, in->unique, -errno, NULL, 0);
+    send_reply(s, in->unique, -write_errno, NULL, 0);
     return;
   }
   if (arg->write_flags & FUSE_WRITE_KILL_SUIDGID) {
@@ -146,8 +196,18 @@ static void serve_fallocate(session_t *s, const struct fuse_in_header *in, const
     send_reply(s, in->unique, -EROFS, NULL, 0);
     return;
   }
+  struct stat before;
+  if (s->space != NULL) {
+    int err = space_check(s, (int) arg->fh, fallocate_growth, arg, &before);
+    if (err != 0) {
+      send_reply(s, in->unique, err, NULL, 0);
+      return;
+    }
+  }
   int rc = fallocate((int) arg->fh, (int) arg->mode, (off_t) arg->offset, (off_t) arg->length);
-  send_reply(s, in->unique, rc == 0 ? 0 : -errno, NULL, 0);
+  int fallocate_errno = errno;
+  if (s->space != NULL) space_account(s, (int) arg->fh, &before);
+  send_reply(s, in->unique, rc == 0 ? 0 : -fallocate_errno, NULL, 0);
 }
 
 /* SEEK_DATA and SEEK_HOLE (the kernel answers the other whences itself): the layer file's own holes. */
@@ -302,6 +362,8 @@ static void on_closed(uv_handle_t *handle) {
   session_t *s = handle->data;
   napi_delete_reference(s->env, s->dispatch);
   napi_delete_reference(s->env, s->ended);
+  if (s->space_ref != NULL) napi_delete_reference(s->env, s->space_ref);
+  s->space = NULL;
   napi_async_destroy(s->env, s->context);
   s->handle_closed = true;
   if (s->finalized) free_session(s);
@@ -459,6 +521,27 @@ static napi_value js_session_stats(napi_env env, napi_callback_info info) {
   return stats_to_js(env, &s->stats);
 }
 
+/*
+ * sessionLimitSpace(session, space): writes and allocations are held to
+ * space, a Float64Array [limit, used] in bytes that JavaScript shares (it
+ * counts what it copies up and removes; this side, what is written).
+ */
+static napi_value js_session_limit_space(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  session_t *s = get_session(env, argv[0]);
+  napi_typedarray_type type;
+  size_t length;
+  void *data;
+  if (napi_get_typedarray_info(env, argv[1], &type, &length, &data, NULL, NULL) != napi_ok || type != napi_float64_array || length != 2) {
+    return throw_type(env, "sessionLimitSpace: expected a Float64Array of 2");
+  }
+  if (s == NULL || s->space != NULL) return throw_type(env, "sessionLimitSpace: no session, or limited already");
+  napi_create_reference(env, argv[1], 1, &s->space_ref);
+  s->space = data;
+  return NULL;
+}
+
 /* sessionRefuseWrites(session): from now on every write is EROFS (commit freezes the mount). */
 static napi_value js_session_refuse_writes(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -528,6 +611,7 @@ void init_fuse(napi_env env, napi_value exports) {
   export_function(env, exports, "sessionRefuseWrites", js_session_refuse_writes);
   export_function(env, exports, "sessionServed", js_session_served);
   export_function(env, exports, "sessionStats", js_session_stats);
+  export_function(env, exports, "sessionLimitSpace", js_session_limit_space);
   export_function(env, exports, "sessionBackingOpen", js_session_backing_open);
   export_function(env, exports, "sessionBackingClose", js_session_backing_close);
   export_function(env, exports, "sessionClose", js_session_close);

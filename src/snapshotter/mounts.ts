@@ -1,3 +1,4 @@
+import { invalidArgument } from '../errors';
 import { parseIdMap } from '../layerfs/idmap';
 import type { Kind, Labels } from '../metastore/snapshots';
 import type { Layout } from './layout';
@@ -19,6 +20,17 @@ export const GID_MAPPING_LABEL = 'containerd.io/snapshot/gidmapping';
  * will get at commit in this label.
  */
 export const PARENT_CHAIN_LABEL = 'containerd.io/snapshot/parent-chain-id';
+/** containerd's limit of an active snapshot's size, in bytes (a decimal integer). */
+export const MAX_SIZE_LABEL = 'containerd.io/snapshot/max-size';
+
+/** The max-size label's bytes, if it has one; a label that is no size is refused (InvalidArgument). */
+export function maxSizeOf(labels: Labels): number | undefined {
+  const value = labels[MAX_SIZE_LABEL];
+  if (value === undefined) return undefined;
+  const n = /^[1-9][0-9]{0,15}$/.test(value) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(n)) throw invalidArgument(`label ${MAX_SIZE_LABEL}=${JSON.stringify(value)}: not a size in bytes`);
+  return n;
+}
 
 /**
  * The mount options of containerd's id-mapping labels, as the
@@ -49,15 +61,18 @@ export function idMappingOptions(labels: Labels): string[] {
  *   active snapshot upperdir= and workdir=; a view adds `ro`;
  * - with containerd's id-mapping labels, fuse.snapfs always (over an empty
  *   layer, ROOT/empty, for an active snapshot without parents), with
- *   uidmapping= and gidmapping=;
+ *   uidmapping= and gidmapping=; likewise an active snapshot with
+ *   containerd's max-size label, with max_size=;
  * - an active snapshot without parent that is to get one at commit
  *   (PARENT_CHAIN_LABEL), where containerd can write whiteouts in the
  *   kernel's form (`kernelWhiteouts`: root in the initial user namespace):
  *   an overlay mount over the empty layer.
  */
 export function mountsOf(layout: Layout, kind: Kind, id: number, parentIds: readonly number[], labels: Labels, kernelWhiteouts: boolean): Mount[] {
-  const mapping = idMappingOptions(labels);
-  if (kernelWhiteouts && kind === 'active' && parentIds.length === 0 && labels[PARENT_CHAIN_LABEL] !== undefined) {
+  const limit = maxSizeOf(labels);
+  // FUSE, whatever the parents: a bind mount can neither map ids nor hold a layer to a size.
+  const fuseOnly = [...idMappingOptions(labels), ...(limit === undefined || kind !== 'active' ? [] : [`max_size=${limit}`])];
+  if (kernelWhiteouts && kind === 'active' && parentIds.length === 0 && labels[PARENT_CHAIN_LABEL] !== undefined && fuseOnly.length === 0) {
     // A layer unpacked before its parent is there: a bind mount would lose
     // its whiteouts (deleting what is not there deletes nothing), so it is
     // shown as containerd's overlay snapshotter shows it, and containerd's
@@ -66,11 +81,10 @@ export function mountsOf(layout: Layout, kind: Kind, id: number, parentIds: read
     // kernel's form, which snapfs reads.
     return [{ type: 'overlay', source: 'overlay', options: [`workdir=${layout.work(id)}`, `upperdir=${layout.fs(id)}`, `lowerdir=${layout.empty}`] }];
   }
-  if (mapping.length > 0) {
-    // A bind mount cannot map ids: an id-mapped snapshot is a FUSE mount whatever its parents.
+  if (fuseOnly.length > 0) {
     const lowers = parentIds.length > 0 ? parentIds.map((p) => layout.fs(p)) : [kind === 'view' ? layout.fs(id) : layout.empty];
     const own = kind === 'view' ? ['ro'] : [`upperdir=${layout.fs(id)}`, `workdir=${layout.work(id)}`];
-    return [{ type: FUSE_TYPE, source: 'snapfs', options: [`lowerdir=${lowers.join(':')}`, ...own, ...mapping] }];
+    return [{ type: FUSE_TYPE, source: 'snapfs', options: [`lowerdir=${lowers.join(':')}`, ...own, ...fuseOnly] }];
   }
   if (parentIds.length === 0) {
     return [{ type: 'bind', source: layout.fs(id), options: [kind === 'view' ? 'ro' : 'rw', 'rbind'] }];

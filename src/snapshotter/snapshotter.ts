@@ -30,7 +30,7 @@ import { dropLock, settleAbandoned, takeLock } from './held';
 import { Layout, snapshotIdOf } from './layout';
 import { mountsOf, type Mount } from './mounts';
 import { createRoot, inspectRoot } from './root';
-import { diskUsage, type UsageProgress } from './usage';
+import { diskUsage, type UsageProgress } from '../overlay/usage';
 import { validateKey, validateLabels } from './validate';
 
 export type { Kind, Labels, Usage, UsageProgress, Mount, SnapshotEvent };

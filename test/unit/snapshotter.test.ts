@@ -206,6 +206,21 @@ describe('snapshotter semantics', () => {
     rejects('NotFound', () => s.mounts('bad-map'), 'bad-map');
   });
 
+  it("mounts of active snapshots held to a size (containerd's max-size label): fuse.snapfs always, with max_size=; views are read-only and take none", async () => {
+    await chain(s);
+    const labels = { 'containerd.io/snapshot/max-size': '1048576' };
+    const m0 = s.prepare('sized-0', '', labels);
+    const dir0 = path.join(root, 'snapshots', path.basename(path.dirname(m0[0]!.options[1]!.slice('upperdir='.length))));
+    assert.deepEqual(m0, [{ type: 'fuse.snapfs', source: 'snapfs', options: [`lowerdir=${path.join(root, 'empty')}`, `upperdir=${dir0}/fs`, `workdir=${dir0}/work`, 'max_size=1048576'] }]);
+    assert.deepEqual(s.prepare('sized-2', 'mid', labels)[0]!.options.slice(3), ['max_size=1048576']);
+    assert.deepEqual(s.view('sized-v', 'base', labels), [{ type: 'bind', source: upper(s, 'sized-v'), options: ['ro', 'rbind'] }]);
+    const before = rootState(root);
+    for (const bad of ['0', '-1', '1e6', ' 10', '1048576 ', '99999999999999999']) {
+      rejects('InvalidArgument', () => s.prepare('bad-size', 'mid', { 'containerd.io/snapshot/max-size': bad }), 'max-size');
+    }
+    assert.equal(rootState(root), before);
+  });
+
   it('timestamps: nanoseconds, created == updated at creation, within the caller clock', () => {
     const before = BigInt(Date.now()) * 1_000_000n;
     s.prepare('a');
