@@ -2,12 +2,16 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { unavailable } from '../errors';
+import { inInitialUserNamespace } from '../namespaces';
 
 /**
  * The runtime directory, where mount daemons keep their own files (control
  * sockets, pid files, logs): $SNAPFS_RUNTIME_DIR if set (a separate set of
  * daemons, as the tests run), else /run/snapfs for root, else
- * $XDG_RUNTIME_DIR/snapfs, else /tmp/snapfs-UID.
+ * $XDG_RUNTIME_DIR/snapfs, else /tmp/snapfs-UID. Root means the host's root
+ * here: uid 0 of a user namespace (rootless podman's or buildah's, which run
+ * the mount program as their uid 0, or RootlessKit's) is a user without
+ * privileges on the host, who cannot make /run/snapfs.
  *
  * It, and every directory below it, is made 0700 and checked before each
  * use: a directory of this user's that nobody else may write, so that
@@ -19,7 +23,7 @@ export function runtimeDir(): string {
   const given = process.env.SNAPFS_RUNTIME_DIR;
   if (given) return privateDir(path.resolve(given));
   const uid = process.geteuid?.();
-  if (uid === 0) return privateDir('/run/snapfs');
+  if (uid === 0 && inInitialUserNamespace()) return privateDir('/run/snapfs');
   const xdg = process.env.XDG_RUNTIME_DIR;
   return privateDir(xdg ? path.join(xdg, 'snapfs') : path.join(os.tmpdir(), `snapfs-${uid}`));
 }

@@ -2,12 +2,14 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { unavailable } from '../errors';
+import { inInitialUserNamespace } from '../namespaces';
 import { OWNER_FILE, type Layout } from './layout';
 
 /** $SNAPFS_ROOT, else /var/lib/snapfs for root, else the user's XDG data directory. */
 export function defaultRoot(env: NodeJS.ProcessEnv = process.env): string {
   if (env.SNAPFS_ROOT) return env.SNAPFS_ROOT;
-  if (process.getuid?.() === 0) return '/var/lib/snapfs';
+  // Root of the host only: uid 0 of a user namespace (RootlessKit's, rootless podman's) is a user, who cannot write there.
+  if (process.getuid?.() === 0 && inInitialUserNamespace()) return '/var/lib/snapfs';
   const dataHome = env.XDG_DATA_HOME || path.join(env.HOME || os.homedir(), '.local', 'share');
   return path.join(dataHome, 'snapfs');
 }

@@ -25,6 +25,14 @@ export interface Containerd {
   stop(): Promise<void>;
 }
 
+/** The `run` of a Containerd (see there) whose `ctr` is `ctr`: a containerd of ours, or one run otherwise (rootless). */
+export function runOnceMoreOnEchild(ctr: Containerd['ctr']): Containerd['run'] {
+  return async (args, timeoutMs) => {
+    const first = await ctr(['run', ...args], timeoutMs);
+    return first.code !== 0 && first.stderr.includes('failed with ECHILD') ? ctr(['run', ...args], timeoutMs) : first;
+  };
+}
+
 /** The socket of the private containerd of directory `dir`. */
 export function containerdSocket(dir: string): string {
   return path.join(dir, 'containerd.sock');
@@ -82,10 +90,7 @@ export async function startContainerd(dir: string, snapfsSocket: string): Promis
         resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, stdout, stderr }),
       ),
     );
-  const run: Containerd['run'] = async (args, timeoutMs) => {
-    const first = await ctr(['run', ...args], timeoutMs);
-    return first.code !== 0 && first.stderr.includes('failed with ECHILD') ? ctr(['run', ...args], timeoutMs) : first;
-  };
+  const run = runOnceMoreOnEchild(ctr);
   const log = (): string => fs.readFileSync(logFile, 'utf8');
   const deadline = Date.now() + 30_000;
   for (;;) {
