@@ -3,6 +3,8 @@ import { execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { daemonStats } from '../../src/mount/daemon-stats';
+import { exchangeAsync } from '../../src/native/unix';
 import { Daemons } from '../support/daemon-helpers';
 import { CLI, layerDirOf, tempDir } from '../support/helpers';
 import { describeTree, run, unmountAll } from '../support/mount-helpers';
@@ -245,12 +247,12 @@ describe("one mount daemon serves every mount of its user", { skip: process.getu
       const probe = [
         ...askPreamble(socket),
         `const dev = fs.openSync('/dev/null', 'r');`,
-        `console.log(JSON.stringify([ask({ op: 'list' }, []), ask({ op: 'mount', mountpoint: ${JSON.stringify(path.join(home, 'mnt'))}, lowers: ['/'] }, [dev, dev])]));`,
+        `console.log(JSON.stringify([ask({ op: 'list' }, []), ask({ op: 'stats' }, []), ask({ op: 'mount', mountpoint: ${JSON.stringify(path.join(home, 'mnt'))}, lowers: ['/'] }, [dev, dev])]));`,
       ].join('\n');
       const r = await asNobody([process.execPath, '-e', probe]);
       assert.equal(r.code, 0, r.stderr);
       const answers = JSON.parse(r.stdout) as { error?: string }[];
-      assert.equal(answers.length, 2);
+      assert.equal(answers.length, 3);
       for (const a of answers) assert.match(a.error ?? '', /^refused: this daemon serves uid 0 only$/);
       assert.match(d.log, new RegExp(`refused a request from uid ${NOBODY}`));
       assert.deepEqual((await d.mounted()).map((m) => m.mountpoint), [mnt], "root's mounts are as they were");
@@ -262,6 +264,11 @@ describe("one mount daemon serves every mount of its user", { skip: process.getu
       const theirs = fs.readFileSync(path.join(home, 'run', 'daemon.log'), 'utf8').match(/\(pid (\d+)\)/)![1]!;
       assert.equal(fs.statSync(`/proc/${theirs}`).uid, NOBODY, "the user's daemon runs as the user");
       assert.equal((await asNobody(['cat', path.join(home, 'mnt', 'f')])).stdout, 'root\n');
+      // Root may read what the user's mounts cost (snapfs serve's metrics), and nothing more.
+      const userSocket = path.join(home, 'run', 'daemon.sock');
+      assert.equal((await daemonStats(userSocket)).mounts, 1);
+      const listed = JSON.parse((await exchangeAsync(userSocket, Buffer.from(JSON.stringify({ op: 'list' })), 2000)).data.toString()) as { error?: string };
+      assert.match(listed.error ?? '', /^refused: this daemon serves uid 65534 only$/);
       assert.equal((await asNobody(['fusermount', '-u', path.join(home, 'mnt')])).code, 0);
       await until("the user's daemon exits once idle", () => !fs.existsSync(`/proc/${theirs}`));
     } finally {

@@ -120,6 +120,7 @@ describe('snapfs serve: the Snapshots gRPC API', () => {
       ['Prepare', { key: 'x', parent: 'e-active' }, S.INVALID_ARGUMENT, /^failed to create snapshot: parent "e-active" is not committed snapshot$/],
       ['Commit', { name: 'x', key: 'e-committed' }, S.FAILED_PRECONDITION, /^failed to commit snapshot: snapshot "e-committed" is not active$/],
       ['Remove', { key: 'e-committed' }, S.FAILED_PRECONDITION, /child/],
+      ['Prepare', { key: 'x', parent: 'e-committed', labels: { 'containerd.io/snapshot/max-size': 'lots' } }, S.INVALID_ARGUMENT, /max-size="lots": not a size in bytes/],
       ['Commit', { name: 'x', key: 'e-active', parent: 'missing' }, S.NOT_FOUND, /parent "missing" does not exist/],
       ['Commit', { name: 'x', key: 'e-active', parent: 'e-child' }, S.INVALID_ARGUMENT, /^failed to commit snapshot: parent "e-child" is not committed snapshot$/],
       ['Commit', { name: 'x', key: 'e-child', parent: 'x' }, S.FAILED_PRECONDITION, /"e-child": cannot rebase onto "x", it already has parent "e-committed"/],
@@ -303,6 +304,10 @@ describe('snapfs serve: the Snapshots gRPC API', () => {
       const dir = JSON.parse(await ok(root, ['ls', '--json', 'rb-layer', '/dir'])) as { name: string }[];
       assert.deepEqual(dir.map((e) => e.name), ['new']);
     }
+    // Held to a size: a FUSE mount with max_size=, whose writes past it are ENOSPC (test/fs/max-size.test.ts).
+    const sized = (await client.call('Prepare', { key: 'rb-sized', parent: 'rb-layer', labels: { 'containerd.io/snapshot/max-size': '4096' } })).mounts as Reply[];
+    assert.equal(sized[0]!.type, 'fuse.snapfs');
+    assert.equal((sized[0]!.options as string[]).at(-1), 'max_size=4096');
     // A snapshot with a parent is committed onto that same one, or refused.
     await client.call('Prepare', { key: 'rb-child-a', parent: 'rb-layer' });
     assert.equal(S[(await client.failure('Commit', { name: 'rb-child', key: 'rb-child-a', parent: 'rb-base' })).code], 'FAILED_PRECONDITION');
