@@ -185,7 +185,17 @@ struct request {
   const char *lowers[MAX_LAYERS];
   int nlowers;
   const char *upper, *work;
+  /* Tweaks (see LayerTweaks): volatile or fsync=0 (as podman mounts containers), max_size= (a snapshot held to a size). */
+  int volatile_fsync;
+  const char *max_size;
 };
+
+/* A size in bytes as the CLI takes it (src/mount/cmdline.ts): 1 to 16 digits, no leading zero, at most 2^53 - 1. */
+static int byte_count(const char *s) {
+  size_t n = strlen(s);
+  if (n == 0 || n > 16 || s[0] == '0' || strspn(s, "0123456789") != n) return 0;
+  return n < 16 || strcmp(s, "9007199254740991") <= 0;
+}
 
 /* Splits one -o value at commas (a backslash-escaped comma is no split: such values go to the Node CLI). */
 static int take_options(char *value, struct request *r) {
@@ -203,7 +213,11 @@ static int take_options(char *value, struct request *r) {
       r->upper = o + 9;
     } else if (strncmp(o, "workdir=", 8) == 0) {
       r->work = o + 8;
-    } else if (!is_one_of(o, IGNORED)) {
+    } else if (strcmp(o, "volatile") == 0 || strcmp(o, "fsync=0") == 0) {
+      r->volatile_fsync = 1;
+    } else if (strncmp(o, "max_size=", 9) == 0 && byte_count(o + 9)) {
+      r->max_size = o + 9;
+    } else if (strcmp(o, "fsync=1") != 0 && !is_one_of(o, IGNORED)) {
       return 0;
     }
   }
@@ -237,7 +251,7 @@ static int parse(int argc, char **argv, struct request *r) {
   }
   if (options == 0 || npositional == 0 || is_one_of(positional[0], COMMANDS)) return 0;
   r->mountpoint = positional[npositional - 1];
-  if (r->nlowers == 0 || (r->upper == NULL) != (r->work == NULL)) return 0;
+  if (r->nlowers == 0 || (r->upper == NULL) != (r->work == NULL) || (r->max_size != NULL && r->upper == NULL)) return 0;
   if (!plain_path(r->mountpoint) || !is_dir(r->mountpoint)) return 0;
   for (int i = 0; i < r->nlowers; i++)
     if (!plain_path(r->lowers[i])) return 0;
@@ -277,6 +291,15 @@ static size_t request_json(const struct request *r, char *out, size_t cap) {
     n = append(out, n, cap, "\",\"work\":\"");
     n = append(out, n, cap, r->work);
     n = append(out, n, cap, "\"");
+  }
+  if (r->volatile_fsync || r->max_size != NULL) {
+    n = append(out, n, cap, ",\"tweaks\":{");
+    if (r->volatile_fsync) n = append(out, n, cap, r->max_size != NULL ? "\"volatile\":true," : "\"volatile\":true");
+    if (r->max_size != NULL) {
+      n = append(out, n, cap, "\"maxSize\":");
+      n = append(out, n, cap, r->max_size);
+    }
+    n = append(out, n, cap, "}");
   }
   /* Where the mount point means something (see src/mount/handover.ts). */
   struct stat ns;

@@ -357,8 +357,10 @@ describe("one mount daemon serves every mount of its user", { skip: process.getu
   it('the launcher hands a mount command line to the running daemon without starting Node, and passes everything else to the CLI', async () => {
     const d = daemons('launcher');
     const at = path.join(dir, 'launcher');
-    const [lower, upper, work, first, mnt, ro, second] = ['lower', 'upper', 'work', 'first', 'mnt', 'ro', 'second'].map((n) => path.join(at, n)) as [string, string, string, string, string, string, string];
-    for (const p of [lower, upper, work, first, mnt, ro, second]) fs.mkdirSync(p, { recursive: true });
+    const [lower, upper, work, first, mnt, ro, second, sizedUpper, sizedWork, sized] = ['lower', 'upper', 'work', 'first', 'mnt', 'ro', 'second', 'sized-upper', 'sized-work', 'sized'].map((n) => path.join(at, n)) as [
+      string, string, string, string, string, string, string, string, string, string,
+    ];
+    for (const p of [lower, upper, work, first, mnt, ro, second, sizedUpper, sizedWork, sized]) fs.mkdirSync(p, { recursive: true });
     fs.writeFileSync(path.join(lower, 'f'), 'low\n');
     // With Node unreachable, only what the launcher does alone can succeed.
     const noNode = { ...d.env, SNAPFS_NODE: '/bin/false' };
@@ -372,10 +374,14 @@ describe("one mount daemon serves every mount of its user", { skip: process.getu
       const fast = await launch(['snapfs', mnt, '-o', `rw,lowerdir=${lower},upperdir=${upper},workdir=${work}`, '-n'], noNode);
       assert.equal(fast.code, 0, fast.stderr);
       await launch(['-o', `lowerdir=${lower}`, ro], noNode);
+      // As containers/storage runs a mount program (an empty option, volatile), with a size limit.
+      const podmanLike = await launch(['-o', `lowerdir=${lower},upperdir=${sizedUpper},workdir=${sizedWork},,volatile,max_size=1048576`, sized], noNode);
+      assert.equal(podmanLike.code, 0, podmanLike.stderr);
+      await assert.rejects(sh('dd if=/dev/zero of=big bs=1M count=2', sized), /No space left on device/);
       assert.equal(await sh('cat f && echo new > g && cat g', mnt), 'low\nnew\n');
       assert.equal(fs.readFileSync(path.join(upper, 'g'), 'utf8'), 'new\n');
       await assert.rejects(sh('touch g', ro), /Read-only file system/);
-      assert.deepEqual((await d.mounted()).map((m) => m.mountpoint).sort(), [first, mnt, ro].sort());
+      assert.deepEqual((await d.mounted()).map((m) => m.mountpoint).sort(), [first, mnt, ro, sized].sort());
       const flags = (m: string): string => fs.readFileSync('/proc/mounts', 'utf8').split('\n').find((l) => l.split(' ')[1] === m)!.split(' ').slice(0, 4).join(' ');
       assert.match(flags(mnt), /^snapfs \S+ fuse\.snapfs rw,.*default_permissions,allow_other/);
       assert.doesNotMatch(flags(mnt), /nosuid|nodev/, "a container's root needs suid and dev");
@@ -385,6 +391,8 @@ describe("one mount daemon serves every mount of its user", { skip: process.getu
         ['-o', `lowerdir=${lower},upperdir=${upper},workdir=${work}`, second],
         ['-o', `lowerdir=${lower}`, mnt],
         ['-o', `lowerdir=${lower},noexec`, second],
+        ['-o', `lowerdir=${lower},upperdir=${upper}2,workdir=${work}2,max_size=0`, second],
+        ['-o', `lowerdir=${lower},max_size=10`, second],
         ['-o', `lowerdir=${lower}`, 'relative'],
         ['--root', at, 'info', 'x'],
         ['diff', 'KEY', '-o', `lowerdir=${lower}`],
@@ -400,7 +408,7 @@ describe("one mount daemon serves every mount of its user", { skip: process.getu
       assert.match(writer.stderr, /already mounted read-write by snapfs/);
       assert.equal(isMountPoint(second), false);
     } finally {
-      for (const m of [first, mnt, ro]) await run('umount', [m]).catch(() => undefined);
+      for (const m of [first, mnt, ro, sized]) await run('umount', [m]).catch(() => undefined);
     }
   });
 
