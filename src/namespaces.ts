@@ -17,3 +17,21 @@ export function inInitialUserNamespace(): boolean {
     return true;
   }
 }
+
+/**
+ * This process's effective uid as the host sees it: in a user namespace,
+ * mapped through /proc/self/uid_map (uid 0 of a rootless user's namespace
+ * is that user), else as it is.
+ */
+export function hostUid(): number {
+  const uid = process.geteuid?.() ?? 0;
+  try {
+    for (const line of fs.readFileSync('/proc/self/uid_map', 'utf8').trim().split('\n')) {
+      const [inside, outside, count] = line.trim().split(/\s+/).map(Number) as [number, number, number];
+      if (uid >= inside && uid < inside + count) return outside + (uid - inside);
+    }
+  } catch {
+    // No user namespaces: the uid is the host's.
+  }
+  return uid;
+}

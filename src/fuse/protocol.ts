@@ -56,6 +56,11 @@ export function opName(opcode: number): string {
   return OP_NAMES[opcode] ?? 'other';
 }
 
+/** Whether `name` is one opName gives. */
+export function isOpName(name: string): boolean {
+  return name === 'other' || OP_NAMES.includes(name);
+}
+
 /** INIT flags (fuse_init_in.flags and, shifted by 32, flags2). */
 export const Init = {
   ASYNC_READ: 1 << 0,

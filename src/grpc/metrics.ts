@@ -1,9 +1,9 @@
 import * as http from 'node:http';
-import { invalidArgument, unavailable } from '../errors';
+import { invalidArgument, messageOf, unavailable } from '../errors';
 import { LATENCY_BOUNDS } from '../fuse/session';
 import { daemonStats, reachableDaemons } from '../mount/daemon-stats';
 import { devicesOfType } from '../mount/mountinfo';
-import { sumStats, type DaemonStats } from '../mount/stats';
+import type { DaemonStats } from '../mount/stats';
 
 /** Upper bounds of the gRPC calls' latency buckets, in seconds. */
 const CALL_BOUNDS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30];
@@ -52,32 +52,32 @@ export interface DaemonReport {
 }
 
 /**
- * The metrics text (Prometheus' text format 0.0.4): the calls served, and
- * the FUSE mounts of every mount daemon reached (summed over the daemons:
- * their mounts come and go, the daemons stay), each daemon's live mounts
- * and whether it answered, and every fuse.snapfs mount in this mount
- * namespace, whoever serves it.
+ * The metrics text (Prometheus' text format 0.0.4): the calls served; for
+ * every mount daemon reached, by its socket, whether it answered, its live
+ * mounts and what its mounts have cost since it started (a daemon started
+ * on demand exits when idle: its series end, rather than a sum going
+ * down); and every fuse.snapfs mount in this mount namespace, whoever
+ * serves it.
  */
 export function metricsText(calls: CallMetrics, daemons: readonly DaemonReport[], fuseMounts: number): string {
-  const answered = daemons.flatMap((d) => (d.stats === undefined ? [] : [d.stats]));
+  const answered = daemons.flatMap((d) => (d.stats === undefined ? [] : [{ daemon: d.socket, stats: d.stats }]));
   const out = calls.lines();
-  out.push(...family('snapfs_mount_daemon_up', 'gauge', 'Whether a mount daemon answered (1) or not (0), by socket.'));
+  out.push(...family('snapfs_mount_daemon_up', 'gauge', 'Whether a mount daemon answered (1) or not (0), by its socket.'));
   for (const d of daemons) out.push(sample('snapfs_mount_daemon_up', { daemon: d.socket }, d.stats === undefined ? 0 : 1));
-  out.push(...family('snapfs_mounts', 'gauge', 'Live mounts a mount daemon serves, by socket.'));
-  for (const d of daemons) if (d.stats !== undefined) out.push(sample('snapfs_mounts', { daemon: d.socket }, d.stats.mounts));
-  out.push(...family('snapfs_fuse_mounts', 'gauge', 'fuse.snapfs mounts in the mount namespace of snapfs serve, whoever serves them (dedicated ones and other users\' included).'));
+  out.push(...family('snapfs_mounts', 'gauge', 'Live mounts a mount daemon serves, by its socket.'));
+  for (const { daemon, stats } of answered) out.push(sample('snapfs_mounts', { daemon }, stats.mounts));
+  out.push(...family('snapfs_fuse_mounts', 'gauge', "fuse.snapfs mounts in the mount namespace of snapfs serve, whoever serves them (dedicated ones and other users' included)."));
   out.push(sample('snapfs_fuse_mounts', {}, fuseMounts));
-  const { ops } = sumStats(answered);
-  out.push(...family('snapfs_fuse_requests_total', 'counter', 'FUSE requests served by the mount daemons, by operation.'));
-  for (const o of ops) out.push(sample('snapfs_fuse_requests_total', { op: o.op }, o.count));
-  out.push(...family('snapfs_fuse_request_errors_total', 'counter', 'FUSE requests answered with an error (ENOENT of a lookup included), by operation.'));
-  for (const o of ops) out.push(sample('snapfs_fuse_request_errors_total', { op: o.op }, o.errors));
-  out.push(...family('snapfs_fuse_request_duration_seconds', 'histogram', 'Time from a FUSE request read off the device to its answer, by operation.'));
-  for (const o of ops) out.push(...histogram('snapfs_fuse_request_duration_seconds', { op: o.op }, LATENCY_BOUNDS, o.buckets, o.seconds));
-  out.push(...family('snapfs_copied_up_bytes_total', 'counter', 'Bytes of lower files copied up into writable layers.'));
-  out.push(sample('snapfs_copied_up_bytes_total', {}, answered.reduce((n, s) => n + s.copiedUpBytes, 0)));
-  out.push(...family('snapfs_internal_errors_total', 'counter', 'FUSE operations that failed with an error no system call gave (answered EIO): bugs, each in its daemon\'s log.'));
-  out.push(sample('snapfs_internal_errors_total', {}, answered.reduce((n, s) => n + s.internalErrors, 0)));
+  out.push(...family('snapfs_fuse_requests_total', 'counter', "FUSE requests a mount daemon's mounts were sent, by its socket and operation."));
+  for (const { daemon, stats } of answered) for (const o of stats.ops) out.push(sample('snapfs_fuse_requests_total', { daemon, op: o.op }, o.count));
+  out.push(...family('snapfs_fuse_request_errors_total', 'counter', 'Of those, the ones answered with an error (ENOENT of a lookup included).'));
+  for (const { daemon, stats } of answered) for (const o of stats.ops) out.push(sample('snapfs_fuse_request_errors_total', { daemon, op: o.op }, o.errors));
+  out.push(...family('snapfs_fuse_request_duration_seconds', 'histogram', 'Time from a FUSE request read off the device to its answer, for those answered (not forget or interrupt), by daemon and operation.'));
+  for (const { daemon, stats } of answered) for (const o of stats.ops) out.push(...histogram('snapfs_fuse_request_duration_seconds', { daemon, op: o.op }, LATENCY_BOUNDS, o.buckets, o.seconds));
+  out.push(...family('snapfs_copied_up_bytes_total', 'counter', "Bytes of lower files copied up into writable layers by a mount daemon's mounts."));
+  for (const { daemon, stats } of answered) out.push(sample('snapfs_copied_up_bytes_total', { daemon }, stats.copiedUpBytes));
+  out.push(...family('snapfs_internal_errors_total', 'counter', "FUSE operations that failed with an error no system call gave (answered EIO): bugs, each in its daemon's log."));
+  for (const { daemon, stats } of answered) out.push(sample('snapfs_internal_errors_total', { daemon }, stats.internalErrors));
   return `${out.join('\n')}\n`;
 }
 
@@ -118,23 +118,34 @@ export function parseListenAddress(value: string): { host: string; port: number 
  * the mount daemons this process can reach, asked at each scrape, and the
  * fuse.snapfs mounts of this mount namespace. Resolves once listening.
  */
-export async function serveMetrics(address: string, calls: CallMetrics): Promise<http.Server> {
+export async function serveMetrics(address: string, calls: CallMetrics, log: (line: string) => void): Promise<http.Server> {
   const { host, port } = parseListenAddress(address);
+  const scrape = async (): Promise<string> => {
+    const daemons = await Promise.all(
+      reachableDaemons().map((d) =>
+        daemonStats(d).then(
+          (stats): DaemonReport => ({ socket: d.socket, stats }),
+          (err: unknown): DaemonReport => {
+            log(`metrics: mount daemon ${d.socket}: ${messageOf(err)}`);
+            return { socket: d.socket };
+          },
+        ),
+      ),
+    );
+    return metricsText(calls, daemons, devicesOfType('fuse.snapfs').size);
+  };
   const server = http.createServer((req, res) => {
     if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('snapfs serve: only GET /metrics is here\n');
       return;
     }
-    void Promise.all(
-      reachableDaemons().map((socket) =>
-        daemonStats(socket).then(
-          (stats): DaemonReport => ({ socket, stats }),
-          (): DaemonReport => ({ socket }),
-        ),
-      ),
-    ).then((daemons) => {
-      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }).end(metricsText(calls, daemons, devicesOfType('fuse.snapfs').size));
-    });
+    scrape().then(
+      (text) => res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }).end(text),
+      (err: unknown) => {
+        log(`metrics: ${messageOf(err)}`);
+        res.writeHead(500, { 'content-type': 'text/plain' }).end(`snapfs serve: metrics: ${messageOf(err)}\n`);
+      },
+    );
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => reject(unavailable(`metrics address ${address}: ${err.code ?? err.message}`)));

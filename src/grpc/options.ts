@@ -1,4 +1,3 @@
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { inInitialUserNamespace } from '../namespaces';
 
@@ -10,13 +9,13 @@ export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 export const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
 
 /**
- * /run/snapfs/snapfs.sock for root of the host, else
- * $XDG_RUNTIME_DIR/snapfs/snapfs.sock, else /tmp/snapfs-UID/snapfs.sock
- * (uid 0 of a user namespace, RootlessKit's say, is a user here).
+ * $XDG_RUNTIME_DIR/snapfs/snapfs.sock for a user (uid 0 of a user
+ * namespace, RootlessKit's say, is one), else /run/snapfs/snapfs.sock,
+ * which only root of the host can make (a user without XDG_RUNTIME_DIR
+ * passes --address).
  */
 export function defaultAddress(env: NodeJS.ProcessEnv = process.env): string {
-  const uid = process.getuid?.();
-  if (uid === 0 && inInitialUserNamespace()) return '/run/snapfs/snapfs.sock';
-  if (env.XDG_RUNTIME_DIR) return path.join(env.XDG_RUNTIME_DIR, 'snapfs', 'snapfs.sock');
-  return path.join(os.tmpdir(), `snapfs-${uid}`, 'snapfs.sock');
+  const hostRoot = process.getuid?.() === 0 && inInitialUserNamespace();
+  if (!hostRoot && env.XDG_RUNTIME_DIR) return path.join(env.XDG_RUNTIME_DIR, 'snapfs', 'snapfs.sock');
+  return '/run/snapfs/snapfs.sock';
 }

@@ -132,7 +132,7 @@ export async function serveSnapshots(opts: ServeOptions): Promise<void> {
     claimRoot(opts.root, opts.address);
     try {
       await bind(server, opts.address, opts.group);
-      if (metrics !== undefined) metricsServer = await serveMetrics(opts.metricsAddress!, metrics);
+      if (metrics !== undefined) metricsServer = await serveMetrics(opts.metricsAddress!, metrics, (line) => say('debug', line));
     } catch (err) {
       server.forceShutdown();
       fs.rmSync(opts.address, { force: true });

@@ -7,6 +7,7 @@ import type { Attr } from '../fuse/protocol';
 import { DT_DIR, fstat, isDir, O_PATH, readdirFd, statAt, sys, type Stat } from '../native/sys';
 import { isPrivateXattr, isReservedName, NAME_MAX, probe, upperFormat, type UpperFormat } from '../overlay/format';
 import type { LayerStack } from '../overlay/stack';
+import { messageOf } from '../errors';
 import { diskUsage } from '../overlay/usage';
 import { copyEntry, Copier, CopyPending, setTimes } from './copyup';
 import { ENTRY_BYTES, UpperSpace } from './space';
@@ -128,7 +129,7 @@ export class LayerFS implements FileSystem {
     this.format = this.tree.work === undefined ? undefined : upperFormat(this.tree.work);
     this.copier = this.tree.work === undefined ? undefined : new Copier(this.tree.work);
     // What the layer holds already counts: measured once, here.
-    this.space = opts.maxSize === undefined || layers.upper === undefined ? undefined : new UpperSpace(opts.maxSize, diskUsage(layers.upper).size);
+    this.space = opts.maxSize === undefined || layers.upper === undefined ? undefined : new UpperSpace(opts.maxSize, upperUsage(layers.upper));
   }
 
   get readOnly(): boolean {
@@ -225,7 +226,10 @@ export class LayerFS implements FileSystem {
         fail(E.ESTALE);
       }
       const at = this.tree.place(inode);
+      // O_TRUNC is the open's own (ATOMIC_O_TRUNC): what it frees is given back here.
+      const blocks = this.space !== undefined && writing && (flags & C.O_TRUNC) !== 0 ? this.tree.stat(inode).blocks : undefined;
       const fd = sys.openFile(at.dirfd, at.name, flags & ~OPEN_IGNORED);
+      if (blocks !== undefined) this.space!.add((fstat(fd).blocks - blocks) * 512);
       try {
         if ((flags & C.O_TRUNC) !== 0 && killSuidgid) this.killSetIds(fd, req);
       } catch (err) {
@@ -307,8 +311,9 @@ export class LayerFS implements FileSystem {
   }
 
   mkdir(req: Request, parent: number, name: Buffer, mode: number): Entry {
-    const { dir, up, overWhiteout } = this.makeRoom(parent, name);
+    // Before anything changes: making room may remove a whiteout.
     this.space?.check(ENTRY_BYTES);
+    const { dir, up, overWhiteout } = this.makeRoom(parent, name);
     sys.mkdirAt(up, name, mode);
     return this.made(req, dir, up, name, true, () => {
       // A directory made where the layers below had something must not show it.
@@ -331,8 +336,8 @@ export class LayerFS implements FileSystem {
   }
 
   symlink(req: Request, parent: number, name: Buffer, target: Buffer): Entry {
-    const { dir, up } = this.makeRoom(parent, name);
     this.space?.check(ENTRY_BYTES);
+    const { dir, up } = this.makeRoom(parent, name);
     sys.symlinkAt(target, up, name);
     return this.made(req, dir, up, name, false);
   }
@@ -397,6 +402,7 @@ export class LayerFS implements FileSystem {
       if (replaced !== undefined) {
         const st = this.tree.stat(replaced);
         if (to!.layer === 0) this.freed(replaced, st);
+        if (to!.layer === 0 && (replaced.isDir || st.nlink <= 1)) this.space?.add(-st.blocks * 512);
         if (!replaced.isDir) this.countUnlink(replaced);
         if (to!.layer === 0 && replaced.isDir) this.removeUpperDir(dstUp, newName);
         else if (to!.layer === 0) pin = this.pinIfUsed(replaced, dstUp, newName, st.nlink > 1);
@@ -655,6 +661,8 @@ export class LayerFS implements FileSystem {
    * name can take it away from the others.
    */
   private copyUpName(dir: Inode, name: Buffer, inode: Inode): void {
+    // Before anything changes: upperDir copies up the parent directories.
+    if (this.space !== undefined && inode.layer > 0 && inode.index === undefined && !inode.isDir) this.space.check(this.tree.stat(inode).blocks * 512);
     const up = this.upperDir(dir);
     const there = probe(up, name);
     if (there !== undefined && there !== 'whiteout') return;
@@ -873,4 +881,13 @@ function timeArgs(t: SetTime | undefined): [number, number] {
   if (t === 'now') return [0, sys.UTIME_NOW];
   const nsec = ((t % 1_000_000_000n) + 1_000_000_000n) % 1_000_000_000n;
   return [Number((t - nsec) / 1_000_000_000n), Number(nsec)];
+}
+
+/** What an upper layer held to a size holds already; one that cannot be measured is no mount. */
+function upperUsage(upper: string): number {
+  try {
+    return diskUsage(upper).size;
+  } catch (err) {
+    throw new Error(`max_size: the upper layer cannot be measured: ${messageOf(err)}`);
+  }
 }

@@ -1,6 +1,12 @@
 import { constants } from 'node:os';
 import { fail } from '../fuse/errno';
 
+/** A size in bytes as `max_size=` and containerd's max-size label give it: a whole number above 0, in decimal; else undefined. */
+export function parseByteCount(text: string): number | undefined {
+  const n = /^[1-9][0-9]{0,15}$/.test(text) ? Number(text) : NaN;
+  return Number.isSafeInteger(n) ? n : undefined;
+}
+
 /** What a new directory or symlink is taken to need before it is made: one block. */
 export const ENTRY_BYTES = 4096;
 

@@ -1,6 +1,7 @@
 import * as path from 'node:path';
 import { invalidArgument } from '../errors';
 import { parseIdMap } from '../layerfs/idmap';
+import { parseByteCount } from '../layerfs/space';
 import type { LayerStack } from '../overlay/stack';
 import type { MountRequest } from './serve';
 
@@ -174,10 +175,10 @@ function id(o: string, value: string): number {
   return n;
 }
 
-/** A size in bytes given as option `o`: a whole number above 0. */
+/** A size in bytes given as option `o`. */
 function byteCount(o: string, value: string): number {
-  const n = /^[1-9][0-9]{0,15}$/.test(value) ? Number(value) : NaN;
-  if (!Number.isSafeInteger(n)) throw invalidArgument(`-o ${o}: not a size in bytes`);
+  const n = parseByteCount(value);
+  if (n === undefined) throw invalidArgument(`-o ${o}: not a size in bytes`);
   return n;
 }
 

@@ -22,3 +22,16 @@ export function devicesOfType(fstype: string): Set<string> {
   }
   return devices;
 }
+
+/** The mount points (as paths, escapes undone) of this namespace's FUSE mounts, of every subtype: read from mountinfo, touching none of them. */
+export function fuseMountPoints(): string[] {
+  const points: string[] = [];
+  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const fields = line.split(' ');
+    const fstype = fields[fields.indexOf('-') + 1] ?? '';
+    if (fstype === 'fuse' || fstype.startsWith('fuse.') || fstype === 'fuseblk') {
+      points.push(fields[4]!.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8))));
+    }
+  }
+  return points;
+}

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { unavailable } from '../errors';
-import { inInitialUserNamespace } from '../namespaces';
+import { hostUid, inInitialUserNamespace } from '../namespaces';
 
 /**
  * The runtime directory, where mount daemons keep their own files (control
@@ -25,7 +25,8 @@ export function runtimeDir(): string {
   const uid = process.geteuid?.();
   if (uid === 0 && inInitialUserNamespace()) return privateDir('/run/snapfs');
   const xdg = process.env.XDG_RUNTIME_DIR;
-  return privateDir(xdg ? path.join(xdg, 'snapfs') : path.join(os.tmpdir(), `snapfs-${uid}`));
+  // Named by the host's uid: rootless users' namespaces all call them 0.
+  return privateDir(xdg ? path.join(xdg, 'snapfs') : path.join(os.tmpdir(), `snapfs-${hostUid()}`));
 }
 
 /** What the daemon serving a work directory keeps: its control socket, its pid file and its log. */

@@ -4,11 +4,11 @@ import { Init } from '../fuse/protocol';
 import type { FileSystem } from '../fuse/session';
 import { parseIdMap } from '../layerfs/idmap';
 import { LayerFS, type LayerTweaks } from '../layerfs/layerfs';
+import { inInitialUserNamespace } from '../namespaces';
 import type { LayerStack } from '../overlay/stack';
 import { onStopSignals } from '../signals';
 import { serveControl } from './control';
 import type { MountStats } from './stats';
-import { inInitialUserNamespace } from '../namespaces';
 
 export interface MountRequest {
   readonly stack: LayerStack;

@@ -47,9 +47,10 @@ port.on('message', (msg: ToWorker) => {
               (err: unknown) => (err instanceof Error ? err.message : String(err)),
             )
             .then(async (message) => {
+              // In one step: counted once, either live or ended, by any `stats` meanwhile.
               ended = sumStats([ended, mount.stats()]);
-              await mount.release();
               mounts.delete(msg.id);
+              await mount.release();
               tell({ type: 'ended', id: msg.id, ...(message === undefined ? {} : { message }) });
             });
         },

@@ -1,3 +1,4 @@
+import { isOpName } from '../fuse/protocol';
 import type { OpStats } from '../fuse/session';
 
 /** What mounts have cost: their requests by operation, and the bytes their copy-ups copied. */
@@ -35,8 +36,6 @@ export function sumStats(all: readonly MountStats[]): MountStats {
   return { ops: [...ops.values()].sort((a, b) => (a.op < b.op ? -1 : a.op > b.op ? 1 : 0)), copiedUpBytes };
 }
 
-const OP_NAME = /^[a-z0-9_]{1,32}$/;
-
 /**
  * A daemon's answer to `stats`, checked field by field: root's serve asks
  * every user's daemon, and whatever listens on a user's socket may say
@@ -50,17 +49,21 @@ export function parseDaemonStats(value: unknown, buckets: number): DaemonStats {
   if (typeof value !== 'object' || value === null) return bad('not an object');
   const r = value as Record<string, unknown>;
   if (!Array.isArray(r.ops)) return bad('ops is not a list');
+  const seen = new Set<string>();
   const ops: OpStats[] = r.ops.map((o: unknown) => {
     if (typeof o !== 'object' || o === null) return bad('an op is not an object');
     const op = o as Record<string, unknown>;
-    if (typeof op.op !== 'string' || !OP_NAME.test(op.op)) return bad('an op has no name');
-    if (!Array.isArray(op.buckets) || op.buckets.length !== buckets) return bad(`${op.op}: not ${buckets} buckets`);
+    if (typeof op.op !== 'string' || !isOpName(op.op)) return bad('an op is not one of FUSE');
+    const name = op.op;
+    if (seen.has(name)) return bad(`${name}: twice`);
+    seen.add(name);
+    if (!Array.isArray(op.buckets) || op.buckets.length !== buckets) return bad(`${name}.buckets: not ${buckets} of them`);
     return {
-      op: op.op,
-      count: count(op.count, op.op),
-      errors: count(op.errors, op.op),
-      seconds: count(op.seconds, op.op),
-      buckets: op.buckets.map((b: unknown) => count(b, op.op as string)),
+      op: name,
+      count: count(op.count, `${name}.count`),
+      errors: count(op.errors, `${name}.errors`),
+      seconds: count(op.seconds, `${name}.seconds`),
+      buckets: op.buckets.map((b: unknown, i) => count(b, `${name}.buckets[${i}]`)),
     };
   });
   return { ops, copiedUpBytes: count(r.copiedUpBytes, 'copiedUpBytes'), mounts: count(r.mounts, 'mounts'), internalErrors: count(r.internalErrors, 'internalErrors') };

@@ -5,8 +5,8 @@ import type { BrowseHandOver, HandOver } from './handover';
 import { sumStats, type DaemonStats } from './stats';
 import type { FromWorker, ToWorker } from './serving-worker';
 
-/** How long a thread has to say what its mounts have cost. */
-const ASK_MS = 2_000;
+/** How long a thread has to say what its mounts have cost: well within what serve waits for a daemon (daemon-stats.ts). */
+const ASK_MS = 1_000;
 
 interface Thread {
   readonly worker: Worker;

@@ -132,9 +132,14 @@ static int space_check(session_t *s, int fd, double (*bytes)(const struct stat *
   return more > 0 && s->space[1] + more > s->space[0] ? -ENOSPC : 0;
 }
 
-/* A write takes what it adds past the end of the file: holes it fills within are counted after. */
+/*
+ * A write takes what it adds past the end of the file, and, in a file with
+ * holes, as much as it writes (it may fill them): the worst case, checked
+ * before; what it took is counted after.
+ */
 static double write_growth(const struct stat *st, const void *arg) {
   const struct fuse_write_in *w = arg;
+  if ((double) st->st_blocks * 512 < (double) st->st_size) return (double) w->size;
   double end = (double) w->offset + (double) w->size;
   return end > (double) st->st_size ? end - (double) st->st_size : 0;
 }
@@ -536,7 +541,8 @@ static napi_value js_session_limit_space(napi_env env, napi_callback_info info) 
   if (napi_get_typedarray_info(env, argv[1], &type, &length, &data, NULL, NULL) != napi_ok || type != napi_float64_array || length != 2) {
     return throw_type(env, "sessionLimitSpace: expected a Float64Array of 2");
   }
-  if (s == NULL || s->space != NULL) return throw_type(env, "sessionLimitSpace: no session, or limited already");
+  if (s == NULL) return throw_type(env, "sessionLimitSpace: not a session");
+  if (s->space != NULL) return throw_type(env, "sessionLimitSpace: the session has a limit already");
   napi_create_reference(env, argv[1], 1, &s->space_ref);
   s->space = data;
   return NULL;

@@ -187,6 +187,8 @@ struct request {
   const char *upper, *work;
   /* Tweaks (see LayerTweaks): volatile or fsync=0 (as podman mounts containers), max_size= (a snapshot held to a size). */
   int volatile_fsync;
+  /* `ro`: read-only, as a view's mount is anyway (with an upper layer it means more: the Node CLI's). */
+  int ro;
   const char *max_size;
 };
 
@@ -213,6 +215,8 @@ static int take_options(char *value, struct request *r) {
       r->upper = o + 9;
     } else if (strncmp(o, "workdir=", 8) == 0) {
       r->work = o + 8;
+    } else if (strcmp(o, "ro") == 0) {
+      r->ro = 1;
     } else if (strcmp(o, "volatile") == 0 || strcmp(o, "fsync=0") == 0) {
       r->volatile_fsync = 1;
     } else if (strncmp(o, "max_size=", 9) == 0 && byte_count(o + 9)) {
@@ -251,7 +255,9 @@ static int parse(int argc, char **argv, struct request *r) {
   }
   if (options == 0 || npositional == 0 || is_one_of(positional[0], COMMANDS)) return 0;
   r->mountpoint = positional[npositional - 1];
-  if (r->nlowers == 0 || (r->upper == NULL) != (r->work == NULL) || (r->max_size != NULL && r->upper == NULL)) return 0;
+  if (r->nlowers == 0 || (r->upper == NULL) != (r->work == NULL)) return 0;
+  /* max_size= needs an upper layer, and ro over one means more than read-only: both the Node CLI's to explain or do. */
+  if ((r->max_size != NULL && r->upper == NULL) || (r->ro && r->upper != NULL)) return 0;
   if (!plain_path(r->mountpoint) || !is_dir(r->mountpoint)) return 0;
   for (int i = 0; i < r->nlowers; i++)
     if (!plain_path(r->lowers[i])) return 0;

@@ -60,17 +60,22 @@ static napi_value js_unix_listen(napi_env env, napi_callback_info info) {
   return result;
 }
 
-/* unixConnect(path, timeoutMs) -> fd: a blocking socket connected to path; each receive waits timeoutMs at most. */
+/*
+ * unixConnect(path, timeoutMs) -> fd: a blocking socket connected to path,
+ * whose connect, sends and receives each wait timeoutMs at most (a
+ * listener that is behind makes connect wait); with timeoutMs 0, a
+ * non-blocking one, whose connect fails at once (EAGAIN) rather than wait.
+ */
 static napi_value js_unix_connect(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   struct sockaddr_un addr;
   socklen_t len;
   if (!get_args(env, info, 2, argv) || !socket_address(env, argv[0], &addr, &len)) return NULL;
-  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-  if (fd < 0) return throw_errno(env, errno, "socket", NULL, 0);
   int64_t ms = get_int64(env, argv[1]);
+  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | (ms == 0 ? SOCK_NONBLOCK : 0), 0);
+  if (fd < 0) return throw_errno(env, errno, "socket", NULL, 0);
   struct timeval tv = { .tv_sec = (time_t) (ms / 1000), .tv_usec = (suseconds_t) ((ms % 1000) * 1000) };
-  if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 || connect(fd, (struct sockaddr *) &addr, len) != 0) {
+  if ((ms != 0 && (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 || setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) != 0)) || connect(fd, (struct sockaddr *) &addr, len) != 0) {
     int err = errno;
     close(fd);
     return throw_errno(env, err, "connect", addr.sun_path, strlen(addr.sun_path));

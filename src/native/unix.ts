@@ -118,45 +118,55 @@ export function exchange(path: string, data: Buffer, fds: readonly number[], tim
 }
 
 /**
- * A client's one exchange without blocking the thread: connects to `path`,
- * sends `data`, and resolves with the one reply, or rejects once
- * `timeoutMs` passed without one. For a process with other work to serve
- * meanwhile (snapfs serve asking mount daemons for their metrics).
+ * A client's one exchange that never blocks the thread: connects to `path`
+ * (failing at once, EAGAIN, if the listener is behind), sends `data`, and
+ * resolves with the one reply, or rejects once `timeoutMs` passed without
+ * one. `expectUid`: the listener must be that user's (its credentials as
+ * the kernel took them at listen(2)), or nothing is sent. For a process
+ * with other work meanwhile, asking sockets others made (snapfs serve
+ * asking users' mount daemons for their metrics).
  */
-export function exchangeAsync(path: string, data: Buffer, timeoutMs: number): Promise<Message> {
+export function exchangeAsync(path: string, data: Buffer, timeoutMs: number, expectUid?: number): Promise<Message> {
   let fd: number;
   try {
-    fd = sys.unixConnect(path, timeoutMs);
+    fd = sys.unixConnect(path, 0);
   } catch (err) {
     return Promise.reject(err as Error);
   }
   try {
+    const [, uid] = sys.unixPeer(fd);
+    if (expectUid !== undefined && uid !== expectUid) throw Object.assign(new Error(`EPERM: listened on by uid ${uid}, not ${expectUid}, connect '${path}'`), { code: 'EPERM' });
     sys.unixSend(fd, data, []);
   } catch (err) {
     fs.closeSync(fd);
     return Promise.reject(err as Error);
   }
   return new Promise((resolve, reject) => {
+    let watch: Watch | undefined;
     const finish = (err: Error | undefined, reply?: Message): void => {
       clearTimeout(timer);
-      sys.unwatch(watch);
+      if (watch !== undefined) sys.unwatch(watch);
       fs.closeSync(fd);
       if (err !== undefined) reject(err);
       else resolve(reply!);
     };
     const timer = setTimeout(() => finish(Object.assign(new Error(`ETIMEDOUT: no answer within ${timeoutMs} ms, recvmsg '${path}'`), { code: 'ETIMEDOUT' })), timeoutMs);
-    const watch = sys.watchReadable(fd, () => {
-      let reply: Message | null | undefined;
-      try {
-        reply = sys.unixReceive(fd);
-      } catch (err) {
-        return finish(err as Error);
-      }
-      if (reply === undefined) return;
-      if (reply === null) return finish(Object.assign(new Error(`ECONNRESET: closed without an answer, recvmsg '${path}'`), { code: 'ECONNRESET' }));
-      reply.fds.forEach((d) => fs.closeSync(d));
-      finish(undefined, { data: reply.data, fds: [] });
-    });
+    try {
+      watch = sys.watchReadable(fd, () => {
+        let reply: Message | null | undefined;
+        try {
+          reply = sys.unixReceive(fd);
+        } catch (err) {
+          return finish(err as Error);
+        }
+        if (reply === undefined) return;
+        if (reply === null) return finish(Object.assign(new Error(`ECONNRESET: closed without an answer, recvmsg '${path}'`), { code: 'ECONNRESET' }));
+        reply.fds.forEach((d) => fs.closeSync(d));
+        finish(undefined, { data: reply.data, fds: [] });
+      });
+    } catch (err) {
+      finish(err as Error);
+    }
   });
 }
 

@@ -1,5 +1,6 @@
 import { invalidArgument } from '../errors';
 import { parseIdMap } from '../layerfs/idmap';
+import { parseByteCount } from '../layerfs/space';
 import type { Kind, Labels } from '../metastore/snapshots';
 import type { Layout } from './layout';
 
@@ -27,8 +28,8 @@ export const MAX_SIZE_LABEL = 'containerd.io/snapshot/max-size';
 export function maxSizeOf(labels: Labels): number | undefined {
   const value = labels[MAX_SIZE_LABEL];
   if (value === undefined) return undefined;
-  const n = /^[1-9][0-9]{0,15}$/.test(value) ? Number(value) : NaN;
-  if (!Number.isSafeInteger(n)) throw invalidArgument(`label ${MAX_SIZE_LABEL}=${JSON.stringify(value)}: not a size in bytes`);
+  const n = parseByteCount(value);
+  if (n === undefined) throw invalidArgument(`label ${MAX_SIZE_LABEL}=${JSON.stringify(value)}: not a size in bytes`);
   return n;
 }
 
@@ -69,9 +70,9 @@ export function idMappingOptions(labels: Labels): string[] {
  *   an overlay mount over the empty layer.
  */
 export function mountsOf(layout: Layout, kind: Kind, id: number, parentIds: readonly number[], labels: Labels, kernelWhiteouts: boolean): Mount[] {
-  const limit = maxSizeOf(labels);
+  const limit = kind === 'active' ? maxSizeOf(labels) : undefined;
   // FUSE, whatever the parents: a bind mount can neither map ids nor hold a layer to a size.
-  const fuseOnly = [...idMappingOptions(labels), ...(limit === undefined || kind !== 'active' ? [] : [`max_size=${limit}`])];
+  const fuseOnly = [...idMappingOptions(labels), ...(limit === undefined ? [] : [`max_size=${limit}`])];
   if (kernelWhiteouts && kind === 'active' && parentIds.length === 0 && labels[PARENT_CHAIN_LABEL] !== undefined && fuseOnly.length === 0) {
     // A layer unpacked before its parent is there: a bind mount would lose
     // its whiteouts (deleting what is not there deletes nothing), so it is

@@ -249,6 +249,8 @@ export class Snapshotter {
           else next.set(name, value);
         }
         const time = nowNs();
+        // The labels mounts are made of (id mappings, max-size) must stay ones they can be made of.
+        if (s.kind !== 'committed') mountsOf(this.layout, s.kind, s.id, [], Object.fromEntries(next), this.kernelWhiteouts);
         replaceLabels(tx, s.id, Object.fromEntries(next), time);
         appendEvent(tx, { topic: '/snapshot/update', key, time });
         return mustGet(tx, key);

@@ -266,7 +266,8 @@ describe("one mount daemon serves every mount of its user", { skip: process.getu
       assert.equal((await asNobody(['cat', path.join(home, 'mnt', 'f')])).stdout, 'root\n');
       // Root may read what the user's mounts cost (snapfs serve's metrics), and nothing more.
       const userSocket = path.join(home, 'run', 'daemon.sock');
-      assert.equal((await daemonStats(userSocket)).mounts, 1);
+      assert.equal((await daemonStats({ socket: userSocket, uid: NOBODY })).mounts, 1);
+      await assert.rejects(daemonStats({ socket: userSocket, uid: 4242 }), /EPERM: listened on by uid 65534, not 4242/);
       const listed = JSON.parse((await exchangeAsync(userSocket, Buffer.from(JSON.stringify({ op: 'list' })), 2000)).data.toString()) as { error?: string };
       assert.match(listed.error ?? '', /^refused: this daemon serves uid 65534 only$/);
       assert.equal((await asNobody(['fusermount', '-u', path.join(home, 'mnt')])).code, 0);
@@ -373,7 +374,7 @@ describe("one mount daemon serves every mount of its user", { skip: process.getu
       // As mount(8) runs /sbin/mount.fuse.snapfs: SOURCE MOUNTPOINT -o OPTIONS, and its own flags.
       const fast = await launch(['snapfs', mnt, '-o', `rw,lowerdir=${lower},upperdir=${upper},workdir=${work}`, '-n'], noNode);
       assert.equal(fast.code, 0, fast.stderr);
-      await launch(['-o', `lowerdir=${lower}`, ro], noNode);
+      assert.equal((await launch(['-o', `lowerdir=${lower},ro`, ro], noNode)).code, 0, "a view's ro");
       // As containers/storage runs a mount program (an empty option, volatile), with a size limit.
       const podmanLike = await launch(['-o', `lowerdir=${lower},upperdir=${sizedUpper},workdir=${sizedWork},,volatile,max_size=1048576`, sized], noNode);
       assert.equal(podmanLike.code, 0, podmanLike.stderr);
@@ -393,6 +394,7 @@ describe("one mount daemon serves every mount of its user", { skip: process.getu
         ['-o', `lowerdir=${lower},noexec`, second],
         ['-o', `lowerdir=${lower},upperdir=${upper}2,workdir=${work}2,max_size=0`, second],
         ['-o', `lowerdir=${lower},max_size=10`, second],
+        ['-o', `lowerdir=${lower},upperdir=${upper}2,workdir=${work}2,ro`, second],
         ['-o', `lowerdir=${lower}`, 'relative'],
         ['--root', at, 'info', 'x'],
         ['diff', 'KEY', '-o', `lowerdir=${lower}`],

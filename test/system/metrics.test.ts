@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Daemons } from '../support/daemon-helpers';
@@ -10,6 +12,7 @@ import { snapfs, tempDir } from '../support/helpers';
 import { run, unmountAll } from '../support/mount-helpers';
 
 const isRoot = process.getuid?.() === 0;
+const DAEMON_STATS = path.resolve(__dirname, '..', '..', 'src', 'mount', 'daemon-stats.js');
 
 /** A TCP port nobody listens on now. */
 async function freePort(): Promise<number> {
@@ -83,10 +86,11 @@ describe('snapfs serve --metrics-address: Prometheus metrics of the API and of t
     assert.equal(s.get(`snapfs_mount_daemon_up{daemon="${socket}"}`), 1);
     assert.equal(s.get(`snapfs_mounts{daemon="${socket}"}`), 1);
     assert.ok(s.get('snapfs_fuse_mounts')! >= 1);
-    for (const op of ['init', 'lookup', 'open', 'read', 'write', 'release']) assert.ok(s.get(`snapfs_fuse_requests_total{op="${op}"}`)! >= 1, op);
-    assert.equal(s.get('snapfs_fuse_request_duration_seconds_count{op="write"}'), s.get('snapfs_fuse_requests_total{op="write"}'));
-    assert.equal(s.get('snapfs_copied_up_bytes_total'), 4096, 'the lower file, copied up before the append');
-    assert.equal(s.get('snapfs_internal_errors_total'), 0);
+    const of = (name: string, op?: string): number | undefined => s.get(`${name}{daemon="${socket}"${op === undefined ? '' : `,op="${op}"`}}`);
+    for (const op of ['init', 'lookup', 'open', 'read', 'write', 'release']) assert.ok(of('snapfs_fuse_requests_total', op)! >= 1, op);
+    assert.equal(of('snapfs_fuse_request_duration_seconds_count', 'write'), of('snapfs_fuse_requests_total', 'write'));
+    assert.equal(of('snapfs_copied_up_bytes_total'), 4096, 'the lower file, copied up before the append');
+    assert.equal(of('snapfs_internal_errors_total'), 0);
 
     await run('umount', [mnt]);
     // The daemon hears of the unmount within milliseconds; its counts stay.
@@ -96,9 +100,54 @@ describe('snapfs serve --metrics-address: Prometheus metrics of the API and of t
       after = await scrape(port);
     }
     assert.equal(after.samples.get(`snapfs_mounts{daemon="${socket}"}`), 0);
-    assert.ok(after.samples.get('snapfs_fuse_requests_total{op="write"}')! >= s.get('snapfs_fuse_requests_total{op="write"}')!);
-    assert.equal(after.samples.get('snapfs_copied_up_bytes_total'), 4096);
+    assert.ok(after.samples.get(`snapfs_fuse_requests_total{daemon="${socket}",op="write"}`)! >= of('snapfs_fuse_requests_total', 'write')!);
+    assert.equal(after.samples.get(`snapfs_copied_up_bytes_total{daemon="${socket}"}`), 4096);
     assert.equal((await scrape(port)).samples.get('snapfs_grpc_requests_total{method="Prepare",code="OK"}'), 1);
+  });
+
+  it("root's serve asks a user's daemon only in a directory of that user's alone, and only a socket that user made", async () => {
+    const made: string[] = [];
+    const place = (uid: number, mode: number): string => {
+      const at = path.join(os.tmpdir(), `snapfs-${uid}`);
+      fs.rmSync(at, { recursive: true, force: true });
+      fs.mkdirSync(at, { mode });
+      fs.chmodSync(at, mode);
+      fs.chownSync(at, uid, uid);
+      made.push(at);
+      return at;
+    };
+    const listen = (uid: number, socket: string): ChildProcess => {
+      const child = spawn('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', process.execPath, '-e', `require('net').createServer().listen(${JSON.stringify(socket)}, () => console.log('ready'))`], { stdio: ['ignore', 'pipe', 'inherit'] });
+      return child;
+    };
+    const children: ChildProcess[] = [];
+    const closers: (() => void)[] = [];
+    try {
+      const good = place(64_701, 0o700);
+      const open = place(64_702, 0o777);
+      const elsewhere = place(64_703, 0o700);
+      const linked = path.join(os.tmpdir(), 'snapfs-64704');
+      fs.rmSync(linked, { recursive: true, force: true });
+      fs.symlinkSync(good, linked);
+      made.push(linked);
+      for (const [uid, dir] of [[64_701, good], [64_702, open]] as const) children.push(listen(uid, path.join(dir, 'daemon.sock')));
+      // A socket of another user's in a user's directory, and a symlink in place of one.
+      const foreign = net.createServer();
+      await new Promise<void>((resolve) => foreign.listen(path.join(elsewhere, 'daemon-userns-1.sock'), resolve));
+      fs.chownSync(path.join(elsewhere, 'daemon-userns-1.sock'), 64_701, 64_701);
+      fs.symlinkSync('/run/udev/control', path.join(elsewhere, 'daemon.sock'));
+      await Promise.all(children.map((c) => new Promise((resolve) => c.stdout!.once('data', resolve))));
+      closers.push(() => foreign.close());
+      const env = { ...process.env };
+      delete env.SNAPFS_RUNTIME_DIR;
+      const { stdout } = await run(process.execPath, ['-e', `process.stdout.write(JSON.stringify(require(${JSON.stringify(DAEMON_STATS)}).reachableDaemons()))`], { env });
+      const found = (JSON.parse(stdout) as { socket: string; uid: number }[]).filter((d) => d.socket.includes('snapfs-647'));
+      assert.deepEqual(found, [{ socket: path.join(good, 'daemon.sock'), uid: 64_701 }]);
+    } finally {
+      for (const c of children) c.kill();
+      for (const close of closers) close();
+      for (const m of made) fs.rmSync(m, { recursive: true, force: true });
+    }
   });
 
   it('only GET /metrics is there', async () => {

@@ -34,7 +34,7 @@ function samples(text: string): Map<string, number> {
 }
 
 describe('metrics in Prometheus text format', () => {
-  it('sums the daemons, with cumulative buckets, and says which daemon did not answer', () => {
+  it('shows each daemon apart, with cumulative buckets, and says which daemon did not answer', () => {
     const calls = new CallMetrics();
     calls.observe('Prepare', 'OK', 0.002);
     calls.observe('Prepare', 'OK', 0.5);
@@ -51,13 +51,15 @@ describe('metrics in Prometheus text format', () => {
     assert.equal(s.get('snapfs_mount_daemon_up{daemon="/run/\\"c\\".sock"}'), 0, 'label values are escaped');
     assert.equal(s.get('snapfs_mounts{daemon="/run/b.sock"}'), 1);
     assert.equal(s.get('snapfs_fuse_mounts'), 4);
-    assert.equal(s.get('snapfs_fuse_requests_total{op="lookup"}'), 15);
-    assert.equal(s.get('snapfs_fuse_request_errors_total{op="lookup"}'), 2);
-    assert.equal(s.get('snapfs_fuse_request_duration_seconds_bucket{op="lookup",le="0.0001"}'), 0);
-    assert.equal(s.get(`snapfs_fuse_request_duration_seconds_bucket{op="lookup",le="${LATENCY_BOUNDS[2]}"}`), 15);
-    assert.equal(s.get('snapfs_fuse_request_duration_seconds_bucket{op="lookup",le="+Inf"}'), 15);
-    assert.equal(s.get('snapfs_fuse_request_duration_seconds_count{op="write"}'), 3);
-    assert.equal(s.get('snapfs_copied_up_bytes_total'), 300);
+    assert.equal(s.get('snapfs_fuse_requests_total{daemon="/run/a.sock",op="lookup"}'), 10);
+    assert.equal(s.get('snapfs_fuse_requests_total{daemon="/run/b.sock",op="lookup"}'), 5);
+    assert.equal(s.get('snapfs_fuse_request_errors_total{daemon="/run/a.sock",op="lookup"}'), 1);
+    assert.equal(s.get('snapfs_fuse_request_duration_seconds_bucket{daemon="/run/a.sock",op="lookup",le="0.0001"}'), 0);
+    assert.equal(s.get(`snapfs_fuse_request_duration_seconds_bucket{daemon="/run/a.sock",op="lookup",le="${LATENCY_BOUNDS[2]}"}`), 10);
+    assert.equal(s.get('snapfs_fuse_request_duration_seconds_bucket{daemon="/run/a.sock",op="lookup",le="+Inf"}'), 10);
+    assert.equal(s.get('snapfs_fuse_request_duration_seconds_count{daemon="/run/a.sock",op="write"}'), 3);
+    assert.equal(s.get('snapfs_copied_up_bytes_total{daemon="/run/a.sock"}'), 300);
+    assert.equal([...s.keys()].filter((k) => k.includes('c\\".sock')).length, 1, 'a daemon that did not answer has no other series');
     // Every sample's family is declared once, before it.
     const declared = [...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map((m) => m[1]!);
     assert.equal(new Set(declared).size, declared.length);
@@ -85,6 +87,8 @@ describe('metrics in Prometheus text format', () => {
       { ...good, ops: 'x' },
       { ...good, ops: [{ ...good.ops[0], op: 'lookup"} 1\nsnapfs_evil 1' }] },
       { ...good, ops: [{ ...good.ops[0], op: '' }] },
+      { ...good, ops: [{ ...good.ops[0], op: 'made_up' }] },
+      { ...good, ops: [good.ops[0], good.ops[0]] },
       { ...good, ops: [{ ...good.ops[0], count: -1 }] },
       { ...good, ops: [{ ...good.ops[0], seconds: 'NaN' }] },
       { ...good, ops: [{ ...good.ops[0], buckets: [1] }] },

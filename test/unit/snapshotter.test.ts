@@ -217,6 +217,7 @@ describe('snapshotter semantics', () => {
     const before = rootState(root);
     for (const bad of ['0', '-1', '1e6', ' 10', '1048576 ', '99999999999999999']) {
       rejects('InvalidArgument', () => s.prepare('bad-size', 'mid', { 'containerd.io/snapshot/max-size': bad }), 'max-size');
+      rejects('InvalidArgument', () => s.update('sized-2', { 'containerd.io/snapshot/max-size': bad }, ['labels.containerd.io/snapshot/max-size']), 'max-size');
     }
     assert.equal(rootState(root), before);
   });

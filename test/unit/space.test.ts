@@ -63,6 +63,28 @@ describe('the upper layer under a space limit', () => {
     fsys!.mkdir(req, ROOT, Buffer.from('d2'), 0o755);
   });
 
+  it('refuses a directory where one was deleted below, keeping the whiteout', () => {
+    fs.mkdirSync(path.join(dir, 'lower', 'gone'));
+    const space = mount(diskUsage(upper).size).space!;
+    fsys!.rmdir(req, ROOT, Buffer.from('gone'));
+    const whiteouts = fs.readdirSync(upper).sort();
+    assert.ok(whiteouts.some((n) => n === 'gone' || n === '.wh.gone'), String(whiteouts));
+    space.add(space.counts[0]! - space.used); // full
+    refused(() => fsys!.mkdir(req, ROOT, Buffer.from('gone'), 0o755));
+    assert.deepEqual(fs.readdirSync(upper).sort(), whiteouts, 'the whiteout is still there');
+  });
+
+  it('gives back what an open with O_TRUNC and a rename over an upper file free', async () => {
+    fs.writeFileSync(path.join(upper, 'other'), Buffer.alloc(8 << 10, 1));
+    const space = mount(1 << 20).space!;
+    const used = space.used;
+    const opened = await fsys!.open(req, ino('there'), fs.constants.O_WRONLY | fs.constants.O_TRUNC, false);
+    fsys!.release(req, ino('there'), opened.fh);
+    assert.equal(space.used, used - (16 << 10));
+    fsys!.rename(req, ROOT, Buffer.from('there'), ROOT, Buffer.from('other'), 0);
+    assert.equal(space.used, used - (16 << 10) - (8 << 10));
+  });
+
   it('counts what a truncation frees', () => {
     const space = mount(1 << 20).space!;
     const used = space.used;
