@@ -648,6 +648,8 @@ export class LayerFS implements FileSystem {
     const up = this.upperDir(parent);
     const src = this.tree.dirFd(dir, dir.layer);
     this.keepingTimes(up, () => copyEntry({ dirfd: src, name: '' }, fstat(src), { dirfd: up, name: dir.name }, this.tree.work!));
+    // Counted as what removing it gives back: small, and never refused (a copy-up beneath it was checked).
+    if (this.space !== undefined) this.space.add((statAt(up, dir.name)?.blocks ?? 0) * 512);
     dir.dirLayers = [0, ...dir.dirLayers];
     dir.layer = 0;
     this.aliasUpper(dir, up, dir.name);
@@ -680,7 +682,8 @@ export class LayerFS implements FileSystem {
       }
       this.space?.check(st.blocks * 512);
       this.copier!.copy(inode.number, this.tree.place(inode), st, { dirfd: up, name });
-      this.space?.add(st.blocks * 512);
+      // What the copy takes, which removing it gives back (the lower file's blocks may differ).
+      if (this.space !== undefined) this.space.add((statAt(up, name)?.blocks ?? st.blocks) * 512);
       inode.layer = 0;
       this.aliasUpper(inode, up, name);
     });
@@ -693,7 +696,7 @@ export class LayerFS implements FileSystem {
     if (statAt(dir, index) === undefined) {
       this.space?.check(st.blocks * 512);
       this.copier!.copy(inode.number, this.tree.place(inode), st, { dirfd: dir, name: index });
-      this.space?.add(st.blocks * 512);
+      if (this.space !== undefined) this.space.add((statAt(dir, index)?.blocks ?? st.blocks) * 512);
     }
     let group = this.groups.get(inode.number);
     if (group === undefined) {
