@@ -8,7 +8,7 @@ import { DT_DIR, fstat, isDir, O_PATH, readdirFd, statAt, sys, type Stat } from 
 import { isPrivateXattr, isReservedName, NAME_MAX, probe, upperFormat, type UpperFormat } from '../overlay/format';
 import type { LayerStack } from '../overlay/stack';
 import { messageOf } from '../errors';
-import { diskUsage } from '../overlay/usage';
+import { diskUsageOf } from '../overlay/usage';
 import { copyEntry, Copier, CopyPending, setTimes } from './copyup';
 import { ENTRY_BYTES, UpperSpace } from './space';
 import { major, minor } from './devices';
@@ -129,7 +129,8 @@ export class LayerFS implements FileSystem {
     this.format = this.tree.work === undefined ? undefined : upperFormat(this.tree.work);
     this.copier = this.tree.work === undefined ? undefined : new Copier(this.tree.work);
     // What the layer holds already counts: measured once, here.
-    this.space = opts.maxSize === undefined || layers.upper === undefined ? undefined : new UpperSpace(opts.maxSize, upperUsage(layers.upper));
+    // Measured through the tree's own descriptor of the upper layer: the directory it serves, whatever its path names now.
+    this.space = opts.maxSize === undefined || !this.tree.writable ? undefined : new UpperSpace(opts.maxSize, upperUsage(this.tree.roots[0]!));
   }
 
   get readOnly(): boolean {
@@ -887,9 +888,9 @@ function timeArgs(t: SetTime | undefined): [number, number] {
 }
 
 /** What an upper layer held to a size holds already; one that cannot be measured is no mount. */
-function upperUsage(upper: string): number {
+function upperUsage(upperFd: number): number {
   try {
-    return diskUsage(upper).size;
+    return diskUsageOf(upperFd).size;
   } catch (err) {
     throw new Error(`max_size: the upper layer cannot be measured: ${messageOf(err)}`);
   }

@@ -23,14 +23,19 @@ export function devicesOfType(fstype: string): Set<string> {
   return devices;
 }
 
-/** The mount points (as paths, escapes undone) of this namespace's FUSE mounts, of every subtype: read from mountinfo, touching none of them. */
-export function fuseMountPoints(): string[] {
-  const points: string[] = [];
-  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+/**
+ * The mount points of this namespace's FUSE mounts, of every subtype, as
+ * bytes (escapes undone; a path need not be UTF-8): read from mountinfo,
+ * touching none of them.
+ */
+export function fuseMountPoints(): Buffer[] {
+  const points: Buffer[] = [];
+  // latin1: one character a byte, so that the paths keep theirs.
+  for (const line of fs.readFileSync('/proc/self/mountinfo', 'latin1').split('\n')) {
     const fields = line.split(' ');
     const fstype = fields[fields.indexOf('-') + 1] ?? '';
     if (fstype === 'fuse' || fstype.startsWith('fuse.') || fstype === 'fuseblk') {
-      points.push(fields[4]!.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8))));
+      points.push(Buffer.from(fields[4]!.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8))), 'latin1'));
     }
   }
   return points;

@@ -14,6 +14,16 @@ const PROGRESS_EVERY = 4096;
  * descriptors, one name at a time, never following a symlink.
  */
 export function diskUsage(root: string, onProgress?: UsageProgress): Usage {
+  const fd = fs.openSync(root, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  try {
+    return diskUsageOf(fd, onProgress);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** diskUsage of the tree of directory descriptor `dirfd`, which stays the caller's. */
+export function diskUsageOf(dirfd: number, onProgress?: UsageProgress): Usage {
   const seen = new Set<string>();
   let size = 0;
   let entries = 0;
@@ -39,12 +49,7 @@ export function diskUsage(root: string, onProgress?: UsageProgress): Usage {
       }
     }
   };
-  const fd = fs.openSync(root, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
-  try {
-    count(fstat(fd));
-    visit(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
+  count(fstat(dirfd));
+  visit(dirfd);
   return { size, inodes: seen.size };
 }

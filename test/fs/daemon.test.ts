@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { daemonStats } from '../../src/mount/daemon-stats';
+import { O_PATH } from '../../src/native/sys';
 import { exchangeAsync } from '../../src/native/unix';
 import { Daemons } from '../support/daemon-helpers';
 import { CLI, layerDirOf, tempDir } from '../support/helpers';
@@ -266,8 +267,9 @@ describe("one mount daemon serves every mount of its user", { skip: process.getu
       assert.equal((await asNobody(['cat', path.join(home, 'mnt', 'f')])).stdout, 'root\n');
       // Root may read what the user's mounts cost (snapfs serve's metrics), and nothing more.
       const userSocket = path.join(home, 'run', 'daemon.sock');
-      assert.equal((await daemonStats({ socket: userSocket, uid: NOBODY })).mounts, 1);
-      await assert.rejects(daemonStats({ socket: userSocket, uid: 4242 }), /EPERM: listened on by uid 65534, not 4242/);
+      const socketFd = (): number => fs.openSync(userSocket, O_PATH | fs.constants.O_NOFOLLOW);
+      assert.equal((await daemonStats({ socket: userSocket, uid: NOBODY, fd: socketFd() })).mounts, 1);
+      await assert.rejects(daemonStats({ socket: userSocket, uid: 4242, fd: socketFd() }), /EPERM: listened on by uid 65534, not 4242/);
       const listed = JSON.parse((await exchangeAsync(userSocket, Buffer.from(JSON.stringify({ op: 'list' })), 2000)).data.toString()) as { error?: string };
       assert.match(listed.error ?? '', /^refused: this daemon serves uid 65534 only$/);
       assert.equal((await asNobody(['fusermount', '-u', path.join(home, 'mnt')])).code, 0);

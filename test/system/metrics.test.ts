@@ -136,12 +136,13 @@ describe('snapfs serve --metrics-address: Prometheus metrics of the API and of t
       await new Promise<void>((resolve) => foreign.listen(path.join(elsewhere, 'daemon-userns-1.sock'), resolve));
       fs.chownSync(path.join(elsewhere, 'daemon-userns-1.sock'), 64_701, 64_701);
       fs.symlinkSync('/run/udev/control', path.join(elsewhere, 'daemon.sock'));
+      fs.symlinkSync(path.join(good, 'daemon.sock'), path.join(good, 'daemon-userns-2.sock'));
       await Promise.all(children.map((c) => new Promise((resolve) => c.stdout!.once('data', resolve))));
       closers.push(() => foreign.close());
       const env = { ...process.env };
       delete env.SNAPFS_RUNTIME_DIR;
       const { stdout } = await run(process.execPath, ['-e', `process.stdout.write(JSON.stringify(require(${JSON.stringify(DAEMON_STATS)}).reachableDaemons()))`], { env });
-      const found = (JSON.parse(stdout) as { socket: string; uid: number }[]).filter((d) => d.socket.includes('snapfs-647'));
+      const found = (JSON.parse(stdout) as { socket: string; uid: number }[]).filter((d) => d.socket.includes('snapfs-647')).map(({ socket, uid }) => ({ socket, uid }));
       assert.deepEqual(found, [{ socket: path.join(good, 'daemon.sock'), uid: 64_701 }]);
     } finally {
       for (const c of children) c.kill();
