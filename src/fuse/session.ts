@@ -163,7 +163,6 @@ interface SessionNative {
   sessionOpen(fd: number, dispatch: (length: number) => void, ended: (errno: number) => void, spinMicros: number): Native;
   sessionReply(session: Native, unique: number, error: number, body?: Buffer): boolean;
   sessionRefuseWrites(session: Native): void;
-  sessionServed(session: Native): number;
   sessionStats(session: Native): number[][];
   sessionLimitSpace(session: Native, space: Float64Array): void;
   sessionBackingOpen(session: Native, fd: number): number;
@@ -214,8 +213,6 @@ export class Session {
   private readonly native: Native;
   private readonly buf = requestBuffer();
   private closed = false;
-  /** Requests answered here, in JavaScript. */
-  private handled = 0;
 
   constructor(
     fd: number,
@@ -226,9 +223,9 @@ export class Session {
     if (opts.space !== undefined) native.sessionLimitSpace(this.native, opts.space);
   }
 
-  /** Requests answered so far, those served natively (reads, writes) included. */
+  /** Requests answered so far, those served natively (reads, writes) included: what stats() counts, interrupts aside (they get no answer). */
   get requests(): number {
-    return this.handled + native.sessionServed(this.native);
+    return this.stats().reduce((n, o) => (o.op === 'interrupt' ? n : n + o.count), 0);
   }
 
   /** Every operation's requests so far, as the native side timed them from read to answer. */
@@ -291,7 +288,6 @@ export class Session {
   }
 
   private dispatch(length: number): void {
-    this.handled++;
     const buf = this.buf;
     const h = parseHeader(buf);
     const fs = this.fs;

@@ -664,7 +664,7 @@ export class LayerFS implements FileSystem {
    * name can take it away from the others.
    */
   private copyUpName(dir: Inode, name: Buffer, inode: Inode): void {
-    // Before anything changes: upperDir copies up the parent directories.
+    // Before anything changes (upperDir copies up the parent directories): the one check of this copy-up, to its index or not.
     if (this.space !== undefined && inode.layer > 0 && inode.index === undefined && !inode.isDir) this.space.check(this.tree.stat(inode).blocks * 512);
     const up = this.upperDir(dir);
     const there = probe(up, name);
@@ -681,7 +681,6 @@ export class LayerFS implements FileSystem {
         }
         return;
       }
-      this.space?.check(st.blocks * 512);
       this.copier!.copy(inode.number, this.tree.place(inode), st, { dirfd: up, name });
       // What the copy takes, which removing it gives back (the lower file's blocks may differ).
       if (this.space !== undefined) this.space.add((statAt(up, name)?.blocks ?? st.blocks) * 512);
@@ -695,7 +694,6 @@ export class LayerFS implements FileSystem {
     const index = Buffer.from(`${st.dev}-${st.ino}`);
     const dir = this.tree.indexDir();
     if (statAt(dir, index) === undefined) {
-      this.space?.check(st.blocks * 512);
       this.copier!.copy(inode.number, this.tree.place(inode), st, { dirfd: dir, name: index });
       if (this.space !== undefined) this.space.add((statAt(dir, index)?.blocks ?? st.blocks) * 512);
     }

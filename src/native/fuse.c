@@ -52,8 +52,6 @@ typedef struct session {
   napi_async_context context;
   bool writes_refused;
   bool closed;
-  /* Requests served here (reads, writes, fallocate, lseek). */
-  double served;
   /* Every request's operation, outcome and time to its answer. */
   fuse_stats_t stats;
   /*
@@ -164,18 +162,22 @@ static void serve_read(session_t *s, const struct fuse_in_header *in, const stru
   else send_reply(s, in->unique, 0, s->read_buf, (size_t) n);
 }
 
+/*
+ * Whether a change of the file on `fd` may be made: 0, or the negative
+ * errno to answer (a frozen mount, or one past its space). `before` gets
+ * the file's attributes under a space limit, for space_account.
+ */
+static int change_allowed(session_t *s, int fd, double (*bytes)(const struct stat *, const void *), const void *arg, struct stat *before) {
+  if (s->writes_refused) return -EROFS;
+  return s->space == NULL ? 0 : space_check(s, fd, bytes, arg, before);
+}
+
 static void serve_write(session_t *s, const struct fuse_in_header *in, const struct fuse_write_in *arg, const char *data) {
-  if (s->writes_refused) {
-    send_reply(s, in->unique, -EROFS, NULL, 0);
-    return;
-  }
   struct stat before;
-  if (s->space != NULL) {
-    int err = space_check(s, (int) arg->fh, write_growth, arg, &before);
-    if (err != 0) {
-      send_reply(s, in->unique, err, NULL, 0);
-      return;
-    }
+  int refused = change_allowed(s, (int) arg->fh, write_growth, arg, &before);
+  if (refused != 0) {
+    send_reply(s, in->unique, refused, NULL, 0);
+    return;
   }
   ssize_t n = pwrite((int) arg->fh, data, arg->size, (off_t) arg->offset);
   int write_errno = errno;
@@ -197,17 +199,11 @@ static void serve_write(session_t *s, const struct fuse_in_header *in, const str
 
 /* Every mode the kernel passes on (allocate, keep size, punch, zero, collapse, insert, unshare): the layer's file system decides. */
 static void serve_fallocate(session_t *s, const struct fuse_in_header *in, const struct fuse_fallocate_in *arg) {
-  if (s->writes_refused) {
-    send_reply(s, in->unique, -EROFS, NULL, 0);
-    return;
-  }
   struct stat before;
-  if (s->space != NULL) {
-    int err = space_check(s, (int) arg->fh, fallocate_growth, arg, &before);
-    if (err != 0) {
-      send_reply(s, in->unique, err, NULL, 0);
-      return;
-    }
+  int refused = change_allowed(s, (int) arg->fh, fallocate_growth, arg, &before);
+  if (refused != 0) {
+    send_reply(s, in->unique, refused, NULL, 0);
+    return;
   }
   int rc = fallocate((int) arg->fh, (int) arg->mode, (off_t) arg->offset, (off_t) arg->length);
   int fallocate_errno = errno;
@@ -242,7 +238,6 @@ static void call(session_t *s, napi_ref ref, int32_t arg) {
 
 static void end_session(session_t *s, int err);
 
-/* One request: served here, or handed to JavaScript. Returns false when the session is over. */
 /*
  * JavaScript is entered for the requests it answers only: a batch of reads
  * and writes, served here, costs no callback scope (whose closing runs
@@ -279,14 +274,6 @@ static bool handle(session_t *s, ssize_t n, js_scope *js) {
   const char *arg = s->request_buf + sizeof *in;
   size_t arg_len = (size_t) n - sizeof *in;
   stats_begin(&s->stats, in->unique, in->opcode, now_ns());
-  switch (in->opcode) {
-    case FUSE_READ:
-    case FUSE_WRITE:
-    case FUSE_FALLOCATE:
-    case FUSE_LSEEK:
-      s->served++;
-      break;
-  }
   switch (in->opcode) {
     case FUSE_READ:
       if (arg_len >= sizeof(struct fuse_read_in)) serve_read(s, in, (const struct fuse_read_in *) arg);
@@ -503,16 +490,6 @@ static napi_value js_session_reply(napi_env env, napi_callback_info info) {
   return result;
 }
 
-/* sessionServed(session) -> number: the requests served here so far. */
-static napi_value js_session_served(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!get_args(env, info, 1, argv)) return NULL;
-  session_t *s = get_session(env, argv[0]);
-  napi_value result;
-  napi_create_double(env, s == NULL ? 0 : s->served, &result);
-  return result;
-}
-
 /* sessionStats(session) -> [[opcode, count, errors, seconds, bucket…], …]: see fuse-stats.h. */
 static napi_value js_session_stats(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -615,7 +592,6 @@ void init_fuse(napi_env env, napi_value exports) {
   export_function(env, exports, "sessionOpen", js_session_open);
   export_function(env, exports, "sessionReply", js_session_reply);
   export_function(env, exports, "sessionRefuseWrites", js_session_refuse_writes);
-  export_function(env, exports, "sessionServed", js_session_served);
   export_function(env, exports, "sessionStats", js_session_stats);
   export_function(env, exports, "sessionLimitSpace", js_session_limit_space);
   export_function(env, exports, "sessionBackingOpen", js_session_backing_open);
