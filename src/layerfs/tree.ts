@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import { fail } from '../fuse/errno';
 import { DT_DIR, DT_UNKNOWN, fstat, isDir, O_PATH, readdirFd, statAt, sys, type Dirent, type Stat } from '../native/sys';
 import { classify, isOpaque, probe, WORK_INDEX, type EntryKind } from '../overlay/format';
-import type { LayerStack } from '../overlay/stack';
+import { mergedLayers, type LayerStack } from '../overlay/stack';
 import { Inode, InodeNumbers, keyOf, type Listed } from './inode';
 
 const E = os.constants.errno;
@@ -81,7 +81,7 @@ export class Tree {
 
   constructor(layers: LayerStack, opts: TreeOptions = {}) {
     if (layers.upper !== undefined && layers.work === undefined) throw new Error('an upper layer needs a work directory');
-    const paths = layers.upper === undefined ? [...layers.lowers] : [layers.upper, ...layers.lowers];
+    const paths = mergedLayers(layers);
     if (paths.length === 0) throw new Error('a layer stack needs at least one layer');
     // Layer directories are the caller's own (a mount's options, a root's layout): they are followed.
     this.roots = paths.map((p) => fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY));
