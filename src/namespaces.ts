@@ -6,32 +6,34 @@ export function mountNamespace(): number {
 }
 
 /**
- * Whether this process's user namespace maps every id to itself, as the
- * initial one does (a kernel without user namespaces has no uid_map: it
- * has the initial one alone).
+ * This process's uid map: [inside, outside, count] ranges; the initial
+ * one's where the kernel has no user namespaces (no uid_map).
  */
-export function inInitialUserNamespace(): boolean {
+function uidMap(): [number, number, number][] {
   try {
-    return fs.readFileSync('/proc/self/uid_map', 'utf8').trim().split(/\s+/).join(' ') === '0 0 4294967295';
+    return fs
+      .readFileSync('/proc/self/uid_map', 'utf8')
+      .trim()
+      .split('\n')
+      .map((line) => line.trim().split(/\s+/).map(Number) as [number, number, number]);
   } catch {
-    return true;
+    return [[0, 0, 4294967295]];
   }
+}
+
+/** Whether this process's user namespace maps every id to itself, as the initial one does. */
+export function inInitialUserNamespace(): boolean {
+  const map = uidMap();
+  return map.length === 1 && map[0]!.join(' ') === '0 0 4294967295';
 }
 
 /**
  * This process's effective uid as the host sees it: in a user namespace,
- * mapped through /proc/self/uid_map (uid 0 of a rootless user's namespace
- * is that user), else as it is.
+ * mapped through its uid map (uid 0 of a rootless user's namespace is that
+ * user), else as it is.
  */
 export function hostUid(): number {
   const uid = process.geteuid?.() ?? 0;
-  try {
-    for (const line of fs.readFileSync('/proc/self/uid_map', 'utf8').trim().split('\n')) {
-      const [inside, outside, count] = line.trim().split(/\s+/).map(Number) as [number, number, number];
-      if (uid >= inside && uid < inside + count) return outside + (uid - inside);
-    }
-  } catch {
-    // No user namespaces: the uid is the host's.
-  }
-  return uid;
+  const range = uidMap().find(([inside, , count]) => uid >= inside && uid < inside + count);
+  return range === undefined ? uid : range[1] + (uid - range[0]);
 }
