@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -7,7 +7,7 @@ import { daemonStats } from '../../src/mount/daemon-stats';
 import { O_PATH } from '../../src/native/sys';
 import { exchangeAsync } from '../../src/native/unix';
 import { Daemons } from '../support/daemon-helpers';
-import { CLI, layerDirOf, tempDir } from '../support/helpers';
+import { CLI, command, layerDirOf, tempDir, type CliResult } from '../support/helpers';
 import { describeTree, run, unmountAll } from '../support/mount-helpers';
 
 const NOBODY = 65534;
@@ -238,12 +238,8 @@ describe("one mount daemon serves every mount of its user", { skip: process.getu
     fs.chmodSync(d.runtime, 0o711);
     fs.chmodSync(socket, 0o666);
     fs.chmodSync('/dev/fuse', 0o666);
-    const asNobody = (args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> =>
-      new Promise((resolve) => {
-        execFile('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', 'env', '-i', `PATH=${process.env.PATH}`, ...Object.entries(env).map(([k, v]) => `${k}=${v}`), ...args], { cwd: home }, (err, stdout, stderr) =>
-          resolve({ code: err === null ? 0 : Number(err.code), stdout, stderr }),
-        );
-      });
+    const asNobody = (args: string[], env: Record<string, string> = {}): Promise<CliResult> =>
+      command(['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', 'env', '-i', `PATH=${process.env.PATH}`, ...Object.entries(env).map(([k, v]) => `${k}=${v}`), ...args], { cwd: home });
     try {
       const probe = [
         ...askPreamble(socket),
@@ -367,8 +363,7 @@ describe("one mount daemon serves every mount of its user", { skip: process.getu
     fs.writeFileSync(path.join(lower, 'f'), 'low\n');
     // With Node unreachable, only what the launcher does alone can succeed.
     const noNode = { ...d.env, SNAPFS_NODE: '/bin/false' };
-    const launch = (args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stderr: string }> =>
-      new Promise((resolve) => execFile(LAUNCHER, args, { env }, (err, _out, stderr) => resolve({ code: err === null ? 0 : Number(err.code), stderr })));
+    const launch = (args: string[], env: NodeJS.ProcessEnv): Promise<CliResult> => command([LAUNCHER, ...args], { env });
     try {
       assert.equal((await launch(['-o', `lowerdir=${lower}`, first], noNode)).code, 1, 'no daemon yet: passed on to Node, which is /bin/false');
       assert.equal(isMountPoint(first), false);
@@ -425,10 +420,8 @@ describe("one mount daemon serves every mount of its user", { skip: process.getu
     try {
       await sh('mkdir -p layers/lower layers/upper layers/work && echo nested > layers/lower/f', outer);
       const options = `lowerdir=${outer}/layers/lower,upperdir=${outer}/layers/upper,workdir=${outer}/layers/work`;
-      const launched = await new Promise<number>((resolve) =>
-        execFile(LAUNCHER, ['-o', options, inner], { env: { ...d.env, SNAPFS_NODE: '/bin/false' } }, (err) => resolve(err === null ? 0 : Number(err.code))),
-      );
-      assert.equal(launched, 1, 'the launcher passes it on');
+      const launched = await command([LAUNCHER, '-o', options, inner], { env: { ...d.env, SNAPFS_NODE: '/bin/false' } });
+      assert.equal(launched.code, 1, 'the launcher passes it on');
       await d.mountO(options, inner);
       assert.equal(await sh('cat f && echo written > g && cat g', inner), 'nested\nwritten\n');
       assert.deepEqual((await d.mounted()).map((m) => m.mountpoint), [outer], 'the daemon serves the outer mount only');

@@ -1,20 +1,17 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Daemons } from '../support/daemon-helpers';
-import { tempDir } from '../support/helpers';
+import { command, tempDir, type CliResult } from '../support/helpers';
 import { run, unmountAll } from '../support/mount-helpers';
 
 const isRoot = process.getuid?.() === 0;
 const LIMIT = 1 << 20;
 
 /** A shell command in `cwd` (a mount: never touched from this process); its exit code and stderr. */
-function sh(script: string, cwd: string): Promise<{ code: number; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile('sh', ['-c', script], { cwd }, (err, _stdout, stderr) => resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, stderr }));
-  });
+function sh(script: string, cwd: string): Promise<CliResult> {
+  return command(['sh', '-c', script], { cwd });
 }
 
 describe("an active snapshot held to containerd's max-size label: writes past it are ENOSPC", { skip: !isRoot && 'mount -t fuse.snapfs needs root' }, () => {

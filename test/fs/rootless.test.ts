@@ -1,23 +1,15 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CLI, tempDir } from '../support/helpers';
+import { CLI, command, tempDir, type CliResult } from '../support/helpers';
 import { serveMinimal, unmountAll } from '../support/mount-helpers';
 
 const NOBODY = 65534;
 
 /** Runs a command as uid/gid 65534 with a clean environment. */
-function asNobody(cmd: string[], opts: { home: string }): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      'setpriv',
-      [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', 'env', '-i', `PATH=${process.env.PATH}`, `HOME=${opts.home}`, ...cmd],
-      { cwd: opts.home, timeout: 30_000 },
-      (err, stdout, stderr) => resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, stdout, stderr }),
-    );
-  });
+function asNobody(cmd: string[], opts: { home: string }): Promise<CliResult> {
+  return command(['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', 'env', '-i', `PATH=${process.env.PATH}`, `HOME=${opts.home}`, ...cmd], { cwd: opts.home, timeout: 30_000 });
 }
 
 describe('rootless: an unprivileged user mounts snapshots of its own root', { skip: process.getuid?.() !== 0 && 'needs root to create the unprivileged user' }, () => {

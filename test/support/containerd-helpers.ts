@@ -1,13 +1,11 @@
-import { execFile, execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { command, type CliResult } from './helpers';
 
-export interface CtrResult {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
+/** What a ctr command gave. */
+export type CtrResult = CliResult;
 
 export interface Containerd {
   readonly address: string;
@@ -84,12 +82,7 @@ export async function startContainerd(dir: string, snapfsSocket: string): Promis
   const proc = spawn('containerd', ['--config', config], { stdio: ['ignore', out, out] });
   fs.closeSync(out);
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-  const ctr: Containerd['ctr'] = (args, timeoutMs = 120_000) =>
-    new Promise((resolve) =>
-      execFile('ctr', ['--address', address, '--namespace', 'test', ...args], { timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) =>
-        resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, stdout, stderr }),
-      ),
-    );
+  const ctr: Containerd['ctr'] = (args, timeoutMs = 120_000) => command(['ctr', '--address', address, '--namespace', 'test', ...args], { timeout: timeoutMs });
   const run = runOnceMoreOnEchild(ctr);
   const log = (): string => fs.readFileSync(logFile, 'utf8');
   const deadline = Date.now() + 30_000;

@@ -18,23 +18,19 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs the snapfs CLI in a child process. */
-export function snapfs(
-  root: string,
-  args: readonly string[],
-  opts: { env?: NodeJS.ProcessEnv } = {},
-): Promise<CliResult> {
+/** Runs `argv` in a child process; never throws: its exit code (137 if SIGKILL ended it, 1 for another signal or a failure to start), stdout and stderr. */
+export function command(argv: readonly string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; timeout?: number } = {}): Promise<CliResult> {
   return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [CLI, '--root', root, ...args],
-      { env: { ...process.env, ...opts.env }, maxBuffer: 64 << 20 },
-      (err, stdout, stderr) => {
-        const code = err === null ? 0 : typeof err.code === 'number' ? err.code : err.signal === 'SIGKILL' ? 137 : 1;
-        resolve({ code, stdout, stderr });
-      },
-    );
+    execFile(argv[0]!, argv.slice(1), { maxBuffer: 64 << 20, ...opts, encoding: 'utf8' }, (err, stdout, stderr) => {
+      const code = err === null ? 0 : typeof err.code === 'number' ? err.code : err.signal === 'SIGKILL' ? 137 : 1;
+      resolve({ code, stdout, stderr });
+    });
   });
+}
+
+/** Runs the snapfs CLI in a child process. */
+export function snapfs(root: string, args: readonly string[], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
+  return command([process.execPath, CLI, '--root', root, ...args], { env: { ...process.env, ...opts.env } });
 }
 
 /** Like snapfs(), but fails unless the command succeeds; returns stdout. */

@@ -1,19 +1,11 @@
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CLI, rootState, type CliResult } from './helpers';
+import { CLI, command, rootState, type CliResult } from './helpers';
 
 /** `snapfs --root ROOT ARGS...` as user nobody (65534), without root's powers. */
 export function asNobody(root: string, args: readonly string[], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
-  return new Promise((resolve) => {
-    execFile(
-      'setpriv',
-      ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, '--root', root, ...args],
-      { env: { ...process.env, ...opts.env }, maxBuffer: 64 << 20 },
-      (err, stdout, stderr) => resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, stdout, stderr }),
-    );
-  });
+  return command(['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, '--root', root, ...args], { env: { ...process.env, ...opts.env } });
 }
 
 /** A directory that user nobody owns, inside `parent` (which nobody must be able to search). */

@@ -1,20 +1,13 @@
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { command, type CliResult } from './helpers';
 
-export interface CommandResult {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
+export type CommandResult = CliResult;
 
 /** Runs argv; never throws. */
 function runCommand(argv: readonly string[], timeoutMs = 120_000): Promise<CommandResult> {
-  return new Promise((resolve) =>
-    execFile(argv[0]!, argv.slice(1), { timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) =>
-      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, stdout, stderr }),
-    ),
-  );
+  return command(argv, { timeout: timeoutMs });
 }
 
 /** Where podman, buildah, runc, conmon, newuidmap and mount(8) are, whoever runs them. */

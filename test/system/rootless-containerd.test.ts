@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chainIds } from '../../src/layertar/image';
 import { buildBusyboxImage, runOnceMoreOnEchild, type Containerd, type CtrResult } from '../support/containerd-helpers';
-import { CLI, tempDir } from '../support/helpers';
+import { CLI, command, tempDir } from '../support/helpers';
 import { NOBODY, PrivateMountNamespace, userName } from '../support/podman-helpers';
 
 const SCRIPT = path.resolve(__dirname, '..', '..', '..', 'scripts', 'rootless-containerd');
@@ -74,12 +74,7 @@ describe('rootless containerd on snapfs under RootlessKit (scripts/rootless-cont
     ...(HAS_TUN ? [] : ['SNAPFS_ROOTLESS_NET=host']),
     ...cmd,
   ];
-  const exec = (argv: readonly string[], timeoutMs = 120_000): Promise<CtrResult> =>
-    new Promise((resolve) =>
-      execFile(argv[0]!, argv.slice(1), { cwd: home, timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) =>
-        resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, stdout, stderr }),
-      ),
-    );
+  const exec = (argv: readonly string[], timeoutMs = 120_000): Promise<CtrResult> => command(argv, { cwd: home, timeout: timeoutMs });
   /** Runs `cmd` as nobody in the test's mount namespace. */
   const inNamespace = (cmd: readonly string[], timeoutMs?: number): Promise<CtrResult> => exec(ns.enter(asNobody(cmd)), timeoutMs);
   const script = (...args: string[]): Promise<CtrResult> => inNamespace([SCRIPT, ...args]);

@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { tempDir } from '../support/helpers';
+import { command, tempDir, type CliResult } from '../support/helpers';
 
 const SRC = path.resolve(__dirname, '..', '..', 'src');
 /** Prints, as JSON, the places a process takes for its own by default. */
@@ -20,14 +19,9 @@ const asRoot = process.getuid?.() === 0;
  * without privileges, as rootless podman runs its mount program: as root,
  * the user is 65534 (setpriv); otherwise the caller.
  */
-function defaultsInUserNamespace(env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
+function defaultsInUserNamespace(env: NodeJS.ProcessEnv): Promise<CliResult> {
   const inNamespace = ['unshare', '--user', '--map-root-user', process.execPath, '-e', DEFAULTS];
-  const command = asRoot ? ['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', ...inNamespace] : inNamespace;
-  return new Promise((resolve) =>
-    execFile(command[0]!, command.slice(1), { env }, (err, stdout, stderr) =>
-      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, stdout, stderr }),
-    ),
-  );
+  return command(asRoot ? ['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', ...inNamespace] : inNamespace, { env });
 }
 
 describe('the places a process takes by default', () => {
