@@ -3,10 +3,9 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CLI, ok, tempDir } from '../support/helpers';
+import { CLI, NOBODY, ok, tempDir } from '../support/helpers';
 import { run, unmountAll } from '../support/mount-helpers';
 
-const NOBODY = 65534;
 /** Root's runtime directory, where its mount daemons keep their sockets, pid files and logs. */
 const ROOT_MOUNTS = '/run/snapfs/mounts';
 

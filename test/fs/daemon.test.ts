@@ -7,10 +7,9 @@ import { daemonStats } from '../../src/mount/daemon-stats';
 import { O_PATH } from '../../src/native/sys';
 import { exchangeAsync } from '../../src/native/unix';
 import { Daemons } from '../support/daemon-helpers';
-import { CLI, command, layerDirOf, tempDir, type CliResult } from '../support/helpers';
+import { CLI, type CliResult, command, layerDirOf, NOBODY, tempDir } from '../support/helpers';
 import { describeTree, run, unmountAll } from '../support/mount-helpers';
 
-const NOBODY = 65534;
 /** The installed snapfs command (src/native/launcher.c). */
 const LAUNCHER = path.resolve(__dirname, '..', '..', '..', 'src', 'native', 'build', 'Release', 'snapfs-launcher');
 

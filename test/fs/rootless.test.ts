@@ -2,10 +2,9 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CLI, command, tempDir, type CliResult } from '../support/helpers';
+import { CLI, type CliResult, command, NOBODY, tempDir } from '../support/helpers';
 import { serveMinimal, unmountAll } from '../support/mount-helpers';
 
-const NOBODY = 65534;
 
 /** Runs a command as uid/gid 65534 with a clean environment. */
 function asNobody(cmd: string[], opts: { home: string }): Promise<CliResult> {

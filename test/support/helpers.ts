@@ -12,6 +12,9 @@ export function tempDir(prefix = 'snapfs-test-'): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
+/** The user without privileges the tests run things as: nobody. */
+export const NOBODY = 65534;
+
 export interface CliResult {
   code: number;
   stdout: string;

@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CLI, command, rootState, type CliResult } from './helpers';
+import { CLI, command, NOBODY, rootState, type CliResult } from './helpers';
 
 /** `snapfs --root ROOT ARGS...` as user nobody (65534), without root's powers. */
 export function asNobody(root: string, args: readonly string[], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
-  return command(['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, '--root', root, ...args], { env: { ...process.env, ...opts.env } });
+  return command(['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', process.execPath, CLI, '--root', root, ...args], { env: { ...process.env, ...opts.env } });
 }
 
 /** A directory that user nobody owns, inside `parent` (which nobody must be able to search). */

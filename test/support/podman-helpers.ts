@@ -13,8 +13,6 @@ function runCommand(argv: readonly string[], timeoutMs = 120_000): Promise<Comma
 /** Where podman, buildah, runc, conmon, newuidmap and mount(8) are, whoever runs them. */
 const PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
-/** The uid and gid that rootless tests run as, as test/fs/rootless.test.ts does. */
-export const NOBODY = 65534;
 
 /** The subordinate ids the rootless user gets, in the namespace's own /etc/subuid and /etc/subgid. */
 const SUBORDINATE_IDS = { first: 100_000, count: 65_536 };

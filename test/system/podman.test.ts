@@ -3,8 +3,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { buildBusyboxImage } from '../support/containerd-helpers';
-import { tempDir } from '../support/helpers';
-import { ContainerTools, NOBODY, PrivateMountNamespace, userName, type CommandResult } from '../support/podman-helpers';
+import { NOBODY, tempDir } from '../support/helpers';
+import { ContainerTools, PrivateMountNamespace, userName, type CommandResult } from '../support/podman-helpers';
 
 const MOUNT_PROGRAM = '/usr/local/bin/snapfs';
 const IMAGE = 'localhost/snapfs-busybox:test';

@@ -5,8 +5,8 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chainIds } from '../../src/layertar/image';
 import { buildBusyboxImage, runOnceMoreOnEchild, type Containerd, type CtrResult } from '../support/containerd-helpers';
-import { CLI, command, tempDir } from '../support/helpers';
-import { NOBODY, PrivateMountNamespace, userName } from '../support/podman-helpers';
+import { CLI, command, NOBODY, tempDir } from '../support/helpers';
+import { PrivateMountNamespace, userName } from '../support/podman-helpers';
 
 const SCRIPT = path.resolve(__dirname, '..', '..', '..', 'scripts', 'rootless-containerd');
 const IMAGE = 'snapfs.test/busybox:rootless';

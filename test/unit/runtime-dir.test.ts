@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { command, tempDir, type CliResult } from '../support/helpers';
+import { type CliResult, command, NOBODY, tempDir } from '../support/helpers';
 
 const SRC = path.resolve(__dirname, '..', '..', 'src');
 /** Prints, as JSON, the places a process takes for its own by default. */
@@ -11,7 +11,6 @@ const DEFAULTS = `process.stdout.write(JSON.stringify({
   root: require(${JSON.stringify(path.join(SRC, 'snapshotter', 'root.js'))}).defaultRoot(),
   address: require(${JSON.stringify(path.join(SRC, 'grpc', 'options.js'))}).defaultAddress(),
 }))`;
-const NOBODY = 65534;
 const asRoot = process.getuid?.() === 0;
 
 /**
