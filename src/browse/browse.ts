@@ -57,8 +57,6 @@ export class BrowseFS implements FileSystem {
   private readonly bySerial = new Map<number, View>();
   private readonly freeSerials: number[] = [];
   private nextSerial = 1;
-  private readonly listings = new Map<number, DirEntry[]>();
-  private nextListing = 1;
   private readonly rootAttr: Attr;
   private readonly mountpoint: Buffer;
 
@@ -131,10 +129,15 @@ export class BrowseFS implements FileSystem {
     view?.tree.fs.release(req, ino % SPAN, fh);
   }
 
-  opendir(req: Request, ino: number): Opened {
+  /** The kernel keeps the listings of snapshots' directories, not those of the two it lists from the root's metadata (they change as snapshots come and go). */
+  opendir(_req: Request, ino: number): Opened {
+    return { fh: 0, keepCache: ino !== ROOT && ino !== LAYERS };
+  }
+
+  readdir(req: Request, ino: number): DirEntry[] {
     if (ino !== ROOT && ino !== LAYERS) {
       const [view, inner] = this.inside(ino);
-      return view.tree.fs.opendir(req, inner);
+      return view.tree.fs.readdir(req, inner).map((d) => ({ ...d, ino: view.serial * SPAN + d.ino }));
     }
     const dots: DirEntry[] = ['.', '..'].map((n) => ({ name: Buffer.from(n), ino: ROOT, mode: fs.constants.S_IFDIR }));
     const extra: DirEntry[] = ino === ROOT ? [{ name: Buffer.from(LAYERS_DIR), ino: LAYERS, mode: fs.constants.S_IFDIR }] : [];
@@ -144,20 +147,7 @@ export class BrowseFS implements FileSystem {
     } catch {
       fail(E.EIO);
     }
-    const fh = this.nextListing++;
-    this.listings.set(fh, [...dots, ...extra, ...names.map((n) => ({ name: Buffer.from(n), ino: ROOT, mode: fs.constants.S_IFDIR }))]);
-    return { fh };
-  }
-
-  readdir(req: Request, ino: number, fh: number): DirEntry[] {
-    if (ino === ROOT || ino === LAYERS) return this.listings.get(fh) ?? fail(E.EBADF);
-    const [view, inner] = this.inside(ino);
-    return view.tree.fs.readdir(req, inner, fh).map((d) => ({ ...d, ino: view.serial * SPAN + d.ino }));
-  }
-
-  releasedir(req: Request, ino: number, fh: number): void {
-    if (ino === ROOT || ino === LAYERS) return void this.listings.delete(fh);
-    this.bySerial.get(Math.floor(ino / SPAN))?.tree.fs.releasedir(req, ino % SPAN, fh);
+    return [...dots, ...extra, ...names.map((n) => ({ name: Buffer.from(n), ino: ROOT, mode: fs.constants.S_IFDIR }))];
   }
 
   getxattr(req: Request, ino: number, name: Buffer): Buffer {

@@ -131,11 +131,18 @@ export interface FileSystem {
   getxattr?(req: Request, ino: number, name: Buffer): Answer<Buffer>;
   listxattr?(req: Request, ino: number): Answer<readonly Buffer[]>;
   removexattr?(req: Request, ino: number, name: Buffer): Answer<void>;
+  /**
+   * Without it, directories are opened by the kernel alone (no OPENDIR or
+   * RELEASEDIR is ever sent), each listing asked for with handle 0, and
+   * every listing kept by the kernel until the directory changes: for file
+   * systems whose directories change only through the mount.
+   */
   opendir?(req: Request, ino: number, flags: number): Answer<Opened>;
   /**
-   * The whole listing of an open directory, `.` and `..` included; the
-   * session hands it out from the kernel's offset. (Asked for each READDIR:
-   * keep it with the handle.) For readdirplus, each entry is also looked up.
+   * The whole listing of a directory, `.` and `..` included, asked for as
+   * a listing starts (offset 0); the session hands it out from the
+   * kernel's offsets until the listing ends. For readdirplus, each entry
+   * is also looked up.
    */
   readdir?(req: Request, ino: number, fh: number): Answer<readonly DirEntry[]>;
   releasedir?(req: Request, ino: number, fh: number): Answer<void>;
@@ -213,6 +220,9 @@ export class Session {
   private readonly native: Native;
   private readonly buf = requestBuffer();
   private closed = false;
+  /** Listings being read, by directory handle, and by node for directories opened without one. */
+  private readonly byHandle = new Map<number, readonly DirEntry[]>();
+  private readonly byNode = new Map<number, readonly DirEntry[]>();
 
   constructor(
     fd: number,
@@ -303,10 +313,10 @@ export class Session {
       case Op.DESTROY:
         return this.reply(u);
       case Op.FORGET:
-        return fs.forget?.(ino, u64(buf, 0));
+        return this.forget(ino, u64(buf, 0));
       case Op.BATCH_FORGET: {
         const count = u32(buf, 0);
-        for (let i = 0; i < count; i++) fs.forget?.(u64(buf, 8 + i * 16), u64(buf, 16 + i * 16));
+        for (let i = 0; i < count; i++) this.forget(u64(buf, 8 + i * 16), u64(buf, 16 + i * 16));
         return;
       }
       case Op.LOOKUP:
@@ -396,9 +406,9 @@ export class Session {
         if (fs.removexattr === undefined) return nosys();
         return this.settle(u, () => fs.removexattr!(req, ino, name(0)), ok);
       case Op.OPENDIR: {
-        // Without opendir, a directory is opened as itself: handle 0.
+        // ENOSYS: the kernel opens directories itself from now on, keeping what it lists.
         const flags = u32(buf, 0);
-        if (fs.opendir === undefined) return this.reply(u, openOut(0, 0));
+        if (fs.opendir === undefined) return nosys();
         return this.settle(u, () => fs.opendir!(req, ino, flags), (o) => openOut(o.fh, openFlags(o, true)));
       }
       case Op.READDIR:
@@ -407,11 +417,14 @@ export class Session {
         const fh = u64(buf, 0);
         const offset = u64(buf, 8);
         const size = u32(buf, 16);
-        if (h.opcode === Op.READDIR) return this.settle(u, () => fs.readdir!(req, ino, fh), (list) => listing(list, offset, size));
-        return this.settle(u, () => then(fs.readdir!(req, ino, fh), (list) => this.listingPlus(req, ino, list, offset, size)), (packed) => packed);
+        if (h.opcode === Op.READDIR) return this.settle(u, () => this.listing(req, ino, fh, offset), (list) => listing(list, offset, size));
+        return this.settle(u, () => then(this.listing(req, ino, fh, offset), (list) => this.listingPlus(req, ino, list, offset, size)), (packed) => packed);
       }
-      case Op.RELEASEDIR:
-        return this.settle(u, () => fs.releasedir?.(req, ino, u64(buf, 0)), ok);
+      case Op.RELEASEDIR: {
+        const fh = u64(buf, 0);
+        this.byHandle.delete(fh);
+        return this.settle(u, () => fs.releasedir?.(req, ino, fh), ok);
+      }
       case Op.FSYNCDIR:
         if (fs.fsyncdir === undefined) return nosys();
         return this.settle(u, () => fs.fsyncdir!(req, ino, u64(buf, 0), (u32(buf, 8) & FUSE_FSYNC_FDATASYNC) !== 0), ok);
@@ -419,6 +432,29 @@ export class Session {
         // FLUSH among them: nothing is buffered here, and ENOSYS stops the kernel asking.
         return nosys();
     }
+  }
+
+  private forget(ino: number, nlookup: number): void {
+    this.byNode.delete(ino);
+    this.fs.forget?.(ino, nlookup);
+  }
+
+  /**
+   * The listing a READDIR at `offset` reads from: asked of the file system
+   * as a listing starts, then kept until the kernel reads past its end (it
+   * always does: an empty answer is its end), the directory is released,
+   * or, opened without a handle, forgotten.
+   */
+  private listing(req: Request, ino: number, fh: number, offset: number): Answer<readonly DirEntry[]> {
+    const kept = fh === 0 ? this.byNode : this.byHandle;
+    const key = fh === 0 ? ino : fh;
+    const held = offset === 0 ? undefined : kept.get(key);
+    const keep = (list: readonly DirEntry[]): readonly DirEntry[] => {
+      if (offset < list.length) kept.set(key, list);
+      else kept.delete(key);
+      return list;
+    };
+    return held !== undefined ? keep(held) : then(this.fs.readdir!(req, ino, fh), keep);
   }
 
   private init(unique: number): void {

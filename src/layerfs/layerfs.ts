@@ -99,9 +99,6 @@ export class LayerFS implements FileSystem {
   private readonly io = new IoModes();
   /** Handles open per node: a file unlinked while open is kept through a descriptor of its own. */
   private readonly openCount = new Map<number, number>();
-  /** Open directories: their listing, made when first read (the kernel may have it kept already). */
-  private readonly listings = new Map<number, { dir: Inode; list?: DirEntry[] }>();
-  private nextListing = 1;
   private readonly groups = new Map<number, LinkGroup>();
   private readonly copier: Copier | undefined;
   /** The upper layer's space, when limited (the session counts writes in it too). */
@@ -265,27 +262,16 @@ export class LayerFS implements FileSystem {
     else fs.fsyncSync(fh);
   }
 
-  opendir(_req: Request, ino: number): Opened {
+  // No opendir: the kernel opens directories itself and keeps what it lists. A listing changes
+  // only through this mount (one writer per upper layer), and every change made through it makes
+  // the kernel list again.
+
+  /** A directory's merged listing, `.` and `..` first. */
+  readdir(_req: Request, ino: number): DirEntry[] {
     const dir = this.tree.inode(ino);
     if (!dir.isDir) fail(E.ENOTDIR);
-    const fh = this.nextListing++;
-    this.listings.set(fh, { dir });
-    // The kernel may keep what it read: a listing changes only through this mount (one writer
-    // per upper layer), and every change made through it makes the kernel read the listing again.
-    return { fh, keepCache: true };
-  }
-
-  readdir(_req: Request, _ino: number, fh: number): DirEntry[] {
-    const open = this.listings.get(fh) ?? fail(E.EBADF);
-    if (open.list !== undefined) return open.list;
     const dot = (name: string, of: Inode): DirEntry => ({ name: Buffer.from(name), ino: this.tree.numbers.shown(of.number), mode: 0o040000 });
-    const { dir } = open;
-    open.list = [dot('.', dir), dot('..', dir.parent ?? dir), ...this.tree.readdir(dir).map((e) => ({ name: e.name, ino: e.ino, mode: e.type << 12 }))];
-    return open.list;
-  }
-
-  releasedir(_req: Request, _ino: number, fh: number): void {
-    this.listings.delete(fh);
+    return [dot('.', dir), dot('..', dir.parent ?? dir), ...this.tree.readdir(dir).map((e) => ({ name: e.name, ino: e.ino, mode: e.type << 12 }))];
   }
 
   /** The merged names of a directory, without opening it (for in-process readers). */

@@ -42,14 +42,7 @@ describe('LayerFS in process', () => {
   });
 
   const lookup = (parent: number, name: string | Buffer): number => fsys.lookup(req, parent, typeof name === 'string' ? Buffer.from(name) : name).ino;
-  const names = (ino: number): string[] => {
-    const { fh } = fsys.opendir(req, ino);
-    try {
-      return fsys.readdir(req, ino, fh).map((e) => e.name.toString('latin1')).sort();
-    } finally {
-      fsys.releasedir(req, ino, fh);
-    }
-  };
+  const names = (ino: number): string[] => fsys.readdir(req, ino).map((e) => e.name.toString('latin1')).sort();
   /** Whether the upper layer hides `name` below it, in either form (the kernel's as root, fuse-overlayfs's without). */
   const whitedOut = (name: string): boolean => {
     if (fs.existsSync(path.join(upper, `.wh.${name}`))) return true;
@@ -137,14 +130,7 @@ describe('LayerFS in process: inode numbers', () => {
   });
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const shown = (fsys: LayerFS, name: string): number => fsys.lookup(req, ROOT, Buffer.from(name)).attr!.ino;
-  const listed = (fsys: LayerFS): Record<string, number> => {
-    const { fh } = fsys.opendir(req, ROOT);
-    try {
-      return Object.fromEntries(fsys.readdir(req, ROOT, fh).map((e) => [e.name.toString(), e.ino]));
-    } finally {
-      fsys.releasedir(req, ROOT, fh);
-    }
-  };
+  const listed = (fsys: LayerFS): Record<string, number> => Object.fromEntries(fsys.readdir(req, ROOT).map((e) => [e.name.toString(), e.ino]));
 
   it("shows each file's own inode number in its layer, in stat and in listings, the same in every mount", () => {
     const lowerIno = Number(fs.statSync(path.join(dir, 'lower', 'a')).ino);
@@ -203,14 +189,12 @@ describe('LayerFS in process: RENAME_EXCHANGE', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
   const lookup = (parent: number, name: string): number => fsys.lookup(req, parent, Buffer.from(name)).ino;
-  const names = (ino: number): string[] => {
-    const { fh } = fsys.opendir(req, ino);
-    try {
-      return fsys.readdir(req, ino, fh).map((e) => e.name.toString('latin1')).filter((n) => n !== '.' && n !== '..').sort();
-    } finally {
-      fsys.releasedir(req, ino, fh);
-    }
-  };
+  const names = (ino: number): string[] =>
+    fsys
+      .readdir(req, ino)
+      .map((e) => e.name.toString('latin1'))
+      .filter((n) => n !== '.' && n !== '..')
+      .sort();
   const exchange = (a: string, c: string, parentA = ROOT, parentC = ROOT): unknown => fsys.rename(req, parentA, Buffer.from(a), parentC, Buffer.from(c), EXCHANGE);
 
   it('two lower files swap, each keeping its node', async () => {
