@@ -285,16 +285,19 @@ export class LayerFS implements FileSystem {
     const { dir, up } = this.makeRoom(parent, name);
     const fd = sys.openAt(up, name, (flags & ~OPEN_IGNORED) | C.O_CREAT | C.O_EXCL, mode);
     let inode: Inode;
+    let st: Stat;
     try {
       this.giveToCaller(up, name, req);
-      inode = this.tree.adopt(dir, name, 0, statAt(up, name) ?? fail(E.ENOENT), []);
+      st = fstat(fd);
+      inode = this.tree.adopt(dir, name, 0, st, []);
     } catch (err) {
       fs.closeSync(fd);
       sys.unlinkAt(up, name, false);
       throw err;
     }
     this.handOut(fd, inode.ino);
-    return { entry: this.entry(inode), opened: { fh: fd, keepCache: true, ...this.io.opened(inode.ino, fd, 0, false) } };
+    // Just made where `st` was taken: the entry's attributes are those.
+    return { entry: this.entry(inode, st), opened: { fh: fd, keepCache: true, ...this.io.opened(inode.ino, fd, 0, false) } };
   }
 
   mkdir(req: Request, parent: number, name: Buffer, mode: number): Entry {
@@ -758,7 +761,7 @@ export class LayerFS implements FileSystem {
     }
     const st = statAt(up, name) ?? fail(E.ENOENT);
     this.space?.add(st.blocks * 512);
-    return this.entry(this.tree.adopt(dir, name, 0, st, isDirectory ? [0] : []));
+    return this.entry(this.tree.adopt(dir, name, 0, st, isDirectory ? [0] : []), st);
   }
 
   /** A new entry belongs to whoever made it; its group is the directory's in a set-group-ID one. */
@@ -833,8 +836,7 @@ export class LayerFS implements FileSystem {
   }
 
   /** An answer with an entry: the kernel counts it as one lookup. */
-  private entry(inode: Inode): Entry {
-    const st = this.tree.stat(inode);
+  private entry(inode: Inode, st = this.tree.stat(inode)): Entry {
     this.tree.counted(inode);
     return { ino: inode.ino, attr: this.attr(inode, st), entryTimeout: this.cache, attrTimeout: this.attrTimeout(st) };
   }
