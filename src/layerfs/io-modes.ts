@@ -1,4 +1,14 @@
 import type { Backing } from '../fuse/session';
+import { fstat } from '../native/sys';
+
+/**
+ * Files smaller than this are read through the page cache, not passed
+ * through: the one or two reads of such a file cost fewer requests than
+ * passthrough does, since a passed-through read makes the kernel ask for
+ * the file's attributes again at its next stat, and registering a backing
+ * file costs two more system calls per open.
+ */
+export const PASSTHROUGH_MIN_BYTES = 1 << 20;
 
 /** How one open file is read and written. */
 type Mode = 'cached' | 'passthrough';
@@ -18,7 +28,7 @@ interface NodeIo {
  * per node at a time, and fails with EIO an open of a node passed through
  * that is not passed through to the same file, or one passed through while
  * the node is open through the page cache. So a read-only open is passed through while its
- * node has no cached opens; an open that cannot be passed through to the
+ * node has no cached opens (and the file is big enough to gain by it); an open that cannot be passed through to the
  * node's backing file (a writer's, whose copy-up made another file of it,
  * or a reader's after that copy-up) is made on a new node (LayerFS, with
  * Tree.split); the rest is cached. Writes are never passed through: a
@@ -29,6 +39,9 @@ export class IoModes {
   private enabled = false;
   private readonly nodes = new Map<number, NodeIo>();
   private readonly handles = new Map<number, { readonly ino: number; readonly mode: Mode }>();
+
+  /** minBytes: the smallest file passed through (PASSTHROUGH_MIN_BYTES). */
+  constructor(private readonly minBytes = PASSTHROUGH_MIN_BYTES) {}
 
   /** The kernel agreed to passthrough. */
   enable(backing: Backing): void {
@@ -49,7 +62,8 @@ export class IoModes {
       this.nodes.set(ino, node);
     }
     if (readOnly && node.cached === 0) {
-      if (node.passthrough === undefined) {
+      // A node passed through already is joined, whatever its size: the kernel takes one mode per node.
+      if (node.passthrough === undefined && fstat(fd).size >= this.minBytes) {
         const id = this.register(fd);
         if (id !== undefined) node.passthrough = { id, copy, opens: 0 };
       }

@@ -59,6 +59,8 @@ export interface LayerFSOptions {
    * bits go on writes the kernel does not see as changes of the mode.
    */
   readonly cacheSeconds?: number;
+  /** The smallest file a read-only open passes through, where the kernel agreed to passthrough (io-modes.ts). */
+  readonly passthroughMinBytes?: number;
 }
 
 export type { TreeOptions };
@@ -96,7 +98,7 @@ export class LayerFS implements FileSystem {
   /** Descriptors handed out as handles, by the node they are of. */
   private readonly files = new Map<number, number>();
   /** How each open file is read and written: through the page cache, or passed through. */
-  private readonly io = new IoModes();
+  private readonly io: IoModes;
   /** Handles open per node: a file unlinked while open is kept through a descriptor of its own. */
   private readonly openCount = new Map<number, number>();
   private readonly groups = new Map<number, LinkGroup>();
@@ -122,6 +124,7 @@ export class LayerFS implements FileSystem {
     this.uids = opts.uids ?? IDENTITY;
     this.gids = opts.gids ?? IDENTITY;
     this.cache = opts.cacheSeconds ?? DAY;
+    this.io = new IoModes(opts.passthroughMinBytes);
     this.tree = new Tree(layers, opts);
     this.format = this.tree.work === undefined ? undefined : upperFormat(this.tree.work);
     this.copier = this.tree.work === undefined ? undefined : new Copier(this.tree.work);

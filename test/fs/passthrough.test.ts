@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Backing, Request } from '../../src/fuse/session';
+import { PASSTHROUGH_MIN_BYTES } from '../../src/layerfs/io-modes';
 import { LayerFS } from '../../src/layerfs/layerfs';
 import { Daemons } from '../support/daemon-helpers';
 import { tempDir } from '../support/helpers';
@@ -38,7 +39,8 @@ describe('FUSE passthrough: which opens pass through, in process', () => {
     const [lower, upper, work] = ['lower', 'upper', 'work'].map((d) => path.join(dir, d)) as [string, string, string];
     for (const d of [lower, upper, work]) fs.mkdirSync(d);
     for (const n of ['shared', 'written', 'busy', 'chmodded']) fs.writeFileSync(path.join(lower, n), `${n}\n`);
-    fsys = new LayerFS({ lowers: [lower], upper, work });
+    // Every file passed through, however small: what the kernel allows is the same for all.
+    fsys = new LayerFS({ lowers: [lower], upper, work }, { passthroughMinBytes: 0 });
     backing = new FakeBacking();
     fsys.passthrough(backing);
   });
@@ -107,6 +109,26 @@ describe('FUSE passthrough: which opens pass through, in process', () => {
     fsys.release(req, ino, later.fh);
   });
 
+  it('by default, a file smaller than PASSTHROUGH_MIN_BYTES is read through the page cache, and one of that size is passed through', async () => {
+    const lower = path.join(dir, 'lower');
+    fs.writeFileSync(path.join(lower, 'small'), Buffer.alloc(PASSTHROUGH_MIN_BYTES - 1));
+    fs.writeFileSync(path.join(lower, 'large'), Buffer.alloc(PASSTHROUGH_MIN_BYTES));
+    const sized = new LayerFS({ lowers: [lower] });
+    const fake = new FakeBacking();
+    sized.passthrough(fake);
+    try {
+      for (const [name, passed] of [['small', false], ['large', true]] as const) {
+        const ino = sized.lookup(req, ROOT, Buffer.from(name)).ino;
+        const opened = await sized.open(req, ino, C.O_RDONLY, false);
+        assert.equal(opened.backingId !== undefined, passed, name);
+        sized.release(req, ino, opened.fh);
+      }
+      assert.equal(fake.registered.length, 1);
+    } finally {
+      sized.close();
+    }
+  });
+
   it('a file the kernel refuses (ELOOP: stacked too deep) is served as before; EPERM stops asking', async () => {
     const { ino } = lookup('shared');
     backing.refuse = 'ELOOP';
@@ -137,7 +159,8 @@ describe('FUSE passthrough through a mount (root, Linux 6.9 and later)', { skip:
     layers = { lower: path.join(dir, 'lower'), upper: path.join(dir, 'upper'), work: path.join(dir, 'work') };
     for (const d of Object.values(layers)) fs.mkdirSync(d);
     fs.writeFileSync(path.join(layers.lower, 'big'), Buffer.alloc(64 << 20, 'x'));
-    fs.writeFileSync(path.join(layers.lower, 'log'), 'first\n');
+    // Big enough to be passed through; what the test reads is its last line, `first`.
+    fs.writeFileSync(path.join(layers.lower, 'log'), Buffer.concat([Buffer.alloc(PASSTHROUGH_MIN_BYTES - 6, '.'), Buffer.from('first\n')]));
     fs.copyFileSync('/bin/busybox', path.join(layers.lower, 'busybox'));
     fs.chmodSync(path.join(layers.lower, 'busybox'), 0o755);
   });
@@ -178,14 +201,15 @@ describe('FUSE passthrough through a mount (root, Linux 6.9 and later)', { skip:
     try {
       const script = [
         'import mmap, os, subprocess',
+        "at = os.path.getsize('log') - 6",
         "r = os.open('log', os.O_RDONLY)",
-        "print(os.pread(r, 100, 0))",
+        "print(os.pread(r, 100, at))",
         "with open('log', 'a') as w: w.write('second\\n')",
-        "print(os.pread(os.open('log', os.O_RDONLY), 100, 0))",
-        'print(os.pread(r, 100, 0))',
+        "print(os.pread(os.open('log', os.O_RDONLY), 100, at))",
+        'print(os.pread(r, 100, at))',
         "print(os.fstat(r).st_ino == os.stat('log').st_ino)",
-        "f = open('log', 'rb'); print(mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)[:])",
-        "print(subprocess.run(['./busybox', 'cat', 'log'], capture_output=True).stdout)",
+        "f = open('log', 'rb'); print(mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)[at:])",
+        "print(subprocess.run(['./busybox', 'tail', '-c', '13', 'log'], capture_output=True).stdout)",
       ].join('\n');
       const { stdout } = await run('python3', ['-c', script], { cwd: mnt });
       assert.equal(stdout, [
