@@ -206,7 +206,10 @@ export class LayerFS implements FileSystem {
 
   getxattr(_req: Request, ino: number, name: Buffer): Buffer {
     if (isPrivateXattr(name) && !this.tree.raw) fail(E.ENODATA);
-    return this.withPath(this.tree.inode(ino), (fd) => sys.getxattr(fd, name)) ?? fail(E.ENODATA);
+    // The kernel asks for security.capability before a file's first write and before a chown:
+    // by name in its directory, that is one system call.
+    const at = this.tree.place(this.tree.inode(ino));
+    return (at.name === '' ? sys.getxattr(at.dirfd, name) : sys.getxattrAt(at.dirfd, at.name, name)) ?? fail(E.ENODATA);
   }
 
   listxattr(_req: Request, ino: number): Buffer[] {
@@ -456,31 +459,39 @@ export class LayerFS implements FileSystem {
     return this.retrying(() => {
       const inode = this.tree.inode(ino);
       this.copyUp(inode);
-      const fd = this.tree.openPath(inode);
-      try {
-        if (set.uid !== undefined || set.gid !== undefined) {
-          const st = fstat(fd);
-          const uid = set.uid === undefined ? NO_CHANGE : this.uids.stored(set.uid) ?? fail(E.EINVAL);
-          const gid = set.gid === undefined ? NO_CHANGE : this.gids.stored(set.gid) ?? fail(E.EINVAL);
-          sys.chownAt(fd, '', uid === NO_CHANGE ? st.uid : uid, gid === NO_CHANGE ? st.gid : gid);
-        }
-        // After the owner: chown drops set-ID bits.
-        if (set.mode !== undefined) sys.chmodFd(fd, set.mode & 0o7777);
-        if (set.size !== undefined) this.truncate(fd, set, req);
-        if (set.atime !== undefined || set.mtime !== undefined) {
-          const [as, an] = timeArgs(set.atime);
-          const [ms, mn] = timeArgs(set.mtime);
-          sys.utimens(fd, as, an, ms, mn);
-        }
-        // chown(f, -1, -1) and the like change nothing but the change time.
-        if (set.touchCtime && set.uid === undefined && set.gid === undefined && set.mode === undefined && set.size === undefined && set.atime === undefined && set.mtime === undefined) {
-          sys.chownAt(fd, '', NO_CHANGE, NO_CHANGE);
-        }
-        const st = fstat(fd);
-        return { attr: this.attr(inode, st), timeout: this.attrTimeout(st) };
-      } finally {
-        fs.closeSync(fd);
+      // By name in its directory where it has one (the *at calls, never following a final
+      // symlink); a directory, or a file kept by a descriptor, through that descriptor.
+      const at = this.tree.place(inode);
+      if (set.uid !== undefined || set.gid !== undefined) {
+        const uid = set.uid === undefined ? NO_CHANGE : this.uids.stored(set.uid) ?? fail(E.EINVAL);
+        const gid = set.gid === undefined ? NO_CHANGE : this.gids.stored(set.gid) ?? fail(E.EINVAL);
+        sys.chownAt(at.dirfd, at.name, uid, gid);
       }
+      // After the owner: chown drops set-ID bits.
+      if (set.mode !== undefined) {
+        if (at.name === '') sys.chmodFd(at.dirfd, set.mode & 0o7777);
+        else sys.chmodAt(at.dirfd, at.name, set.mode & 0o7777);
+      }
+      if (set.size !== undefined) {
+        const fd = this.tree.openPath(inode);
+        try {
+          this.truncate(fd, set, req);
+        } finally {
+          fs.closeSync(fd);
+        }
+      }
+      if (set.atime !== undefined || set.mtime !== undefined) {
+        const [as, an] = timeArgs(set.atime);
+        const [ms, mn] = timeArgs(set.mtime);
+        if (at.name === '') sys.utimens(at.dirfd, as, an, ms, mn);
+        else sys.utimensAt(at.dirfd, at.name, as, an, ms, mn);
+      }
+      // chown(f, -1, -1) and the like change nothing but the change time.
+      if (set.touchCtime && set.uid === undefined && set.gid === undefined && set.mode === undefined && set.size === undefined && set.atime === undefined && set.mtime === undefined) {
+        sys.chownAt(at.dirfd, at.name, NO_CHANGE, NO_CHANGE);
+      }
+      const st = statAt(at.dirfd, at.name) ?? fail(E.ENOENT);
+      return { attr: this.attr(inode, st), timeout: this.attrTimeout(st) };
     });
   }
 

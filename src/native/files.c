@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -310,6 +311,116 @@ static napi_value js_utimens(napi_env env, napi_callback_info info) {
   size_t len;
   if (!get_bytes(env, argv[0], path, sizeof path, &len)) return NULL;
   if (utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW) != 0) return throw_errno(env, errno, "utimensat", path, len);
+  return NULL;
+}
+
+/*
+ * Entry `name` of a directory, itself (a final symlink not followed), in
+ * one system call where the kernel has one for it, and otherwise through
+ * an O_PATH descriptor of the entry and its magic link, as before.
+ * getxattrat came with Linux 6.13, fchmodat2 with 6.6; a kernel without one
+ * answers ENOSYS once, and is not asked again.
+ */
+#ifndef __NR_getxattrat
+#define __NR_getxattrat 464
+#endif
+#ifndef __NR_fchmodat2
+#define __NR_fchmodat2 452
+#endif
+
+struct xattr_args_v0 {
+  uint64_t value;
+  uint32_t size;
+  uint32_t flags;
+};
+
+static bool no_getxattrat;
+static bool no_fchmodat2;
+
+/* The entry's own O_PATH descriptor and its magic link, for the kernels without the *at calls; -1 and errno if none. */
+static int open_entry(int dirfd, const char *name, char *proc, size_t size) {
+  int fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (fd >= 0) proc_path(proc, size, fd);
+  return fd;
+}
+
+static ssize_t getxattr_at(int dirfd, const char *name, const char *attr, void *value, size_t size) {
+  if (!no_getxattrat) {
+    struct xattr_args_v0 args = { .value = (uint64_t) (uintptr_t) value, .size = (uint32_t) size };
+    long n = syscall(__NR_getxattrat, dirfd, name, AT_SYMLINK_NOFOLLOW, attr, &args, sizeof args);
+    if (n >= 0 || errno != ENOSYS) return (ssize_t) n;
+    no_getxattrat = true;
+  }
+  char proc[64];
+  int fd = open_entry(dirfd, name, proc, sizeof proc);
+  if (fd < 0) return -1;
+  ssize_t n = getxattr(proc, attr, value, size);
+  int err = errno;
+  close(fd);
+  errno = err;
+  return n;
+}
+
+/* getxattrAt(dirfd, name, attr) -> Buffer, or undefined when absent: of entry `name` itself. */
+static napi_value js_getxattr_at(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  char name[NAME_BYTES];
+  char attr[NAME_BYTES];
+  size_t len;
+  size_t attr_len;
+  if (!get_args(env, info, 3, argv) || !get_name(env, argv[1], name, &len, false) || !get_bytes(env, argv[2], attr, sizeof attr, &attr_len)) return NULL;
+  int dirfd = (int) get_int64(env, argv[0]);
+  for (;;) {
+    ssize_t size = getxattr_at(dirfd, name, attr, NULL, 0);
+    if (size < 0 && (errno == ENODATA || errno == ENOTSUP)) return NULL;
+    if (size < 0) return throw_errno(env, errno, "getxattrat", name, len);
+    char *data = malloc(size > 0 ? (size_t) size : 1);
+    if (data == NULL) return throw_errno(env, ENOMEM, "getxattrat", NULL, 0);
+    ssize_t got = getxattr_at(dirfd, name, attr, data, (size_t) size);
+    int err = errno;
+    napi_value result = NULL;
+    if (got >= 0) result = new_buffer(env, data, (size_t) got);
+    free(data);
+    if (got >= 0) return result;
+    if (err == ENODATA) return NULL;
+    if (err != ERANGE) return throw_errno(env, err, "getxattrat", name, len);
+  }
+}
+
+/* chmodAt(dirfd, name, mode): of entry `name` itself (a symlink answers EOPNOTSUPP, as Linux has no modes for them). */
+static napi_value js_chmod_at(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  char name[NAME_BYTES];
+  size_t len;
+  if (!get_args(env, info, 3, argv) || !get_name(env, argv[1], name, &len, false)) return NULL;
+  int dirfd = (int) get_int64(env, argv[0]);
+  mode_t mode = (mode_t) get_int64(env, argv[2]);
+  if (!no_fchmodat2) {
+    if (syscall(__NR_fchmodat2, dirfd, name, mode, AT_SYMLINK_NOFOLLOW) == 0) return NULL;
+    if (errno != ENOSYS) return throw_errno(env, errno, "fchmodat2", name, len);
+    no_fchmodat2 = true;
+  }
+  char proc[64];
+  int fd = open_entry(dirfd, name, proc, sizeof proc);
+  if (fd < 0) return throw_errno(env, errno, "openat", name, len);
+  int rc = chmod(proc, mode);
+  int err = errno;
+  close(fd);
+  if (rc != 0) return throw_errno(env, err, "chmod", name, len);
+  return NULL;
+}
+
+/* utimensAt(dirfd, name, atimeSec, atimeNsec, mtimeSec, mtimeNsec): of entry `name` itself; nsec may be UTIME_NOW or UTIME_OMIT. */
+static napi_value js_utimens_at(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  char name[NAME_BYTES];
+  size_t len;
+  if (!get_args(env, info, 6, argv) || !get_name(env, argv[1], name, &len, false)) return NULL;
+  struct timespec ts[2] = {
+    { .tv_sec = (time_t) get_int64(env, argv[2]), .tv_nsec = (long) get_int64(env, argv[3]) },
+    { .tv_sec = (time_t) get_int64(env, argv[4]), .tv_nsec = (long) get_int64(env, argv[5]) },
+  };
+  if (utimensat((int) get_int64(env, argv[0]), name, ts, AT_SYMLINK_NOFOLLOW) != 0) return throw_errno(env, errno, "utimensat", name, len);
   return NULL;
 }
 
@@ -730,6 +841,9 @@ void init_files(napi_env env, napi_value exports) {
   export_function(env, exports, "utimens", js_utimens);
   export_function(env, exports, "mknod", js_mknod);
   export_function(env, exports, "getxattr", js_getxattr);
+  export_function(env, exports, "getxattrAt", js_getxattr_at);
+  export_function(env, exports, "chmodAt", js_chmod_at);
+  export_function(env, exports, "utimensAt", js_utimens_at);
   export_function(env, exports, "setxattr", js_setxattr);
   export_function(env, exports, "removexattr", js_removexattr);
   export_function(env, exports, "listxattr", js_listxattr);

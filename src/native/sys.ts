@@ -32,6 +32,10 @@ interface Native {
   readlinkAt(dirfd: number, name: Name): Buffer;
   chownAt(dirfd: number, name: Name, uid: number, gid: number): void;
   chmodFd(fd: number, mode: number): void;
+  /** Of entry `name` of dirfd itself (a final symlink not followed): one system call where the kernel has it. */
+  chmodAt(dirfd: number, name: Name, mode: number): void;
+  utimensAt(dirfd: number, name: Name, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
+  getxattrAt(dirfd: number, name: Name, attr: Name): Buffer | undefined;
   utimens(target: number | Name, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
   mknod(file: Name, mode: number, major: number, minor: number): void;
   getxattr(target: number | Name, name: Name): Buffer | undefined;

@@ -207,6 +207,25 @@ describe('descriptor primitives: one name in one directory, nothing followed', (
     }
   });
 
+  it('chmodAt, utimensAt and getxattrAt change and read the entry named, a symlink itself, never its target', () => {
+    const before = fs.statSync(path.join(outside, 'secret'), { bigint: true });
+    assert.throws(() => sys.chmodAt(dirfd, 'secret-link', 0o777), { code: 'EOPNOTSUPP' });
+    sys.utimensAt(dirfd, 'secret-link', 5, 0, 9, 0);
+    assert.equal(fs.lstatSync(path.join(dir, 'secret-link')).mtimeMs, 9000);
+    const after = fs.statSync(path.join(outside, 'secret'), { bigint: true });
+    assert.deepEqual([after.mode, after.mtimeNs, after.ctimeNs], [before.mode, before.mtimeNs, before.ctimeNs]);
+    fs.writeFileSync(path.join(dir, 'attrs'), '');
+    sys.chmodAt(dirfd, 'attrs', 0o640);
+    assert.equal(fs.statSync(path.join(dir, 'attrs')).mode & 0o777, 0o640);
+    sys.utimensAt(dirfd, 'attrs', 0, sys.UTIME_OMIT, 11, 5);
+    assert.equal(fs.statSync(path.join(dir, 'attrs'), { bigint: true }).mtimeNs, 11_000_000_005n);
+    assert.equal(sys.getxattrAt(dirfd, 'attrs', 'user.absent'), undefined);
+    sys.setxattr(path.join(dir, 'attrs'), 'user.color', Buffer.from('blue'), 0);
+    assert.equal(sys.getxattrAt(dirfd, 'attrs', 'user.color')?.toString(), 'blue');
+    assert.throws(() => sys.getxattrAt(dirfd, 'gone', 'user.color'), { code: 'ENOENT' });
+    for (const name of ['..', 'sub/file', '']) assert.throws(() => sys.chmodAt(dirfd, name, 0o600), { code: 'EINVAL' }, name);
+  });
+
   it('openFile opens the data of regular files only: never a fifo (which would block), a device, a symlink or a directory', () => {
     sys.mknod(path.join(dir, 'fifo'), fs.constants.S_IFIFO | 0o666, 0, 0);
     assert.throws(() => sys.openFile(dirfd, 'fifo', fs.constants.O_RDONLY), { code: 'ENXIO' });
