@@ -317,7 +317,8 @@ static napi_value js_utimens(napi_env env, napi_callback_info info) {
 /*
  * Entry `name` of a directory, itself (a final symlink not followed), in
  * one system call where the kernel has one for it, and otherwise through
- * an O_PATH descriptor of the entry and its magic link, as before.
+ * an O_PATH descriptor of the entry and its magic link, as chmodFd and
+ * getxattr(target) go.
  * getxattrat came with Linux 6.13, fchmodat2 with 6.6; a kernel without one
  * answers ENOSYS once, and is not asked again.
  */
