@@ -181,7 +181,8 @@ export class LayerFS implements FileSystem {
     const found = isReservedName(name) && !this.tree.raw ? undefined : this.find(dir, name);
     if (found === undefined) return { ino: 0, entryTimeout: this.cache, attrTimeout: 0 };
     this.materialize(dir, name, found.inode, found.layer);
-    return this.entry(found.inode);
+    // What the lookup saw is the file's own where the node is that very entry (not a hard link's copy).
+    return this.entry(found.inode, this.tree.isAt(found.inode, dir, name, found.layer) ? found.st : undefined);
   }
 
   forget(ino: number, nlookup: number): void {
@@ -525,7 +526,7 @@ export class LayerFS implements FileSystem {
     if (!dir && child.isDir) fail(E.EISDIR);
     if (dir && this.tree.readdir(child).length > 0) fail(E.ENOTEMPTY);
     const hideBelow = this.tree.visibleBelow(p, name);
-    const st = this.tree.stat(child);
+    const st = this.tree.isAt(child, p, name, found.layer) ? found.st : this.tree.stat(child);
     // An upper file with other names keeps its storage, and is reached by them.
     const otherNames = !dir && found.layer === 0 && st.nlink > 1;
     let pin: number | undefined;
@@ -540,7 +541,7 @@ export class LayerFS implements FileSystem {
     } else if (!dir) {
       pin = this.pinIfUsed(child, this.tree.dirFd(p, found.layer), name, false);
     }
-    if (!dir) this.countUnlink(child);
+    if (!dir) this.countUnlink(child, st);
     if (hideBelow) this.format!.whiteout(this.upperDir(p), name);
     if (found.layer === 0) this.freed(child, st);
     // Its blocks come back with its last name (an open file's, once closed: counted now).
@@ -594,11 +595,11 @@ export class LayerFS implements FileSystem {
   }
 
   /** A name of a file goes: one link fewer, for lower hard links too. */
-  private countUnlink(inode: Inode): void {
+  private countUnlink(inode: Inode, st?: Stat): void {
     if (inode.isDir) return;
     let group = this.groups.get(inode.number);
     if (group === undefined && inode.layer > 0) {
-      const st = this.tree.stat(inode);
+      st ??= this.tree.stat(inode);
       if (st.nlink > 1) {
         group = { index: undefined, nlink: st.nlink };
         this.groups.set(inode.number, group);
@@ -827,7 +828,7 @@ export class LayerFS implements FileSystem {
    * lower hard link is its copy in the index, however often the kernel
    * forgot it meanwhile.
    */
-  private find(dir: Inode, name: Buffer): { inode: Inode; layer: number } | undefined {
+  private find(dir: Inode, name: Buffer): { inode: Inode; layer: number; st: Stat } | undefined {
     const found = this.tree.lookup(dir, name);
     const index = found === undefined || found.inode.isDir ? undefined : this.groups.get(found.inode.number)?.index;
     if (index !== undefined && found!.inode.index === undefined) {

@@ -182,6 +182,12 @@ export class Tree {
     return { dirfd: this.dirFd(inode.parent ?? fail(E.ENOENT), inode.layer), name: inode.name };
   }
 
+  /** Whether `inode` is reached as entry `name` of `dir`'s copy in `layer` (not through a descriptor or the index). */
+  isAt(inode: Inode, dir: Inode, name: Buffer, layer: number): boolean {
+    if (inode.pinned !== undefined || inode.index !== undefined || inode.layer !== layer) return false;
+    return inode.parent === dir && inode.name.equals(name);
+  }
+
   /** An O_PATH descriptor of the file itself (the caller closes it). */
   openPath(inode: Inode): number {
     const at = this.place(inode);
@@ -244,9 +250,9 @@ export class Tree {
    * What `name` in directory `dir` stands for: its inode, and the layer
    * the name was found in; undefined for nothing. It is not counted as a
    * lookup. A live inode of the same file is the one returned (hard links
-   * share it).
+   * share it). `st` is what the entry found in `layer` was as it was found.
    */
-  lookup(dir: Inode, name: Buffer): { inode: Inode; layer: number } | undefined {
+  lookup(dir: Inode, name: Buffer): { inode: Inode; layer: number; st: Stat } | undefined {
     if (!dir.isDir) fail(E.ENOTDIR);
     let top: number | undefined;
     let topIsDir = false;
@@ -282,7 +288,7 @@ export class Tree {
         if (this.dirs.has(key)) fs.closeSync(fd);
         else this.keepDirFd(key, fd);
       }
-      return { inode, layer: top };
+      return { inode, layer: top, st };
     } finally {
       for (const [, fd] of opened) fs.closeSync(fd);
     }
