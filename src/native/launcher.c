@@ -228,6 +228,38 @@ static int take_options(char *value, struct request *r) {
   return 1;
 }
 
+/*
+ * `p` made absolute as the Node CLI makes it (path.resolve): against the
+ * working directory, its `.`, `..` and repeated slashes taken away by
+ * their spelling alone; NULL if it cannot be (no memory, no working
+ * directory): the Node CLI then decides.
+ */
+static const char *resolved(const char *p) {
+  char cwd[PATH_MAX];
+  if (p[0] != '/' && getcwd(cwd, sizeof cwd) == NULL) return NULL;
+  size_t cap = (p[0] == '/' ? 0 : strlen(cwd)) + strlen(p) + 3;
+  char *joined = malloc(cap), *out = malloc(cap);
+  if (joined == NULL || out == NULL) return NULL;
+  snprintf(joined, cap, "%s/%s", p[0] == '/' ? "" : cwd, p);
+  size_t n = 0;
+  char *save = NULL;
+  for (char *c = strtok_r(joined, "/", &save); c != NULL; c = strtok_r(NULL, "/", &save)) {
+    if (strcmp(c, ".") == 0) continue;
+    if (strcmp(c, "..") == 0) {
+      while (n > 0 && out[n - 1] != '/') n--;
+      if (n > 0) n--;
+      continue;
+    }
+    out[n++] = '/';
+    memcpy(out + n, c, strlen(c));
+    n += strlen(c);
+  }
+  if (n == 0) out[n++] = '/';
+  out[n] = '\0';
+  free(joined);
+  return out;
+}
+
 /* Parses [SOURCE] MOUNTPOINT -o OPTIONS…; 0 if this is not a command line the fast path takes. */
 static int parse(int argc, char **argv, struct request *r) {
   const char *positional[3];
@@ -256,6 +288,11 @@ static int parse(int argc, char **argv, struct request *r) {
   if (options == 0 || npositional == 0 || is_one_of(positional[0], COMMANDS)) return 0;
   r->mountpoint = positional[npositional - 1];
   if (r->nlowers == 0 || (r->upper == NULL) != (r->work == NULL)) return 0;
+  /* Relative paths are the working directory's, as fuse-overlayfs and the Node CLI take them. */
+  const char **paths[MAX_LAYERS + 3] = { &r->mountpoint, &r->upper, &r->work };
+  for (int i = 0; i < r->nlowers; i++) paths[3 + i] = &r->lowers[i];
+  for (int i = 0; i < 3 + r->nlowers; i++)
+    if (*paths[i] != NULL && (*paths[i] = resolved(*paths[i])) == NULL) return 0;
   /* max_size= needs an upper layer, and ro over one means more than read-only: both the Node CLI's to explain or do. */
   if ((r->max_size != NULL && r->upper == NULL) || (r->ro && r->upper != NULL)) return 0;
   if (!plain_path(r->mountpoint) || !is_dir(r->mountpoint)) return 0;

@@ -375,10 +375,15 @@ describe("one mount daemon serves every mount of its user", { skip: process.getu
       const podmanLike = await launch(['-o', `lowerdir=${lower},upperdir=${sizedUpper},workdir=${sizedWork},,volatile,max_size=1048576`, sized], noNode);
       assert.equal(podmanLike.code, 0, podmanLike.stderr);
       await assert.rejects(sh('dd if=/dev/zero of=big bs=1M count=2', sized), /No space left on device/);
+      // Relative paths are the working directory's, as fuse-overlayfs takes them; `..` goes by its spelling, as in the Node CLI.
+      for (const p of ['rel-upper', 'rel-work', 'rel']) fs.mkdirSync(path.join(at, p));
+      const relative = await command([LAUNCHER, '-o', 'lowerdir=lower,upperdir=./rel-upper,workdir=gone/../rel-work', 'rel'], { env: noNode, cwd: at });
+      assert.equal(relative.code, 0, relative.stderr);
+      assert.equal(await sh('cat f', path.join(at, 'rel')), 'low\n');
       assert.equal(await sh('cat f && echo new > g && cat g', mnt), 'low\nnew\n');
       assert.equal(fs.readFileSync(path.join(upper, 'g'), 'utf8'), 'new\n');
       await assert.rejects(sh('touch g', ro), /Read-only file system/);
-      assert.deepEqual((await d.mounted()).map((m) => m.mountpoint).sort(), [first, mnt, ro, sized].sort());
+      assert.deepEqual((await d.mounted()).map((m) => m.mountpoint).sort(), [first, mnt, ro, sized, path.join(at, 'rel')].sort());
       const flags = (m: string): string => fs.readFileSync('/proc/mounts', 'utf8').split('\n').find((l) => l.split(' ')[1] === m)!.split(' ').slice(0, 4).join(' ');
       assert.match(flags(mnt), /^snapfs \S+ fuse\.snapfs rw,.*default_permissions,allow_other/);
       assert.doesNotMatch(flags(mnt), /nosuid|nodev/, "a container's root needs suid and dev");
@@ -391,7 +396,7 @@ describe("one mount daemon serves every mount of its user", { skip: process.getu
         ['-o', `lowerdir=${lower},upperdir=${upper}2,workdir=${work}2,max_size=0`, second],
         ['-o', `lowerdir=${lower},max_size=10`, second],
         ['-o', `lowerdir=${lower},upperdir=${upper}2,workdir=${work}2,ro`, second],
-        ['-o', `lowerdir=${lower}`, 'relative'],
+        ['-o', `lowerdir=${lower}`, path.join(at, 'not-there')],
         ['--root', at, 'info', 'x'],
         ['diff', 'KEY', '-o', `lowerdir=${lower}`],
       ]) {
@@ -406,7 +411,7 @@ describe("one mount daemon serves every mount of its user", { skip: process.getu
       assert.match(writer.stderr, /already mounted read-write by snapfs/);
       assert.equal(isMountPoint(second), false);
     } finally {
-      for (const m of [first, mnt, ro, sized]) await run('umount', [m]).catch(() => undefined);
+      for (const m of [first, mnt, ro, sized, path.join(at, 'rel')]) await run('umount', [m]).catch(() => undefined);
     }
   });
 
