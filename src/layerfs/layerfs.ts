@@ -473,14 +473,7 @@ export class LayerFS implements FileSystem {
         if (at.name === '') sys.chmodFd(at.dirfd, set.mode & 0o7777);
         else sys.chmodAt(at.dirfd, at.name, set.mode & 0o7777);
       }
-      if (set.size !== undefined) {
-        const fd = this.tree.openPath(inode);
-        try {
-          this.truncate(fd, set, req);
-        } finally {
-          fs.closeSync(fd);
-        }
-      }
+      if (set.size !== undefined) this.withPath(inode, (fd) => this.truncate(fd, set, req));
       if (set.atime !== undefined || set.mtime !== undefined) {
         const [as, an] = timeArgs(set.atime);
         const [ms, mn] = timeArgs(set.mtime);

@@ -290,13 +290,17 @@ static napi_value js_chmod_fd(napi_env env, napi_callback_info info) {
  * file (number), or a path, not following a final symlink (string). nsec may
  * be UTIME_NOW or UTIME_OMIT.
  */
+/* The access and modification times of four arguments: seconds and nanoseconds of each. */
+static void times_of(napi_env env, const napi_value *argv, struct timespec ts[2]) {
+  ts[0] = (struct timespec) { .tv_sec = (time_t) get_int64(env, argv[0]), .tv_nsec = (long) get_int64(env, argv[1]) };
+  ts[1] = (struct timespec) { .tv_sec = (time_t) get_int64(env, argv[2]), .tv_nsec = (long) get_int64(env, argv[3]) };
+}
+
 static napi_value js_utimens(napi_env env, napi_callback_info info) {
   napi_value argv[5];
   if (!get_args(env, info, 5, argv)) return NULL;
-  struct timespec ts[2] = {
-    { .tv_sec = (time_t) get_int64(env, argv[1]), .tv_nsec = (long) get_int64(env, argv[2]) },
-    { .tv_sec = (time_t) get_int64(env, argv[3]), .tv_nsec = (long) get_int64(env, argv[4]) },
-  };
+  struct timespec ts[2];
+  times_of(env, argv + 1, ts);
   napi_valuetype type;
   napi_typeof(env, argv[0], &type);
   if (type == napi_number) {
@@ -362,32 +366,6 @@ static ssize_t getxattr_at(int dirfd, const char *name, const char *attr, void *
   return n;
 }
 
-/* getxattrAt(dirfd, name, attr) -> Buffer, or undefined when absent: of entry `name` itself. */
-static napi_value js_getxattr_at(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
-  char name[NAME_BYTES];
-  char attr[NAME_BYTES];
-  size_t len;
-  size_t attr_len;
-  if (!get_args(env, info, 3, argv) || !get_name(env, argv[1], name, &len, false) || !get_bytes(env, argv[2], attr, sizeof attr, &attr_len)) return NULL;
-  int dirfd = (int) get_int64(env, argv[0]);
-  for (;;) {
-    ssize_t size = getxattr_at(dirfd, name, attr, NULL, 0);
-    if (size < 0 && (errno == ENODATA || errno == ENOTSUP)) return NULL;
-    if (size < 0) return throw_errno(env, errno, "getxattrat", name, len);
-    char *data = malloc(size > 0 ? (size_t) size : 1);
-    if (data == NULL) return throw_errno(env, ENOMEM, "getxattrat", NULL, 0);
-    ssize_t got = getxattr_at(dirfd, name, attr, data, (size_t) size);
-    int err = errno;
-    napi_value result = NULL;
-    if (got >= 0) result = new_buffer(env, data, (size_t) got);
-    free(data);
-    if (got >= 0) return result;
-    if (err == ENODATA) return NULL;
-    if (err != ERANGE) return throw_errno(env, err, "getxattrat", name, len);
-  }
-}
-
 /* chmodAt(dirfd, name, mode): of entry `name` itself (a symlink answers EOPNOTSUPP, as Linux has no modes for them). */
 static napi_value js_chmod_at(napi_env env, napi_callback_info info) {
   napi_value argv[3];
@@ -417,10 +395,8 @@ static napi_value js_utimens_at(napi_env env, napi_callback_info info) {
   char name[NAME_BYTES];
   size_t len;
   if (!get_args(env, info, 6, argv) || !get_name(env, argv[1], name, &len, false)) return NULL;
-  struct timespec ts[2] = {
-    { .tv_sec = (time_t) get_int64(env, argv[2]), .tv_nsec = (long) get_int64(env, argv[3]) },
-    { .tv_sec = (time_t) get_int64(env, argv[4]), .tv_nsec = (long) get_int64(env, argv[5]) },
-  };
+  struct timespec ts[2];
+  times_of(env, argv + 2, ts);
   if (utimensat((int) get_int64(env, argv[0]), name, ts, AT_SYMLINK_NOFOLLOW) != 0) return throw_errno(env, errno, "utimensat", name, len);
   return NULL;
 }
@@ -447,12 +423,13 @@ typedef struct {
   size_t path_len;
   bool by_path; /* path is used, with the l* calls */
   bool follow;  /* path is a magic link, used with the following calls */
+  bool at;      /* path is an entry's name in directory fd (getxattrAt) */
 } xattr_target;
 
 static bool get_target(napi_env env, napi_value v, xattr_target *t) {
   napi_valuetype type;
   napi_typeof(env, v, &type);
-  t->by_path = t->follow = false;
+  t->by_path = t->follow = t->at = false;
   if (type == napi_number) {
     t->fd = (int) get_int64(env, v);
     if (is_path_fd(t->fd)) {
@@ -467,6 +444,7 @@ static bool get_target(napi_env env, napi_value v, xattr_target *t) {
 }
 
 static ssize_t t_getxattr(const xattr_target *t, const char *name, void *value, size_t size) {
+  if (t->at) return getxattr_at(t->fd, t->path, name, value, size);
   if (!t->by_path) return fgetxattr(t->fd, name, value, size);
   return t->follow ? getxattr(t->path, name, value, size) : lgetxattr(t->path, name, value, size);
 }
@@ -477,31 +455,47 @@ static ssize_t t_listxattr(const xattr_target *t, char *list, size_t size) {
 }
 
 static const char *shown(const xattr_target *t) {
-  return t->by_path && !t->follow ? t->path : NULL;
+  return (t->by_path && !t->follow) || t->at ? t->path : NULL;
 }
 
-/* getxattr(target, name) -> Buffer, or undefined when absent (no exception: lookups ask often). */
-static napi_value js_getxattr(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
-  xattr_target t;
-  char name[NAME_BYTES];
-  size_t name_len;
-  if (!get_args(env, info, 2, argv) || !get_target(env, argv[0], &t) || !get_bytes(env, argv[1], name, sizeof name, &name_len)) return NULL;
+/* Attribute `name` of t's file: a Buffer, or undefined when absent (no exception: lookups ask often). */
+static napi_value xattr_value(napi_env env, const xattr_target *t, const char *name) {
   for (;;) {
-    ssize_t size = t_getxattr(&t, name, NULL, 0);
+    ssize_t size = t_getxattr(t, name, NULL, 0);
     if (size < 0 && (errno == ENODATA || errno == ENOTSUP)) return NULL;
-    if (size < 0) return throw_errno(env, errno, "getxattr", shown(&t), t.path_len);
+    if (size < 0) return throw_errno(env, errno, "getxattr", shown(t), t->path_len);
     char *data = malloc(size > 0 ? (size_t) size : 1);
     if (data == NULL) return throw_errno(env, ENOMEM, "getxattr", NULL, 0);
-    ssize_t got = t_getxattr(&t, name, data, (size_t) size);
+    ssize_t got = t_getxattr(t, name, data, (size_t) size);
     int err = errno;
     napi_value result = NULL;
     if (got >= 0) result = new_buffer(env, data, (size_t) got);
     free(data);
     if (got >= 0) return result;
     if (err == ENODATA) return NULL;
-    if (err != ERANGE) return throw_errno(env, err, "getxattr", shown(&t), t.path_len);
+    if (err != ERANGE) return throw_errno(env, err, "getxattr", shown(t), t->path_len);
   }
+}
+
+/* getxattr(target, name) -> Buffer, or undefined when absent. */
+static napi_value js_getxattr(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  xattr_target t;
+  char name[NAME_BYTES];
+  size_t name_len;
+  if (!get_args(env, info, 2, argv) || !get_target(env, argv[0], &t) || !get_bytes(env, argv[1], name, sizeof name, &name_len)) return NULL;
+  return xattr_value(env, &t, name);
+}
+
+/* getxattrAt(dirfd, name, attr) -> Buffer, or undefined when absent: of entry `name` itself. */
+static napi_value js_getxattr_at(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  xattr_target t = { .at = true };
+  char attr[NAME_BYTES];
+  size_t attr_len;
+  if (!get_args(env, info, 3, argv) || !get_name(env, argv[1], t.path, &t.path_len, false) || !get_bytes(env, argv[2], attr, sizeof attr, &attr_len)) return NULL;
+  t.fd = (int) get_int64(env, argv[0]);
+  return xattr_value(env, &t, attr);
 }
 
 /* setxattr(target, name, value: Buffer, flags) */
