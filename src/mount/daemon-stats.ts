@@ -49,8 +49,8 @@ export function reachableDaemons(): DaemonSocket[] {
   const own = runtimeDir();
   const found: DaemonSocket[] = [];
   try {
-    // Our own runtime directory: private (runtimeDir checked it), nobody else's to change.
-    withFd(fs.openSync(own, O_RDONLY | O_DIRECTORY), (dirfd) => found.push(...socketsIn(dirfd, own, uid, MAX_DAEMONS)));
+    // Our own runtime directory: private (runtimeDir checked it), nobody else's to change; never a symlink, as runtimeDir found it.
+    withFd(fs.openSync(own, O_RDONLY | O_DIRECTORY | O_NOFOLLOW), (dirfd) => found.push(...socketsIn(dirfd, own, uid, MAX_DAEMONS)));
     if (process.env.SNAPFS_RUNTIME_DIR === undefined && uid === 0 && inInitialUserNamespace()) {
       const fuse = fuseMountPoints().map((m) => m.toString('latin1'));
       const nearFuse = (dir: string): boolean => fuse.some((m) => m === dir || m.startsWith(`${dir}/`) || dir.startsWith(`${m === '/' ? '' : m}/`));

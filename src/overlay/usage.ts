@@ -14,7 +14,8 @@ const PROGRESS_EVERY = 4096;
  * descriptors, one name at a time, never following a symlink.
  */
 export function diskUsage(root: string, onProgress?: UsageProgress): Usage {
-  const fd = fs.openSync(root, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  // The root too is never followed: a snapshot's own directory is one, made by the snapshotter.
+  const fd = fs.openSync(root, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW);
   try {
     return diskUsageOf(fd, onProgress);
   } finally {

@@ -336,6 +336,21 @@ describe('snapshotter semantics', () => {
     rejects('NotFound', () => s.usage('nope'));
   });
 
+  it("usage never follows a symlink, the snapshot's own directory included", () => {
+    s.prepare('a');
+    const dir = upper(s, 'a');
+    const outside = tempDir();
+    try {
+      fs.writeFileSync(path.join(outside, 'big'), Buffer.alloc(1 << 20, 1));
+      fs.rmdirSync(dir);
+      fs.symlinkSync(outside, dir);
+      // O_DIRECTORY | O_NOFOLLOW on a symlink: Linux says ENOTDIR.
+      assert.throws(() => s.usage('a'), { code: 'ENOTDIR' });
+    } finally {
+      fs.rmSync(outside, { recursive: true, force: true });
+    }
+  });
+
   it('events: a journal of every change, with containerd topics', async () => {
     await chain(s);
     s.view('v', 'mid');
