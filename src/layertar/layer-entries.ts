@@ -90,12 +90,7 @@ export class LayerEntries {
 
   /** Hides `hidden` of the layers below, in directory `dirfd` of this layer, with the whiteout entry's time. */
   whiteout(dirfd: number, hidden: Buffer, mtime: Date): void {
-    const fd = sys.openAt(dirfd, this.format.whiteout(dirfd, hidden), O_PATH, 0);
-    try {
-      sys.utimens(fd, 0, sys.UTIME_OMIT, ...timespec(mtime));
-    } finally {
-      fs.closeSync(fd);
-    }
+    sys.utimensAt(dirfd, this.format.whiteout(dirfd, hidden), 0, sys.UTIME_OMIT, ...timespec(mtime));
   }
 
   /** Hides everything of the layers below under directory `dirfd` of this layer. */
