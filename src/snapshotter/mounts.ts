@@ -53,6 +53,17 @@ export function idMappingOptions(labels: Labels): string[] {
 }
 
 /**
+ * The mount options `labels` ask for that only a FUSE mount can carry,
+ * whatever the snapshot's parents: a bind mount can neither map ids nor
+ * hold a layer to a size (an active snapshot's). A label that is no
+ * mapping or no size is refused (InvalidArgument).
+ */
+export function fuseOnlyOptions(kind: Kind, labels: Labels): string[] {
+  const limit = kind === 'active' ? maxSizeOf(labels) : undefined;
+  return [...idMappingOptions(labels), ...(limit === undefined ? [] : [`max_size=${limit}`])];
+}
+
+/**
  * The mounts of a snapshot, shaped as containerd's fuse-overlayfs
  * snapshotter shapes them, so that anything expecting that works unchanged:
  * - no parent: a bind mount of the snapshot's own directory (ro for a view),
@@ -70,9 +81,7 @@ export function idMappingOptions(labels: Labels): string[] {
  *   an overlay mount over the empty layer.
  */
 export function mountsOf(layout: Layout, kind: Kind, id: number, parentIds: readonly number[], labels: Labels, kernelWhiteouts: boolean): Mount[] {
-  const limit = kind === 'active' ? maxSizeOf(labels) : undefined;
-  // FUSE, whatever the parents: a bind mount can neither map ids nor hold a layer to a size.
-  const fuseOnly = [...idMappingOptions(labels), ...(limit === undefined ? [] : [`max_size=${limit}`])];
+  const fuseOnly = fuseOnlyOptions(kind, labels);
   if (kernelWhiteouts && kind === 'active' && parentIds.length === 0 && labels[PARENT_CHAIN_LABEL] !== undefined && fuseOnly.length === 0) {
     // A layer unpacked before its parent is there: a bind mount would lose
     // its whiteouts (deleting what is not there deletes nothing), so it is

@@ -28,7 +28,7 @@ import type { SnapshotStack } from '../overlay/stack';
 import { removeTree, renameIfPresent } from './dirs';
 import { dropLock, settleAbandoned, takeLock } from './held';
 import { Layout, snapshotIdOf } from './layout';
-import { mountsOf, type Mount } from './mounts';
+import { fuseOnlyOptions, mountsOf, type Mount } from './mounts';
 import { createRoot, inspectRoot } from './root';
 import { diskUsage, type UsageProgress } from '../overlay/usage';
 import { validateKey, validateLabels } from './validate';
@@ -249,9 +249,10 @@ export class Snapshotter {
           else next.set(name, value);
         }
         const time = nowNs();
-        // The labels mounts are made of (id mappings, max-size) must stay ones they can be made of.
-        if (s.kind !== 'committed') mountsOf(this.layout, s.kind, s.id, [], Object.fromEntries(next), this.kernelWhiteouts);
-        replaceLabels(tx, s.id, Object.fromEntries(next), time);
+        const updated = Object.fromEntries(next);
+        // The labels mounts are made of (id mappings, max-size) must stay ones they can be made of: refused now, not at the next Mounts.
+        if (s.kind !== 'committed') fuseOnlyOptions(s.kind, updated);
+        replaceLabels(tx, s.id, updated, time);
         appendEvent(tx, { topic: '/snapshot/update', key, time });
         return mustGet(tx, key);
       }),
