@@ -661,12 +661,12 @@ export class LayerFS implements FileSystem {
    * name can take it away from the others.
    */
   private copyUpName(dir: Inode, name: Buffer, inode: Inode): void {
+    const st = this.tree.stat(inode);
     // Before anything changes (upperDir copies up the parent directories): the one check of this copy-up, to its index or not.
-    if (this.space !== undefined && inode.layer > 0 && inode.index === undefined && !inode.isDir) this.space.check(this.tree.stat(inode).blocks * 512);
+    if (this.space !== undefined && inode.layer > 0 && inode.index === undefined && !inode.isDir) this.space.check(st.blocks * 512);
     const up = this.upperDir(dir);
     const there = probe(up, name);
     if (there !== undefined && there !== 'whiteout') return;
-    const st = this.tree.stat(inode);
     this.keepingTimes(up, () => {
       if (inode.index === undefined && inode.layer > 0 && st.nlink > 1) this.toIndex(inode, st);
       if (inode.index !== undefined) {
