@@ -126,7 +126,7 @@ export class LayerFS implements FileSystem {
     this.cache = opts.cacheSeconds ?? DAY;
     this.io = new IoModes(opts.passthroughMinBytes);
     this.tree = new Tree(layers, opts);
-    this.format = this.tree.work === undefined ? undefined : upperFormat(this.tree.work);
+    this.format = this.tree.work === undefined ? undefined : upperFormat(this.tree.work, true);
     this.copier = this.tree.work === undefined ? undefined : new Copier(this.tree.work);
     // What the layer holds already counts: measured once, here.
     // Measured through the tree's own descriptor of the upper layer: the directory it serves, whatever its path names now.

@@ -222,6 +222,19 @@ static napi_value js_link_at(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * linkNameAt(dirfd, name, newdirfd, newname): a new name for the entry
+ * `name` of dirfd, never followed (a symlink gets the new name itself).
+ */
+static napi_value js_link_name_at(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  char name[NAME_BYTES], new_name[NAME_BYTES];
+  size_t len, new_len;
+  if (!get_args(env, info, 4, argv) || !get_name(env, argv[1], name, &len, false) || !get_name(env, argv[3], new_name, &new_len, false)) return NULL;
+  if (linkat((int) get_int64(env, argv[0]), name, (int) get_int64(env, argv[2]), new_name, 0) != 0) return throw_errno(env, errno, "linkat", new_name, new_len);
+  return NULL;
+}
+
 /* unlinkAt(dirfd, name, isDir) */
 static napi_value js_unlink_at(napi_env env, napi_callback_info info) {
   napi_value argv[3];
@@ -828,6 +841,7 @@ void init_files(napi_env env, napi_value exports) {
   export_function(env, exports, "mknodAt", js_mknod_at);
   export_function(env, exports, "symlinkAt", js_symlink_at);
   export_function(env, exports, "linkAt", js_link_at);
+  export_function(env, exports, "linkNameAt", js_link_name_at);
   export_function(env, exports, "unlinkAt", js_unlink_at);
   export_function(env, exports, "renameAt", js_rename_at);
   export_function(env, exports, "readlinkAt", js_readlink_at);

@@ -27,6 +27,7 @@ interface Native {
   mknodAt(dirfd: number, name: Name, mode: number, major: number, minor: number): void;
   symlinkAt(target: Name, dirfd: number, name: Name): void;
   linkAt(fd: number, newDirfd: number, newName: Name): void;
+  linkNameAt(dirfd: number, name: Name, newDirfd: number, newName: Name): void;
   unlinkAt(dirfd: number, name: Name, isDir: boolean): void;
   renameAt(oldDirfd: number, oldName: Name, newDirfd: number, newName: Name, flags: number): void;
   readlinkAt(dirfd: number, name: Name): Buffer;

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import { DT_CHR, DT_DIR, DT_UNKNOWN, isDir, isWhiteout, O_PATH, statAt, sys, S_IFCHR, type Dirent, type Name } from '../native/sys';
 
@@ -22,6 +23,14 @@ const MARKER = Buffer.from(OPAQUE_MARKER);
  * copy. Commit drops it: a committed layer's link counts are its own.
  */
 export const WORK_INDEX = 'index';
+
+/**
+ * The work directory's entry every whiteout a mount makes is a link to, as
+ * the kernel overlay shares one whiteout inode (Linux 5.8): a link costs
+ * far less than a new inode, which is most of what deleting a lower file
+ * costs. Commit drops it with the index.
+ */
+export const WORK_WHITEOUT = 'whiteout';
 
 /** The longest name a layer's file system takes, in bytes (Linux's NAME_MAX). */
 export const NAME_MAX = 255;
@@ -95,8 +104,13 @@ export interface UpperFormat {
   markOpaque(dirfd: number): void;
 }
 
-/** The kernel's form if this process can make it in directory `workfd`, else the rootless one. */
-export function upperFormat(workfd: number): UpperFormat {
+/**
+ * The kernel's form if this process can make it in directory `workfd`, else
+ * the rootless one. With `shareWhiteouts`, each whiteout is a new link to
+ * one in `workfd` (WORK_WHITEOUT), so all share an inode, and its times:
+ * for a mount, not for an unpacked layer whose whiteouts keep their own.
+ */
+export function upperFormat(workfd: number, shareWhiteouts = false): UpperFormat {
   const probeName = `.probe-${process.pid}`;
   let rootless = false;
   try {
@@ -112,16 +126,43 @@ export function upperFormat(workfd: number): UpperFormat {
   } finally {
     if (statAt(workfd, probeName) !== undefined) sys.unlinkAt(workfd, probeName, false);
   }
+  // A new whiteout inode (the kernel's form: a 0/0 device; the rootless one: an empty file) named `name` in `dirfd`.
+  const make = (dirfd: number, name: Buffer | string): void => {
+    if (rootless) sys.createFileAt(dirfd, name, Buffer.alloc(0), 0o600, false, 0, 0, 0, sys.UTIME_NOW);
+    else sys.mknodAt(dirfd, name, S_IFCHR, 0, 0);
+  };
+  // A fresh shared whiteout, put in place of the one there may be (which may have all the links it can take).
+  const renew = (): void => {
+    const tmp = `.whiteout-${randomBytes(6).toString('hex')}`;
+    make(workfd, tmp);
+    try {
+      sys.renameAt(workfd, tmp, workfd, WORK_WHITEOUT, 0);
+    } catch (err) {
+      sys.unlinkAt(workfd, tmp, false);
+      throw err;
+    }
+  };
+  const share = (dirfd: number, entry: Buffer): void => {
+    const link = (): void => sys.linkNameAt(workfd, WORK_WHITEOUT, dirfd, entry);
+    try {
+      link();
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      // None yet (or commit dropped it), or one with all the links it can take: a new one.
+      if (code === 'EMLINK' || (code === 'ENOENT' && statAt(workfd, WORK_WHITEOUT) === undefined)) {
+        renew();
+        link();
+      } else if (code === 'EXDEV' || code === 'EPERM') make(dirfd, entry); // a link refused: a whiteout of its own
+      else throw err;
+    }
+  };
   return {
     whiteout(dirfd, name) {
-      if (!rootless) {
-        sys.mknodAt(dirfd, name, S_IFCHR, 0, 0);
-        return name;
-      }
-      const marker = whiteoutMarker(name);
-      if (marker === undefined) throw Object.assign(new Error('ENAMETOOLONG: name too long for a whiteout file'), { code: 'ENAMETOOLONG' });
-      sys.createFileAt(dirfd, marker, Buffer.alloc(0), 0o600, false, 0, 0, 0, sys.UTIME_NOW);
-      return marker;
+      const entry = rootless ? whiteoutMarker(name) : name;
+      if (entry === undefined) throw Object.assign(new Error('ENAMETOOLONG: name too long for a whiteout file'), { code: 'ENAMETOOLONG' });
+      if (shareWhiteouts) share(dirfd, entry);
+      else make(dirfd, entry);
+      return entry;
     },
     removeWhiteout(dirfd, name) {
       let removed = false;

@@ -23,7 +23,7 @@ import {
 } from '../metastore/snapshots';
 import { Store, type Tx } from '../metastore/store';
 import { walkSnapshots } from '../metastore/walk';
-import { WORK_INDEX } from '../overlay/format';
+import { WORK_INDEX, WORK_WHITEOUT } from '../overlay/format';
 import type { SnapshotStack } from '../overlay/stack';
 import { removeTree, renameIfPresent } from './dirs';
 import { dropLock, settleAbandoned, takeLock } from './held';
@@ -188,9 +188,10 @@ export class Snapshotter {
       appendEvent(tx, { topic: '/snapshot/commit', key, name, time });
       faultPoint('commit:updated');
     });
-    // The layer is committed: the index's second link to each copied-up lower hard link would
-    // show in its link counts, to the kernel overlay and to `find -links` alike.
-    removeTree(path.join(this.layout.work(measured.snapshot.id), WORK_INDEX));
+    // The layer is committed: the index's second link to each copied-up lower hard link, and the
+    // work directory's to the whiteouts, would show in its link counts, to the kernel overlay and
+    // to `find -links` alike.
+    for (const entry of [WORK_INDEX, WORK_WHITEOUT]) removeTree(path.join(this.layout.work(measured.snapshot.id), entry));
     faultPoint('commit:done');
   }
 

@@ -28,6 +28,7 @@ describe('LayerFS in process', () => {
     fs.mkdirSync(path.join(lower, 'etc'));
     fs.writeFileSync(path.join(lower, 'etc', 'os-release'), 'lower\n');
     fs.writeFileSync(path.join(lower, 'gone'), 'hidden by the upper layer\n');
+    fs.writeFileSync(path.join(lower, 'gone-too'), 'removed through the mount\n');
     fs.writeFileSync(path.join(upper, '.wh.gone'), '');
     fs.writeFileSync(path.join(lower, 'a'), 'linked\n');
     fs.linkSync(path.join(lower, 'a'), path.join(lower, 'b'));
@@ -59,7 +60,7 @@ describe('LayerFS in process', () => {
   };
 
   it('merges the layers: whiteouts (rootless form) hide, their markers never show', async () => {
-    assert.deepEqual(names(ROOT), ['.', '..', 'a', 'b', b('caf\xe9').toString('latin1'), 'escape', 'etc']);
+    assert.deepEqual(names(ROOT), ['.', '..', 'a', 'b', b('caf\xe9').toString('latin1'), 'escape', 'etc', 'gone-too']);
     assert.equal(lookup(ROOT, 'gone'), 0);
     assert.equal(lookup(ROOT, '.wh.gone'), 0);
     assert.equal(await read(lookup(lookup(ROOT, 'etc'), 'os-release')), 'lower\n');
@@ -102,6 +103,21 @@ describe('LayerFS in process', () => {
     assert.equal(fs.readFileSync(path.join(upper, 'moved', 'os-release'), 'utf8'), 'lower\n');
     assert.ok(whitedOut('etc'));
     assert.equal(lookup(ROOT, 'etc'), 0);
+  });
+
+  it('every whiteout a mount makes is a link to one in the work directory, made again when gone', () => {
+    const entryOf = (name: string): string => (fs.existsSync(path.join(upper, `.wh.${name}`)) ? path.join(upper, `.wh.${name}`) : path.join(upper, name));
+    const shared = path.join(dir, 'work', 'whiteout');
+    const ino = (p: string): number => fs.lstatSync(p).ino;
+    assert.ok(whitedOut('escape') && whitedOut('etc'), 'the test before made two');
+    assert.equal(ino(entryOf('escape')), ino(shared));
+    assert.equal(ino(entryOf('etc')), ino(shared));
+    fs.unlinkSync(shared);
+    fsys.unlink(req, ROOT, Buffer.from('gone-too'));
+    assert.ok(whitedOut('gone-too'));
+    assert.equal(ino(entryOf('gone-too')), ino(shared), 'a new shared whiteout');
+    assert.notEqual(ino(entryOf('gone-too')), ino(entryOf('escape')));
+    assert.equal(lookup(ROOT, 'gone-too'), 0);
   });
 
   it('a frozen file system refuses every change with EROFS', () => {
