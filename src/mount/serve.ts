@@ -35,10 +35,13 @@ export interface MountRequest {
  * requests of up to 1 MiB, pages dropped when a file's mtime says it
  * changed, symlink targets kept, and set-ID bits dropped by the file
  * system (so the kernel stops asking for security.capability before every
- * write).
+ * write). Listings come with every entry's lookup (readdirplus), for every
+ * part of a listing: not only its first, as READDIRPLUS_AUTO would have it
+ * when nothing was looked up in the directory meanwhile, which is how
+ * `find`, `ls -l` and `rm -r` read a directory (all of it, then each entry).
  */
 const MOUNT_INIT_FLAGS =
-  Init.ASYNC_READ | Init.ATOMIC_O_TRUNC | Init.BIG_WRITES | Init.AUTO_INVAL_DATA | Init.PARALLEL_DIROPS | Init.MAX_PAGES | Init.CACHE_SYMLINKS | Init.HANDLE_KILLPRIV_V2;
+  Init.ASYNC_READ | Init.ATOMIC_O_TRUNC | Init.BIG_WRITES | Init.AUTO_INVAL_DATA | Init.PARALLEL_DIROPS | Init.MAX_PAGES | Init.CACHE_SYMLINKS | Init.HANDLE_KILLPRIV_V2 | Init.DO_READDIRPLUS;
 /**
  * After answering, the device is polled this long before sleeping: a
  * caller's next request usually comes within it, and the wake-up it spares

@@ -69,4 +69,13 @@ describe('directory listings: the kernel opens directories itself, reads each li
     dropCaches();
     await whole();
   });
+
+  it('a listing comes with every entry looked up (readdirplus): a walk that stats each entry asks for none of them again', async () => {
+    fs.writeFileSync('/proc/sys/vm/drop_caches', '3');
+    const before = await requests();
+    const sizes = (await run('find', [path.join(mnt, 'big'), '-printf', '%s\n'])).stdout.split('\n').filter((l) => l !== '');
+    assert.equal(sizes.length, names.length + 1);
+    const asked = (await requests()) - before;
+    assert.ok(asked < names.length / 10, `${asked} requests for ${names.length} entries`);
+  });
 });
