@@ -170,6 +170,8 @@ function workloads(): Workload[] {
   const all: Workload[] = [
     ...bothWays({ name: `stat ${files20k} files in 10 layers, cold`, stack: spread, writable: false, cold: true, command: statAll }),
     ...bothWays({ name: `stat ${files20k} files in 10 layers, warm`, stack: spread, writable: false, cold: false, command: statAll }),
+    // Names alone (d_type tells directories): what a listing costs when every entry comes looked up with it.
+    ...bothWays({ name: `list ${files20k} names in 10 layers, cold (ls -fR)`, stack: spread, writable: false, cold: true, command: 'ls -fR > /dev/null' }),
     ...chains.map(([depth, stack]) => ({
       name: `stat ${n(2_000)} files in the bottom layer, depth ${depth}, warm`,
       stack,
@@ -180,6 +182,7 @@ function workloads(): Workload[] {
     ...bothWays({ name: `read a ${bigMiB} MiB lower file, cold`, stack: big, writable: false, cold: true, command: 'cat big > /dev/null' }),
     ...bothWays({ name: `read a ${bigMiB} MiB lower file, warm`, stack: big, writable: false, cold: false, command: 'cat big > /dev/null' }),
     ...bothWays({ name: `read ${small} small files, warm`, stack: smalls, writable: false, cold: false, command: 'cat small/* > /dev/null' }),
+    { name: `list ${small} names of one directory, cold (ls -f), writable mount`, stack: smalls, writable: true, cold: true, command: 'ls -f small > /dev/null' },
     ...bothWays({ name: `stat ${files20k} names of ${files20k / 2} files with two names each, in 10 layers, warm`, stack: linked, writable: false, cold: false, command: statAll }),
     { name: `first touch of a fresh writable mount, caches warm: lstat of ${files20k} files in 10 layers`, stack: spread, writable: true, cold: 'first touch', command: statAll },
     { name: `first touch of a fresh writable mount, caches warm: read ${small} small files`, stack: smalls, writable: true, cold: 'first touch', command: 'cat small/* > /dev/null' },
