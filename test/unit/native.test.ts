@@ -284,6 +284,16 @@ describe('descriptor primitives: one name in one directory, nothing followed', (
     assert.ok(fs.lstatSync(path.join(dir, 'second-link')).isSymbolicLink());
     assert.equal(fs.lstatSync(path.join(dir, 'second-link')).ino, fs.lstatSync(path.join(dir, 'secret-link')).ino);
   });
+
+  it('linkNameAt gives an entry a new name, a symlink itself, and takes one name on each side', () => {
+    sys.linkNameAt(dirfd, 'secret-link', dirfd, 'third-link');
+    assert.ok(fs.lstatSync(path.join(dir, 'third-link')).isSymbolicLink());
+    assert.equal(fs.lstatSync(path.join(dir, 'third-link')).ino, fs.lstatSync(path.join(dir, 'secret-link')).ino);
+    assert.throws(() => sys.linkNameAt(dirfd, 'secret-link', dirfd, 'third-link'), { code: 'EEXIST' });
+    assert.throws(() => sys.linkNameAt(dirfd, '../secret-link', dirfd, 'fourth-link'), { code: 'EINVAL' });
+    assert.throws(() => sys.linkNameAt(dirfd, 'secret-link', dirfd, 'a/b'), { code: 'EINVAL' });
+    assert.equal(fs.existsSync(path.join(dir, 'fourth-link')), false);
+  });
 });
 
 describe('unix sockets that carry descriptors', () => {
