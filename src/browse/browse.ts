@@ -150,6 +150,14 @@ export class BrowseFS implements FileSystem {
     return [...dots, ...extra, ...names.map((n) => ({ name: Buffer.from(n), ino: ROOT, mode: fs.constants.S_IFDIR }))];
   }
 
+  /**
+   * The snapshots are listed by name alone: looking one up makes its view
+   * (its layers opened), which `ls` of a root of thousands should not.
+   */
+  plainListing(ino: number): boolean {
+    return ino === ROOT || ino === LAYERS;
+  }
+
   getxattr(req: Request, ino: number, name: Buffer): Buffer {
     if (ino === ROOT || ino === LAYERS) fail(E.ENODATA);
     const [view, inner] = this.inside(ino);

@@ -145,6 +145,12 @@ export interface FileSystem {
    * is also looked up.
    */
   readdir?(req: Request, ino: number, fh: number): Answer<readonly DirEntry[]>;
+  /**
+   * Whether readdirplus lists directory `ino` without its entries' lookups
+   * (the kernel looks up those it needs): for a directory whose entries
+   * cost much to look up and are seldom all wanted.
+   */
+  plainListing?(ino: number): boolean;
   releasedir?(req: Request, ino: number, fh: number): Answer<void>;
   fsyncdir?(req: Request, ino: number, fh: number, datasync: boolean): Answer<void>;
 }
@@ -483,12 +489,13 @@ export class Session {
    */
   private listingPlus(req: Request, dir: number, list: readonly DirEntry[], offset: number, size: number): Answer<Buffer> {
     const out = Buffer.alloc(size);
+    const plain = this.fs.plainListing?.(dir) === true;
     const pack = (i: number, at: number): Answer<Buffer> => {
       for (; i < list.length; i++) {
         const d = list[i]!;
         if (at + direntSize(d.name.length, true) > size) break;
         const dots = d.name.length <= 2 && d.name.every((c) => c === 0x2e);
-        const entry = dots ? NO_ENTRY : this.entryFor(req, dir, d.name);
+        const entry = dots || plain ? NO_ENTRY : this.entryFor(req, dir, d.name);
         if (entry instanceof Promise) return entry.then((e) => pack(i + 1, putDirent(out, at, d, i + 1, e)));
         at = putDirent(out, at, d, i + 1, entry);
       }
@@ -512,7 +519,7 @@ export class Session {
   }
 }
 
-/** No attributes for an entry (`.` and `..`, or one whose lookup failed): the kernel looks it up itself when it needs to. */
+/** No attributes for an entry (`.` and `..`, one of a plain listing, or one whose lookup failed): the kernel looks it up itself when it needs to. */
 const NO_ENTRY: Entry = { ino: 0, entryTimeout: 0, attrTimeout: 0 };
 
 /** `f` of an answer, now or once it settles. */

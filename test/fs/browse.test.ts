@@ -4,6 +4,8 @@ import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { keyOfName, nameOfKey } from '../../src/browse/names';
 import { sys } from '../../src/native/sys';
+import { Snapshotter } from '../../src/snapshotter/snapshotter';
+import { Daemons } from '../support/daemon-helpers';
 import { layerDirOf, ok, snapfs, tempDir } from '../support/helpers';
 import { run, unmountAll } from '../support/mount-helpers';
 
@@ -96,5 +98,48 @@ describe('browse: every snapshot as a directory of one read-only mount', () => {
     const busy = await snapfs(root, ['browse', mnt]);
     assert.equal(busy.code, 7);
     assert.match(busy.stderr, /mountpoint busy/);
+  });
+});
+
+describe('browse: a listing of the snapshots costs no snapshot its view', { skip: process.getuid?.() !== 0 && 'mounts as root' }, () => {
+  const CHAIN = 12;
+  let dir: string;
+  let root: string;
+  let mnt: string;
+  let daemons: Daemons;
+  before(async () => {
+    dir = tempDir('snapfs-browse-plain-');
+    root = path.join(dir, 'root');
+    mnt = path.join(dir, 'mnt');
+    fs.mkdirSync(mnt);
+    // A chain of committed snapshots: the view of the nth opens n layers.
+    const s = new Snapshotter(root);
+    try {
+      for (let i = 0; i < CHAIN; i++) {
+        s.prepare(`work-${i}`, i === 0 ? '' : `layer-${i - 1}`);
+        await s.commit(`layer-${i}`, `work-${i}`);
+      }
+    } finally {
+      s.close();
+    }
+    daemons = new Daemons(dir, 'browse');
+    await daemons.cli(root, ['browse', mnt]);
+  });
+  after(async () => {
+    await unmountAll(mnt);
+    daemons.killAll();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('ls of the root and of .layers opens no layer; ls -l of the root does', async () => {
+    const [pid] = daemons.started();
+    const descriptors = (): number => fs.readdirSync(`/proc/${pid}/fd`).length;
+    const before = descriptors();
+    const names = (await sh(`ls -f ${mnt} ${mnt}/.layers`)).split('\n').filter((n) => n.startsWith('layer-'));
+    assert.equal(names.length, 2 * CHAIN);
+    assert.ok(descriptors() - before < CHAIN, `${descriptors() - before} descriptors opened by listing the names`);
+    await sh(`ls -l ${mnt} > /dev/null`);
+    // Each view keeps its layers open: the chain's views hold 1 + 2 + … + CHAIN of them.
+    assert.ok(descriptors() - before >= (CHAIN * (CHAIN + 1)) / 2, 'the views were made once asked for');
   });
 });
