@@ -102,7 +102,7 @@ export interface SetAttr {
  * implemented answers ENOSYS.
  */
 export interface FileSystem {
-  /** A request is about to be served (what the file system borrowed for the last one may go). */
+  /** A request, or one entry's lookup for readdirplus, is about to be served (what the file system borrowed for the last one may go). */
   beginRequest?(): void;
   /** The kernel agreed to passthrough (SessionOptions.passthrough): opens may answer with a backing file. */
   passthrough?(backing: Backing): void;
@@ -495,6 +495,10 @@ export class Session {
         const d = list[i]!;
         if (at + direntSize(d.name.length, true) > size) break;
         const dots = d.name.length <= 2 && d.name.every((c) => c === 0x2e);
+        // Each entry's lookup is served as a request of its own: what one borrowed may go before the
+        // next, so that a listing of thousands of directories keeps no more of them open than lookups
+        // of them one by one would.
+        if (!dots && !plain) this.fs.beginRequest?.();
         const entry = dots || plain ? NO_ENTRY : this.entryFor(req, dir, d.name);
         if (entry instanceof Promise) return entry.then((e) => pack(i + 1, putDirent(out, at, d, i + 1, e)));
         at = putDirent(out, at, d, i + 1, entry);

@@ -8,6 +8,9 @@ import { run, unmountAll } from '../support/mount-helpers';
 
 /** Names long enough that 3,000 of them take many READDIR answers. */
 const names = Array.from({ length: 3000 }, (_, i) => `${'n'.repeat(90)}-${i}`);
+/** Directories in one directory, in each of LAYERS layers: each looked up keeps its copies open, a bounded number of them at once. */
+const DIRS = 300;
+const LAYERS = 5;
 
 describe('directory listings: the kernel opens directories itself, reads each listing once and keeps it until it changes', { skip: process.getuid?.() !== 0 && 'mounts as root' }, () => {
   let dir: string;
@@ -77,5 +80,24 @@ describe('directory listings: the kernel opens directories itself, reads each li
     assert.equal(sizes.length, names.length + 1);
     const asked = (await requests()) - before;
     assert.ok(asked < names.length / 10, `${asked} requests for ${names.length} entries`);
+  });
+
+  it('a listing of directories that each layer holds, each looked up with it, leaves the daemon holding no more of them open than a few lookups do', async () => {
+    const lowers = Array.from({ length: LAYERS }, (_, l) => path.join(dir, `layer${l}`));
+    for (const l of lowers) for (let i = 0; i < DIRS; i++) fs.mkdirSync(path.join(l, 'dirs', `d${i}`), { recursive: true });
+    const [upper, work, merged] = ['upper2', 'work2', 'mnt2'].map((d) => path.join(dir, d)) as [string, string, string];
+    for (const d of [upper, work, merged]) fs.mkdirSync(d);
+    await daemons.mountO(`lowerdir=${lowers.join(':')},upperdir=${upper},workdir=${work}`, merged);
+    try {
+      const [pid] = daemons.started();
+      const descriptors = (): number => fs.readdirSync(`/proc/${pid}/fd`).length;
+      const before = descriptors();
+      const listed = (await run('ls', ['-f', path.join(merged, 'dirs')])).stdout.split('\n').filter((n) => n.startsWith('d'));
+      assert.equal(listed.length, DIRS);
+      // Without a bound, a part of the listing keeps every copy of every directory in it open: hundreds each.
+      assert.ok(descriptors() - before < DIRS, `${descriptors() - before} descriptors more after listing ${DIRS} directories of ${LAYERS} layers`);
+    } finally {
+      await unmountAll(merged);
+    }
   });
 });
