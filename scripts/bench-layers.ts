@@ -1,8 +1,8 @@
 /**
  * Layer benchmark (not a test): the same layer trees served by the kernel's
  * overlayfs, fuse-overlayfs and snapfs, the same workloads on each, in one
- * run: walks and reads on read-only views and on writable mounts (what a
- * container gets), files with two names, the first touch of a fresh mount
+ * run: walks, listings of names alone and reads on read-only views and on
+ * writable mounts (what a container gets), files with two names, the first touch of a fresh mount
  * over layers already in the page cache, a loaded machine, and writes. Prints each one's median time and the ratios snapfs/fuse-overlayfs and
  * snapfs/overlay. Then each workload on two mounts at once (snapfs's both
  * served by its one mount daemon, fuse-overlayfs's by a process each)
