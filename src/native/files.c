@@ -298,17 +298,17 @@ static napi_value js_chmod_fd(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/*
- * utimens(target, atimeSec, atimeNsec, mtimeSec, mtimeNsec): a descriptor's
- * file (number), or a path, not following a final symlink (string). nsec may
- * be UTIME_NOW or UTIME_OMIT.
- */
 /* The access and modification times of four arguments: seconds and nanoseconds of each. */
 static void times_of(napi_env env, const napi_value *argv, struct timespec ts[2]) {
   ts[0] = (struct timespec) { .tv_sec = (time_t) get_int64(env, argv[0]), .tv_nsec = (long) get_int64(env, argv[1]) };
   ts[1] = (struct timespec) { .tv_sec = (time_t) get_int64(env, argv[2]), .tv_nsec = (long) get_int64(env, argv[3]) };
 }
 
+/*
+ * utimens(target, atimeSec, atimeNsec, mtimeSec, mtimeNsec): a descriptor's
+ * file (number), or a path, not following a final symlink (string). nsec may
+ * be UTIME_NOW or UTIME_OMIT.
+ */
 static napi_value js_utimens(napi_env env, napi_callback_info info) {
   napi_value argv[5];
   if (!get_args(env, info, 5, argv)) return NULL;
