@@ -181,8 +181,7 @@ export class LayerFS implements FileSystem {
     const found = isReservedName(name) && !this.tree.raw ? undefined : this.find(dir, name);
     if (found === undefined) return { ino: 0, entryTimeout: this.cache, attrTimeout: 0 };
     this.materialize(dir, name, found.inode, found.layer);
-    // What the lookup saw is the file's own where the node is that very entry (not a hard link's copy).
-    return this.entry(found.inode, this.tree.isAt(found.inode, dir, name, found.layer) ? found.st : undefined);
+    return this.entry(found.inode, found.st);
   }
 
   forget(ino: number, nlookup: number): void {
@@ -519,7 +518,7 @@ export class LayerFS implements FileSystem {
     if (!dir && child.isDir) fail(E.EISDIR);
     if (dir && this.tree.readdir(child).length > 0) fail(E.ENOTEMPTY);
     const hideBelow = this.tree.visibleBelow(p, name);
-    const st = this.tree.isAt(child, p, name, found.layer) ? found.st : this.tree.stat(child);
+    const st = found.st ?? this.tree.stat(child);
     // An upper file with other names keeps its storage, and is reached by them.
     const otherNames = !dir && found.layer === 0 && st.nlink > 1;
     let pin: number | undefined;
@@ -819,16 +818,20 @@ export class LayerFS implements FileSystem {
   /**
    * What `name` in `dir` stands for (see Tree.lookup). A file of a copied-up
    * lower hard link is its copy in the index, however often the kernel
-   * forgot it meanwhile.
+   * forgot it meanwhile. `st`: the node's attributes as the lookup saw them,
+   * where the node is that very entry (not a hard link's copy, nor a file
+   * kept by a descriptor); undefined otherwise.
    */
-  private find(dir: Inode, name: Buffer): { inode: Inode; layer: number; st: Stat } | undefined {
+  private find(dir: Inode, name: Buffer): { inode: Inode; layer: number; st: Stat | undefined } | undefined {
     const found = this.tree.lookup(dir, name);
-    const index = found === undefined || found.inode.isDir ? undefined : this.groups.get(found.inode.number)?.index;
-    if (index !== undefined && found!.inode.index === undefined) {
-      found!.inode.index = index;
-      found!.inode.layer = 0;
+    if (found === undefined) return undefined;
+    const { inode, layer } = found;
+    const index = inode.isDir ? undefined : this.groups.get(inode.number)?.index;
+    if (index !== undefined && inode.index === undefined) {
+      inode.index = index;
+      inode.layer = 0;
     }
-    return found;
+    return { inode, layer, st: this.tree.isAt(inode, dir, name, layer) ? found.st : undefined };
   }
 
   /** Runs `fn` with an O_PATH descriptor of the inode's file. */
